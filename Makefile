@@ -1,0 +1,44 @@
+# auditsvc: `make run` starts the service, `make test` runs everything. `make help` lists targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint fmt check migrate pytest clean stop-db
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q -r requirements-dev.txt && touch $@
+
+install: $(VENV)/.installed ## create .venv and install the pinned dependencies
+
+migrate: install ## apply database migrations (starts the embedded PostgreSQL if DATABASE_URL is unset)
+	$(PY) manage.py migrate --noinput
+
+run: migrate ## serve on http://$(HOST):$(PORT) with gunicorn, printing a development API key
+	$(PY) manage.py collectstatic --noinput -v0 && $(PY) manage.py ensure_dev_api_key --url http://$(HOST):$(PORT) && exec $(VENV)/bin/gunicorn auditsvc.wsgi -c gunicorn.conf.py -b $(HOST):$(PORT)
+
+test: lint check pytest ## lint, type check, Django checks, then the whole test suite
+
+pytest: install ## the test suite only
+	$(PY) -m pytest
+
+check: install ## manage.py check and makemigrations --check
+	$(PY) manage.py check --fail-level WARNING && $(PY) manage.py makemigrations --check --dry-run
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy .
+
+fmt: install ## format and autofix
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+stop-db: ## stop the embedded PostgreSQL under var/pg
+	-$(PY) -c "import pgserver; pgserver.get_server('var/pg', cleanup_mode='stop')"
+
+clean: stop-db ## remove .venv, var/ (the embedded database) and caches
+	rm -rf $(VENV) var staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""Renders every API error, ours and DRF's, in the one shape: {"errors": [{field, code, message}]}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from auditsvc.errors import FieldError, ProblemError
+
+
+def error_body(errors: list[FieldError]) -> dict[str, Any]:
+    return {"errors": [error.as_dict() for error in errors]}
+
+
+def _flatten(detail: Any, field: str | None) -> list[FieldError]:
+    """DRF's nested ErrorDetail dicts/lists → flat FieldErrors with dotted paths."""
+    if isinstance(detail, dict):
+        errors: list[FieldError] = []
+        for key, value in detail.items():
+            name = None if key in ("non_field_errors", "detail") else str(key)
+            path = f"{field}.{name}" if field and name else (name or field)
+            errors.extend(_flatten(value, path))
+        return errors
+    if isinstance(detail, list):
+        return [error for item in detail for error in _flatten(item, field)]
+    code = getattr(detail, "code", None) or "invalid"
+    return [FieldError(field, str(code), str(detail))]
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ProblemError):
+        return Response(error_body(exc.errors), status=exc.status)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # an unexpected error: Django's handler500 answers (JSON for /api/)
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail, None)
+    elif isinstance(exc, exceptions.ParseError):
+        errors = [FieldError(None, "malformed_json", str(exc.detail))]
+    elif isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else "error"
+        errors = [FieldError(None, code, str(exc.detail))]
+    else:
+        errors = [FieldError(None, "error", str(exc))]
+    response.data = error_body(errors)
+    return response
+
+
+def json_error_response(status_code: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse(error_body([FieldError(None, code, message)]), status=status_code)
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return not request.path.startswith("/admin/")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: the JSON error shape for API clients, never an HTML page."""
+    if not _is_api(request):
+        return defaults.server_error(request)
+    return json_error_response(
+        status.HTTP_500_INTERNAL_SERVER_ERROR, "server_error", "Internal error; it has been logged."
+    )
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: the error shape for unknown routes outside the admin."""
+    if not _is_api(request):
+        return defaults.page_not_found(request, exception or Exception())
+    return json_error_response(status.HTTP_404_NOT_FOUND, "not_found", "No such resource.")

@@ -1,0 +1,33 @@
+"""Scope checks: a view names the scope each action needs; keys without it get 403."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+
+class DenyAll(BasePermission):
+    """The default: a view that forgets to declare its permissions serves nobody."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return False
+
+
+class HasScope(BasePermission):
+    """Requires the API key scope in view.required_scopes[action] (or view.required_scope)."""
+
+    message = "This API key does not have the scope this endpoint needs."
+    code = "permission_denied"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.auth is None:
+            return False
+        scopes: dict[str, str] = getattr(view, "required_scopes", {})
+        scope = scopes.get(getattr(view, "action", "") or "", getattr(view, "required_scope", None))
+        if scope is None:
+            return False
+        self.message = f"This API key lacks the '{scope}' scope."
+        scopes_held: list[str] = getattr(request.auth, "scopes", [])
+        return scope in scopes_held

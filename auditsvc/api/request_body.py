@@ -1,0 +1,30 @@
+"""Reading a JSON request body within a size cap, before any parsing."""
+
+from __future__ import annotations
+
+from rest_framework.request import Request
+
+from auditsvc.errors import FieldError, ProblemError
+
+
+def read_json_body(request: Request, *, max_bytes: int) -> bytes:
+    """The raw body; 415 unless JSON, 413 above max_bytes (from Content-Length, or while reading)."""
+    if request.content_type.split(";")[0].strip().lower() != "application/json":
+        raise ProblemError(
+            [FieldError(None, "unsupported_media_type", "Send the body as Content-Type: application/json.")],
+            status=415,
+        )
+    too_large = ProblemError(
+        [FieldError(None, "body_too_large", f"The request body is over the {max_bytes}-byte limit.")], status=413
+    )
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > max_bytes:
+        raise too_large
+    # Read at most one byte past the cap: a chunked body without Content-Length is cut off too.
+    body = request._request.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise too_large
+    return body

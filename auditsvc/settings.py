@@ -1,0 +1,159 @@
+"""auditsvc settings: every value comes from the environment (see .env.example)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from auditsvc.embedded_db import embedded_database_settings
+from auditsvc.env import env_bool, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("AUDITSVC_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", default=False)
+
+
+def _generated_secret_key() -> str:
+    """A per-checkout key kept in var/ so local runs need no setup; production sets SECRET_KEY."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY_FROM_ENVIRONMENT = env_secret("SECRET_KEY") is not None
+SECRET_KEY = env_secret("SECRET_KEY") or _generated_secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "auditsvc",
+    "events",
+    "customers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "auditsvc.urls"
+WSGI_APPLICATION = "auditsvc.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+# DATABASE_URL set → that server; unset → the embedded PostgreSQL under var/pg.
+DATABASE_URL = env_str("DATABASE_URL")
+EMBEDDED_DATABASE = not DATABASE_URL
+_database = dict(dj_database_url.parse(DATABASE_URL)) if DATABASE_URL else embedded_database_settings(VAR_DIR / "pg")
+_database.update(
+    {
+        # Persistent connections with a health check: a restarted database is picked up
+        # again on the next request without restarting the workers.
+        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {
+            "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3, minimum=1),
+            "options": f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 30000, minimum=0)}",
+        },
+        "TEST": {"NAME": env_str("TEST_DATABASE_NAME", "") or None},
+    }
+)
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Internationalisation / time ---------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files (whitenoise serves them under gunicorn) --------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", default=False)
+
+# --- Security ----------------------------------------------------------------------------
+# Behind a TLS-terminating proxy set SECURE_TLS=true: HSTS, secure cookies, redirects.
+SECURE_TLS = env_bool("SECURE_TLS", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE_TLS else None
+SECURE_SSL_REDIRECT = SECURE_TLS
+SESSION_COOKIE_SECURE = SECURE_TLS
+CSRF_COOKIE_SECURE = SECURE_TLS
+SECURE_HSTS_SECONDS = 31536000 if SECURE_TLS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_TLS
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- API ---------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["auditsvc.api.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["auditsvc.api.permissions.DenyAll"],
+    "DEFAULT_RENDERER_CLASSES": ["auditsvc.api.renderers.ORJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "auditsvc.api.exceptions.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- auditsvc ----------------------------------------------------------------------------
+# Request body cap: checked from Content-Length before the body is read, 413 above it.
+AUDITSVC_MAX_BODY_BYTES = env_int("AUDITSVC_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = AUDITSVC_MAX_BODY_BYTES
+AUDITSVC_BATCH_MAX_EVENTS = env_int("AUDITSVC_BATCH_MAX_EVENTS", 1000, minimum=1)
+AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS = env_int("AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS", 7 * 24 * 3600, minimum=60)
+AUDITSVC_MAX_FUTURE_SKEW_SECONDS = env_int("AUDITSVC_MAX_FUTURE_SKEW_SECONDS", 300, minimum=0)
+# Strict deployments refuse event types nobody registered (manage.py create_event_type).
+AUDITSVC_STRICT_EVENT_TYPES = env_bool("AUDITSVC_STRICT_EVENT_TYPES", default=False)
+# Keys are stored as HMAC-SHA256(secret); changing this invalidates every API key.
+AUDITSVC_API_KEY_HASH_SECRET = env_secret("AUDITSVC_API_KEY_HASH_SECRET") or SECRET_KEY
+AUDITSVC_DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "pgserver": {"level": "WARNING"},  # start/stop chatter of the embedded database
+    },
+}

@@ -1,0 +1,339 @@
+"""The one write path. The API, the bulk import and the stream consumer all call ingest_events.
+
+A batch is one transaction: claim idempotency keys, resolve types and customers in bulk,
+COPY the events. Either every new event of the batch is stored, or none is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from auditsvc.errors import Conflict, FieldError, InvalidInput
+from events.ids import uuid7
+from events.integrity import event_hash
+from events.models import IdempotencyKey, Source
+from events.queries import StoredEvent, stored_events_by_id
+from events.validation import EventIn
+
+# Process-wide caches of rows that are never deleted, filled only after commit so that a
+# rolled-back batch cannot leave an id behind that does not exist.
+_type_ids: dict[str, int] = {}
+_customer_ids: dict[str, int] = {}
+_CACHE_MAX = 200_000
+
+
+@dataclass
+class IngestResult:
+    events: list[StoredEvent] = field(default_factory=list)
+
+    @property
+    def created(self) -> int:
+        return sum(1 for event in self.events if event.created)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.events) - self.created
+
+
+def clear_caches() -> None:
+    """Forget cached type and customer ids (tests that truncate tables call this)."""
+    _type_ids.clear()
+    _customer_ids.clear()
+
+
+def ingest_events(*, source: Source, items: Sequence[EventIn], is_batch: bool = True) -> IngestResult:
+    """Store items for source, all or nothing; repeats of an idempotency key return the stored event.
+
+    Raises InvalidInput (unknown type in strict mode) or Conflict (a key reused with another
+    body, an identity owned by another customer); nothing is stored then. Error fields are
+    named "events[i].<field>" for batches and "<field>" for a single event.
+    """
+    received_at = timezone.now()
+    paths = _ItemPaths(is_batch)
+    # Ids are assigned up front so that an idempotency claim can point at its event.
+    event_ids = [uuid7() for _ in items]
+    results: dict[int, StoredEvent] = {}
+    with transaction.atomic():
+        fresh, repeats = _claim_idempotency_keys(
+            source=source, items=items, event_ids=event_ids, now=received_at, paths=paths, results=results
+        )
+        type_ids = _resolve_event_types(items, fresh, paths)
+        customer_ids = _resolve_customers([items[i].customer for i in fresh])
+        _attach_identities(items, fresh, customer_ids, paths)
+        rows = []
+        for index in fresh:
+            stored = _new_event(source, items[index], event_ids[index], received_at)
+            results[index] = stored
+            rows.append(
+                (
+                    stored.id,
+                    type_ids[stored.type],
+                    source.pk,
+                    customer_ids[stored.customer] if stored.customer else None,
+                    stored.actor,
+                    stored.occurred_at,
+                    stored.received_at,
+                    stored.description,
+                    orjson.dumps(stored.payload).decode(),
+                    stored.idempotency_key,
+                    stored.hash,
+                )
+            )
+        if rows:
+            _copy_events(rows)
+        transaction.on_commit(lambda: _remember(type_ids, customer_ids))
+    for index, first in repeats.items():
+        results[index] = replace(results[first], created=False)
+    return IngestResult(events=[results[index] for index in range(len(items))])
+
+
+class _ItemPaths:
+    """Error field names: "events[3].type" in a batch, "type" for a single event."""
+
+    def __init__(self, is_batch: bool) -> None:
+        self.is_batch = is_batch
+
+    def __call__(self, index: int, name: str) -> str:
+        return f"events[{index}].{name}" if self.is_batch else name
+
+
+def _new_event(source: Source, item: EventIn, event_id: uuid.UUID, received_at: datetime) -> StoredEvent:
+    occurred_at = item.occurred_at or received_at
+    return StoredEvent(
+        id=event_id,
+        type=item.type,
+        source=source.slug,
+        customer=item.customer,
+        actor=item.actor,
+        occurred_at=occurred_at,
+        received_at=received_at,
+        description=item.description,
+        payload=item.payload,
+        idempotency_key=item.idempotency_key,
+        hash=event_hash(
+            event_id=event_id,
+            type_name=item.type,
+            source_slug=source.slug,
+            customer=item.customer,
+            actor=item.actor,
+            occurred_at=occurred_at,
+            received_at=received_at,
+            description=item.description,
+            payload=item.payload,
+        ),
+    )
+
+
+def _claim_idempotency_keys(
+    *,
+    source: Source,
+    items: Sequence[EventIn],
+    event_ids: list[uuid.UUID],
+    now: datetime,
+    paths: _ItemPaths,
+    results: dict[int, StoredEvent],
+) -> tuple[list[int], dict[int, int]]:
+    """Claim each item's key. Returns the indexes to store, and in-batch repeats (index → first).
+
+    Items whose key is already held (within the window) get the stored event in results.
+    The unique (source, key) constraint settles races: a concurrent claim of the same key
+    waits for the first transaction to end, then finds its row and returns that event.
+    """
+    first_index_of: dict[str, int] = {}
+    fresh: list[int] = []
+    repeats: dict[int, int] = {}
+    for index, item in enumerate(items):
+        key = item.idempotency_key
+        if key is None:
+            fresh.append(index)
+        elif key in first_index_of:
+            if items[first_index_of[key]].fingerprint != item.fingerprint:
+                raise Conflict([_key_conflict(paths(index, "idempotency_key"))])
+            repeats[index] = first_index_of[key]
+        else:
+            first_index_of[key] = index
+            fresh.append(index)
+    if not first_index_of:
+        return fresh, repeats
+
+    keys = sorted(first_index_of)  # one lock order for every batch: no deadlocks between them
+    cutoff = now - timedelta(seconds=settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS)
+    with connection.cursor() as cursor:
+        # Raw SQL: reclaiming expired keys (ON CONFLICT DO UPDATE ... WHERE) and returning the
+        # keys actually claimed, in one statement; bulk_create can say neither.
+        cursor.execute(
+            """
+            INSERT INTO events_idempotencykey (source_id, key, event_id, fingerprint, created_at)
+            SELECT %s, k, e, f, %s FROM unnest(%s::text[], %s::uuid[], %s::text[]) AS t(k, e, f)
+            ON CONFLICT (source_id, key) DO UPDATE
+                SET event_id = EXCLUDED.event_id, fingerprint = EXCLUDED.fingerprint,
+                    created_at = EXCLUDED.created_at
+                WHERE events_idempotencykey.created_at < %s
+            RETURNING key
+            """,
+            [
+                source.pk,
+                now,
+                keys,
+                [event_ids[first_index_of[k]] for k in keys],
+                [items[first_index_of[k]].fingerprint for k in keys],
+                cutoff,
+            ],
+        )
+        claimed = {row[0] for row in cursor.fetchall()}
+        taken = [k for k in keys if k not in claimed]
+        if not taken:
+            return fresh, repeats
+        cursor.execute(
+            "SELECT key, event_id, fingerprint FROM events_idempotencykey WHERE source_id = %s AND key = ANY(%s)",
+            [source.pk, taken],
+        )
+        earlier = {key: (event_id, fingerprint) for key, event_id, fingerprint in cursor.fetchall()}
+    stored = stored_events_by_id([event_id for event_id, _ in earlier.values()])
+    taken_indexes = set()
+    for key in taken:
+        index = first_index_of[key]
+        event_id, fingerprint = earlier[key]
+        if fingerprint != items[index].fingerprint:
+            raise Conflict([_key_conflict(paths(index, "idempotency_key"))])
+        results[index] = replace(stored[event_id], created=False)
+        taken_indexes.add(index)
+    return [index for index in fresh if index not in taken_indexes], repeats
+
+
+def _key_conflict(field: str) -> FieldError:
+    return FieldError(
+        field,
+        "idempotency_key_reused",
+        "This idempotency key was already used for a different event within the dedupe window.",
+    )
+
+
+def _resolve_event_types(items: Sequence[EventIn], fresh: list[int], paths: _ItemPaths) -> dict[str, int]:
+    """name → id for every type, registering new ones (unless strict)."""
+    wanted = sorted({items[i].type for i in fresh})
+    resolved = {name: _type_ids[name] for name in wanted if name in _type_ids}
+    missing = [name for name in wanted if name not in resolved]
+    if not missing:
+        return resolved
+    with connection.cursor() as cursor:
+        if not settings.AUDITSVC_STRICT_EVENT_TYPES:
+            cursor.execute(
+                "INSERT INTO events_eventtype (name, description) SELECT unnest(%s::text[]), '' "
+                "ON CONFLICT (name) DO NOTHING",
+                [missing],
+            )
+        cursor.execute("SELECT name, id FROM events_eventtype WHERE name = ANY(%s)", [missing])
+        resolved.update(cursor.fetchall())
+    unknown = [
+        FieldError(
+            paths(i, "type"),
+            "unknown_event_type",
+            f"Event type '{items[i].type}' is not registered and this deployment is strict.",
+        )
+        for i in fresh
+        if items[i].type not in resolved
+    ]
+    if unknown:
+        raise InvalidInput(unknown)
+    return resolved
+
+
+def _resolve_customers(external_ids: list[str | None]) -> dict[str, int]:
+    """external id → customer id, creating unknown customers in one statement."""
+    wanted = sorted({external_id for external_id in external_ids if external_id})
+    resolved = {external_id: _customer_ids[external_id] for external_id in wanted if external_id in _customer_ids}
+    missing = [external_id for external_id in wanted if external_id not in resolved]
+    if not missing:
+        return resolved
+    with connection.cursor() as cursor:
+        # Sorted input: concurrent batches lock the unique index in the same order.
+        # Two statements, not a CTE: the SELECT must see rows a concurrent batch committed
+        # while this INSERT waited on them (a new snapshot per statement).
+        cursor.execute(
+            "INSERT INTO customers_customer (external_id, email, display_name) "
+            "SELECT unnest(%s::text[]), '', '' ON CONFLICT (external_id) DO NOTHING",
+            [missing],
+        )
+        cursor.execute("SELECT external_id, id FROM customers_customer WHERE external_id = ANY(%s)", [missing])
+        resolved.update(cursor.fetchall())
+    return resolved
+
+
+def _attach_identities(
+    items: Sequence[EventIn], fresh: list[int], customer_ids: dict[str, int], paths: _ItemPaths
+) -> None:
+    """Attach each item's identities to its customer; an identity owned by another is a 409."""
+    wanted: dict[tuple[str, str], tuple[int, int]] = {}  # identity → (customer id, item index)
+    for index in fresh:
+        item = items[index]
+        for identity in item.customer_identities:
+            assert item.customer is not None  # validation requires a customer for identities
+            owner = customer_ids[item.customer]
+            if wanted.setdefault(identity, (owner, index))[0] != owner:
+                raise Conflict([_identity_conflict(paths(index, "customer_identities"), identity)])
+    if not wanted:
+        return
+    identities = sorted(wanted)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO customers_customeridentity (customer_id, system, external_id) "
+            "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[]) "
+            "ON CONFLICT (system, external_id) DO NOTHING",
+            [[wanted[i][0] for i in identities], [s for s, _ in identities], [e for _, e in identities]],
+        )
+        cursor.execute(
+            "SELECT system, external_id, customer_id FROM customers_customeridentity "
+            "WHERE (system, external_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            [[s for s, _ in identities], [e for _, e in identities]],
+        )
+        owners = {(system, external_id): owner for system, external_id, owner in cursor.fetchall()}
+    for identity in identities:
+        owner, index = wanted[identity]
+        if owners.get(identity) != owner:
+            raise Conflict([_identity_conflict(paths(index, "customer_identities"), identity)])
+
+
+def _identity_conflict(field: str, identity: tuple[str, str]) -> FieldError:
+    return FieldError(
+        field,
+        "identity_conflict",
+        f"Identity {identity[0]}:{identity[1]} already belongs to another customer.",
+    )
+
+
+def _copy_events(rows: list[tuple[Any, ...]]) -> None:
+    """COPY the rows into events_event: the fastest bulk path PostgreSQL offers."""
+    with connection.cursor() as cursor:
+        raw_cursor: Any = cursor.cursor  # the psycopg cursor; Django's wrapper has no copy()
+        with raw_cursor.copy(
+            "COPY events_event (id, type_id, source_id, customer_id, actor, occurred_at, received_at, "
+            "description, payload, idempotency_key, hash) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def _remember(type_ids: dict[str, int], customer_ids: dict[str, int]) -> None:
+    if len(_type_ids) + len(type_ids) > _CACHE_MAX:
+        _type_ids.clear()
+    if len(_customer_ids) + len(customer_ids) > _CACHE_MAX:
+        _customer_ids.clear()
+    _type_ids.update(type_ids)
+    _customer_ids.update(customer_ids)
+
+
+def purge_expired_idempotency_keys() -> int:
+    """Delete key claims older than the dedupe window; the events themselves stay."""
+    cutoff = timezone.now() - timedelta(seconds=settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

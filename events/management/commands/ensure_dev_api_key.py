@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from events.keys import create_api_key, find_api_key
+from events.models import SCOPES, Source
+
+CURL_EXAMPLE = """\
+curl -sS -X POST {url}/api/v1/events \\
+  -H 'Authorization: Bearer {key}' \\
+  -H 'Content-Type: application/json' \\
+  -d '{{"type": "customer.created", "customer": "cus_42", "actor": "alice@example.com",
+       "payload": {{"plan": "pro"}}}}'"""
+
+
+class Command(BaseCommand):
+    help = "Development only: make sure the 'demo' source has a key (kept in var/dev-api-key) and print it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="base URL for the curl example")
+
+    def handle(self, *args: Any, url: str, **options: Any) -> None:
+        path = Path(settings.AUDITSVC_DEV_API_KEY_FILE)
+        key = path.read_text().strip() if path.exists() else ""
+        api_key = find_api_key(key) if key else None
+        if api_key is None or api_key.is_revoked or api_key.source.slug != "demo":
+            source, _ = Source.objects.get_or_create(slug="demo", defaults={"name": "Demo service"})
+            key = create_api_key(source=source, scopes=list(SCOPES), name="development key").plaintext
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(key)
+            path.chmod(0o600)
+        self.stdout.write(f"\nDevelopment API key for source 'demo' (scopes: {', '.join(SCOPES)}):\n\n  {key}\n")
+        self.stdout.write("\nStore an event:\n\n" + CURL_EXAMPLE.format(url=url, key=key) + "\n")
+        self.stdout.write(
+            f"\nAdmin: create a user with `.venv/bin/python manage.py createsuperuser`, then open {url}/admin/\n\n"
+        )

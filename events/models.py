@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex, GinIndex
+from django.db import models
+from django.db.models.functions import Now
+
+from events.ids import uuid7
+
+SCOPE_INGEST = "ingest"
+SCOPE_READ = "read"
+SCOPES = (SCOPE_INGEST, SCOPE_READ)
+
+
+class Source(models.Model):
+    """A service that emits events; every API key belongs to exactly one."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ApiKey(models.Model):
+    """A source's credential. Only a keyed hash of the secret is stored; the prefix finds it."""
+
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=200, blank=True, default="")
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    scopes = ArrayField(models.CharField(max_length=16))
+    created_at = models.DateTimeField(db_default=Now())
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(scopes__contained_by=list(SCOPES)) & models.Q(scopes__len__gte=1),
+                name="api_key_scopes_known",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix} ({self.source_id})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class EventType(models.Model):
+    """A dotted event type name, registered on first sight unless the deployment is strict."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True, default="")
+    first_seen_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Event(models.Model):
+    """One audit event. Written only by events.ingest; never updated or deleted."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    type = models.ForeignKey(EventType, on_delete=models.PROTECT, related_name="events")
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="events")
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="events", null=True, blank=True
+    )
+    actor = models.CharField(max_length=200, null=True, blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    description = models.TextField(null=True, blank=True)
+    payload = models.JSONField(default=dict)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(hash__regex=r"^[0-9a-f]{64}$"), name="event_hash_is_sha256_hex"),
+        ]
+        indexes = [
+            # Newest-first listing of everything (the default ordering; keyset on (occurred_at, id)).
+            models.Index(fields=["-occurred_at", "-id"], name="event_occurred"),
+            # A customer's timeline: WHERE customer_id = ? ORDER BY occurred_at DESC, id DESC.
+            models.Index(fields=["customer", "-occurred_at", "-id"], name="event_customer_occurred"),
+            # "every billing.failed this week": WHERE type_id = ? AND occurred_at range.
+            models.Index(fields=["type", "-occurred_at", "-id"], name="event_type_occurred"),
+            # One service's events over time: WHERE source_id = ? AND occurred_at range.
+            models.Index(fields=["source", "-occurred_at", "-id"], name="event_source_occurred"),
+            # received_at grows with insertion order, so a tiny BRIN serves seal/export ranges.
+            BrinIndex(fields=["received_at"], name="event_received_brin"),
+            # Payload containment (payload @> '{"plan": "pro"}').
+            GinIndex(fields=["payload"], name="event_payload_gin", opclasses=["jsonb_path_ops"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type_id} {self.id}"
+
+
+class IdempotencyKey(models.Model):
+    """A source's claim on an idempotency key, pointing at the event it stored.
+
+    Kept apart from Event so that the dedupe window can expire (rows are reclaimed after
+    AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS) without touching the append-only events table,
+    and so that its uniqueness does not have to include the events' partition key.
+    """
+
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+")
+    key = models.CharField(max_length=200)
+    event_id = models.UUIDField()
+    # SHA-256 of the request item as sent: a retry must match it, or it is a 409.
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "key"], name="idempotency_key_unique"),
+        ]
+        indexes = [
+            # purge_idempotency_keys: DELETE ... WHERE created_at < cutoff.
+            models.Index(fields=["created_at"], name="idempotency_key_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_id}:{self.key}"

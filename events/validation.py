@@ -1,0 +1,301 @@
+"""The ingest rule set, written once: raw JSON values in, EventIn (or field-level errors) out.
+
+Hand-written rather than a DRF serializer: a batch of 1,000 events cannot afford DRF's
+per-field machinery, and the same rules serve the API, the bulk import and the consumer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from auditsvc.errors import FieldError, InvalidInput
+
+TYPE_NAME_MAX = 200
+CUSTOMER_MAX = 200
+ACTOR_MAX = 200
+DESCRIPTION_MAX = 2000
+IDEMPOTENCY_KEY_MAX = 200
+IDENTITY_SYSTEM_MAX = 100
+IDENTITY_ID_MAX = 200
+IDENTITIES_MAX = 20
+PAYLOAD_MAX_DEPTH = 32
+# Integers beyond ±(2^53 - 1) lose precision as IEEE doubles, which RFC 8785 hashing and
+# most JSON clients use; such values belong in strings.
+SAFE_INTEGER = 2**53 - 1
+EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Dotted names: "customer.created", "com.example.billing.charged.v2".
+TYPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+)*")
+# RFC 3339 with a mandatory offset; fromisoformat alone would accept dates without times.
+DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
+
+EVENT_FIELDS = frozenset(
+    {"type", "customer", "customer_identities", "actor", "occurred_at", "description", "payload", "idempotency_key"}
+)
+IDENTITY_FIELDS = frozenset({"system", "id"})
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    """One validated event as a sender submitted it (times aware, strings checked)."""
+
+    type: str
+    customer: str | None
+    customer_identities: tuple[tuple[str, str], ...]
+    actor: str | None
+    occurred_at: datetime | None  # None: the receipt time
+    description: str | None
+    payload: dict[str, Any]
+    idempotency_key: str | None
+    fingerprint: str  # SHA-256 of the item as sent, minus its idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    events: list[EventIn]
+    is_batch: bool
+
+
+class _Errors:
+    """Collects FieldErrors so that one response lists every problem of a request."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldError] = []
+
+    def add(self, field: str | None, code: str, message: str) -> None:
+        self.items.append(FieldError(field, code, message))
+
+
+def parse_ingest_body(
+    body: bytes, *, idempotency_header: str | None = None, max_events: int | None = None
+) -> IngestRequest:
+    """Parse a POST /api/v1/events body: one event object, or {"events": [...]}."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput([FieldError(None, "malformed_json", f"Body is not valid JSON: {exc}")]) from None
+    if not isinstance(document, dict):
+        raise InvalidInput([FieldError(None, "invalid_body", "Body must be a JSON object.")])
+    max_events = max_events or settings.AUDITSVC_BATCH_MAX_EVENTS
+    if "events" not in document:
+        event = parse_event(document, path="", idempotency_header=idempotency_header)
+        return IngestRequest(events=[event], is_batch=False)
+
+    return IngestRequest(events=_parse_batch(document, idempotency_header, max_events), is_batch=True)
+
+
+def _parse_batch(document: dict[str, Any], idempotency_header: str | None, max_events: int) -> list[EventIn]:
+    errors = _Errors()
+    for key in document:
+        if key != "events":
+            errors.add(str(key), "unknown_field", "A batch body has only the 'events' field.")
+    if idempotency_header is not None:
+        errors.add(
+            "Idempotency-Key", "header_not_allowed", "Batches carry idempotency keys per event, not in the header."
+        )
+    items = document["events"]
+    if not isinstance(items, list):
+        errors.add("events", "wrong_type", "Must be a list of event objects.")
+        raise InvalidInput(errors.items)
+    if not items:
+        errors.add("events", "empty_batch", "A batch needs at least one event.")
+    if len(items) > max_events:
+        errors.add("events", "too_many_events", f"A batch holds at most {max_events} events, got {len(items)}.")
+    if errors.items:
+        raise InvalidInput(errors.items)
+    events = []
+    for index, item in enumerate(items):
+        try:
+            events.append(parse_event(item, path=f"events[{index}]."))
+        except InvalidInput as exc:
+            errors.items.extend(exc.errors)
+    if errors.items:
+        raise InvalidInput(errors.items)
+    return events
+
+
+def parse_event(raw: Any, *, path: str = "", idempotency_header: str | None = None) -> EventIn:
+    """Validate one event object; path prefixes field names in errors ("events[3].")."""
+    errors = _Errors()
+    if not isinstance(raw, dict):
+        raise InvalidInput([FieldError(path.rstrip(".") or None, "wrong_type", "An event must be a JSON object.")])
+    for key in raw:
+        if key not in EVENT_FIELDS:
+            errors.add(f"{path}{key}", "unknown_field", f"Unknown field '{key}'.")
+
+    type_name = _string(raw, "type", path, errors, max_length=TYPE_NAME_MAX, required=True)
+    if type_name is not None and not TYPE_NAME_RE.fullmatch(type_name):
+        errors.add(
+            f"{path}type",
+            "invalid_event_type",
+            "Event types are dotted names of letters, digits, '_' and '-', e.g. 'customer.created'.",
+        )
+    customer = _string(raw, "customer", path, errors, max_length=CUSTOMER_MAX)
+    identities = _identities(raw.get("customer_identities"), path, errors)
+    if identities and customer is None and "customer" not in {e.field for e in errors.items}:
+        errors.add(f"{path}customer", "required", "customer_identities need a customer to attach to.")
+    actor = _string(raw, "actor", path, errors, max_length=ACTOR_MAX)
+    description = _string(raw, "description", path, errors, max_length=DESCRIPTION_MAX, allow_blank=True)
+    occurred_at = _occurred_at(raw.get("occurred_at"), f"{path}occurred_at", errors)
+    payload = raw.get("payload")
+    if payload is None:
+        payload = {}
+    elif not isinstance(payload, dict):
+        errors.add(f"{path}payload", "wrong_type", "payload must be a JSON object.")
+    else:
+        _check_json_value(payload, f"{path}payload", errors)
+
+    key = _string(raw, "idempotency_key", path, errors, max_length=IDEMPOTENCY_KEY_MAX)
+    if idempotency_header is not None:
+        header_key = _check_idempotency_header(idempotency_header, errors)
+        if key is not None and header_key is not None and key != header_key:
+            errors.add(
+                f"{path}idempotency_key",
+                "conflicting_idempotency_key",
+                "The Idempotency-Key header and the idempotency_key field differ.",
+            )
+        key = key or header_key
+
+    if errors.items:
+        raise InvalidInput(errors.items)
+    assert type_name is not None  # required=True reported it otherwise
+    return EventIn(
+        type=type_name,
+        customer=customer,
+        customer_identities=identities,
+        actor=actor,
+        occurred_at=occurred_at,
+        description=description,
+        payload=payload,
+        idempotency_key=key,
+        fingerprint=_fingerprint(raw),
+    )
+
+
+def _fingerprint(raw: dict[str, Any]) -> str:
+    content = {k: v for k, v in raw.items() if k != "idempotency_key"}
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _string(
+    raw: dict[str, Any],
+    name: str,
+    path: str,
+    errors: _Errors,
+    *,
+    max_length: int,
+    required: bool = False,
+    allow_blank: bool = False,
+) -> str | None:
+    field = f"{path}{name}"
+    value = raw.get(name)
+    if value is None:
+        if required:
+            errors.add(field, "required", "This field is required.")
+        return None
+    if not isinstance(value, str):
+        errors.add(field, "wrong_type", "Must be a string.")
+        return None
+    if "\x00" in value:
+        errors.add(field, "null_character", "NUL characters (\\u0000) are not allowed.")
+        return None
+    if len(value) > max_length:
+        errors.add(field, "too_long", f"At most {max_length} characters, got {len(value)}.")
+        return None
+    if not allow_blank and not value.strip():
+        errors.add(field, "blank", "Must not be blank.")
+        return None
+    return value
+
+
+def _identities(value: Any, path: str, errors: _Errors) -> tuple[tuple[str, str], ...]:
+    field = f"{path}customer_identities"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        errors.add(field, "wrong_type", "Must be a list of {system, id} objects.")
+        return ()
+    if len(value) > IDENTITIES_MAX:
+        errors.add(field, "too_many_identities", f"At most {IDENTITIES_MAX} identities per event.")
+        return ()
+    identities: list[tuple[str, str]] = []
+    for index, item in enumerate(value):
+        item_path = f"{field}[{index}]."
+        if not isinstance(item, dict):
+            errors.add(item_path.rstrip("."), "wrong_type", "Must be an object {system, id}.")
+            continue
+        for key in item:
+            if key not in IDENTITY_FIELDS:
+                errors.add(f"{item_path}{key}", "unknown_field", f"Unknown field '{key}'.")
+        system = _string(item, "system", item_path, errors, max_length=IDENTITY_SYSTEM_MAX, required=True)
+        external_id = _string(item, "id", item_path, errors, max_length=IDENTITY_ID_MAX, required=True)
+        if system is not None and external_id is not None:
+            identities.append((system, external_id))
+    return tuple(dict.fromkeys(identities))
+
+
+def _occurred_at(value: Any, field: str, errors: _Errors) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not DATETIME_RE.fullmatch(value):
+        errors.add(field, "invalid_datetime", "Must be an RFC 3339 time with an offset, e.g. 2026-11-24T09:30:00Z.")
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:
+        errors.add(field, "invalid_datetime", "Not a valid date and time.")
+        return None
+    now = datetime.now(UTC)
+    if parsed > now + timedelta(seconds=settings.AUDITSVC_MAX_FUTURE_SKEW_SECONDS):
+        errors.add(field, "in_future", "occurred_at is too far in the future.")
+        return None
+    if parsed < EARLIEST_OCCURRED_AT:
+        errors.add(field, "out_of_range", "occurred_at must not be before 1970-01-01.")
+        return None
+    return parsed
+
+
+def _check_idempotency_header(value: str, errors: _Errors) -> str | None:
+    if not value.strip() or len(value) > IDEMPOTENCY_KEY_MAX or "\x00" in value:
+        errors.add("Idempotency-Key", "invalid", f"Must be 1 to {IDEMPOTENCY_KEY_MAX} visible characters.")
+        return None
+    return value
+
+
+def _check_json_value(root: dict[str, Any], field: str, errors: _Errors) -> None:
+    """Depth, NUL characters and integer range, walked iteratively (no recursion limit games)."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > PAYLOAD_MAX_DEPTH:
+                errors.add(field, "nesting_too_deep", f"Nested deeper than {PAYLOAD_MAX_DEPTH} levels.")
+                return
+            for key, item in value.items():
+                if "\x00" in key:
+                    errors.add(field, "null_character", "NUL characters (\\u0000) are not allowed.")
+                    return
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            if depth > PAYLOAD_MAX_DEPTH:
+                errors.add(field, "nesting_too_deep", f"Nested deeper than {PAYLOAD_MAX_DEPTH} levels.")
+                return
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                errors.add(field, "null_character", "NUL characters (\\u0000) are not allowed.")
+                return
+        elif isinstance(value, int) and not isinstance(value, bool) and not -SAFE_INTEGER <= value <= SAFE_INTEGER:
+            errors.add(
+                field,
+                "number_out_of_range",
+                "Integers must lie within ±(2^53 - 1); send larger values as strings.",
+            )
+            return

@@ -1,0 +1,17 @@
+"""gunicorn settings shared by `make run`, the benchmarks and the container image."""
+
+import os
+
+# Threads overlap database round trips (commits) within a worker; see docs/BENCHMARKS.md.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 20
+keepalive = 5
+# Bound header sizes (the body cap is the service's own, AUDITSVC_MAX_BODY_BYTES).
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
