@@ -2,18 +2,26 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from auditsvc import health
-from events.views import EventViewSet
+from customers.views import CustomerViewSet
+from events.views import EventTypeViewSet, EventViewSet, SourceViewSet, StatsViewSet
 
 api = SimpleRouter(trailing_slash=False)
-api.register("events", EventViewSet, basename="event")
+api.register("events", EventViewSet, basename="event")  # POST ingest; GET list, {id}, export
+api.register("customers", CustomerViewSet, basename="customer")  # list, {external_id}, {external_id}/events
+api.register("event-types", EventTypeViewSet, basename="event-type")
+api.register("sources", SourceViewSet, basename="source")
+api.register("stats", StatsViewSet, basename="stats")  # stats/counts, stats/durations
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", include(api.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
 ]
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.functions import Lower
 
 
 class Customer(models.Model):
@@ -14,6 +15,10 @@ class Customer(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=~models.Q(external_id=""), name="customer_external_id_not_empty"),
+        ]
+        indexes = [
+            # Customer search by email, case-insensitive: WHERE lower(email) = lower(?).
+            models.Index(Lower("email"), name="customer_email_lower"),
         ]
 
     def __str__(self) -> str:

@@ -90,7 +90,9 @@ def ingest_events(*, source: Source, items: Sequence[EventIn], is_batch: bool = 
             )
         if rows:
             _copy_events(rows)
+        seen = _type_counts(items, fresh, type_ids, received_at)
         transaction.on_commit(lambda: _remember(type_ids, customer_ids))
+        transaction.on_commit(lambda: _count_event_types(seen), robust=True)
     for index, first in repeats.items():
         results[index] = replace(results[first], created=False)
     return IngestResult(events=[results[index] for index in range(len(items))])
@@ -321,6 +323,48 @@ def _copy_events(rows: list[tuple[Any, ...]]) -> None:
         ) as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+def _type_counts(
+    items: Sequence[EventIn], fresh: list[int], type_ids: dict[str, int], received_at: datetime
+) -> list[tuple[int, int, datetime]]:
+    counts: dict[int, int] = {}
+    for index in fresh:
+        type_id = type_ids[items[index].type]
+        counts[type_id] = counts.get(type_id, 0) + 1
+    return [(type_id, count, received_at) for type_id, count in sorted(counts.items())]
+
+
+def _count_event_types(seen: list[tuple[int, int, datetime]]) -> None:
+    """Add a committed batch to its types' event_count and last_seen_at.
+
+    Outside the events transaction and with an asynchronous commit: the counter rows are
+    hot, so their locks are held for microseconds, not a WAL flush. A crash can lose a
+    few increments (statistics, not audit data); rebuild_event_type_counts recounts.
+    """
+    if not seen:
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(
+            "UPDATE events_eventtype AS t SET event_count = t.event_count + c.n, "
+            "last_seen_at = GREATEST(t.last_seen_at, c.seen) "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS c(id, n, seen) WHERE t.id = c.id",
+            [[s[0] for s in seen], [s[1] for s in seen], [s[2] for s in seen]],
+        )
+
+
+def rebuild_event_type_counts() -> int:
+    """Recount event_count and last_seen_at of every type from the events (a full scan)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        cursor.execute(
+            "UPDATE events_eventtype AS t SET event_count = COALESCE(c.n, 0), last_seen_at = c.seen "
+            "FROM events_eventtype AS t2 LEFT JOIN ("
+            "  SELECT type_id, count(*) AS n, max(received_at) AS seen FROM events_event GROUP BY type_id"
+            ") AS c ON c.type_id = t2.id WHERE t.id = t2.id"
+        )
+        return int(cursor.rowcount)
 
 
 def _remember(type_ids: dict[str, int], customer_ids: dict[str, int]) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex, GinIndex
+from django.contrib.postgres.search import SearchVector
 from django.db import models
 from django.db.models.functions import Now
 
@@ -59,6 +60,10 @@ class EventType(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True, default="")
     first_seen_at = models.DateTimeField(db_default=Now())
+    # Kept by events.ingest after each commit (not in the event transaction, so that no
+    # ingest waits on a hot counter row); `manage.py rebuild_event_type_counts` recounts.
+    event_count = models.BigIntegerField(default=0, db_default=0)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -94,6 +99,10 @@ class Event(models.Model):
             models.Index(fields=["type", "-occurred_at", "-id"], name="event_type_occurred"),
             # One service's events over time: WHERE source_id = ? AND occurred_at range.
             models.Index(fields=["source", "-occurred_at", "-id"], name="event_source_occurred"),
+            # ordering=received_at keyset pages: ORDER BY received_at DESC, id DESC.
+            models.Index(fields=["-received_at", "-id"], name="event_received"),
+            # q=: words of the description, to_tsvector('simple', ...) @@ websearch_to_tsquery(...).
+            GinIndex(SearchVector("description", config="simple"), name="event_description_fts"),
             # received_at grows with insertion order, so a tiny BRIN serves seal/export ranges.
             BrinIndex(fields=["received_at"], name="event_received_brin"),
             # Payload containment (payload @> '{"plan": "pro"}').

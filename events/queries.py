@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from events.models import Event
+from django.db.models import QuerySet
+
+from customers.models import Customer, CustomerIdentity
+from events.models import Event, EventType, Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +52,45 @@ def stored_events_by_id(ids: list[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
     """Events by id, in one query."""
     events = Event.objects.select_related("type", "source", "customer").filter(id__in=ids)
     return {event.id: stored_event_from_row(event) for event in events}
+
+
+def event_type_ids(*, names: list[str] | None = None, prefix: str | None = None) -> list[int]:
+    """Ids of the named types (or of those starting with prefix); resolved first so that the
+    planner sees constants and picks the (type_id, occurred_at) index."""
+    types = EventType.objects.all()
+    if names is not None:
+        types = types.filter(name__in=names)
+    if prefix is not None:
+        types = types.filter(name__startswith=prefix)
+    return list(types.values_list("id", flat=True))
+
+
+def customer_ids_for(reference: str) -> list[int]:
+    """Customers matching an external id, or an identity written `system:id` (at most two)."""
+    # A UNION of two unique-index lookups; an OR across the join would scan customers.
+    by_external_id = Customer.objects.filter(external_id=reference).values_list("id", flat=True)
+    system, _, external_id = reference.partition(":")
+    if not external_id:
+        return list(by_external_id)
+    by_identity = CustomerIdentity.objects.filter(system=system, external_id=external_id).values_list(
+        "customer_id", flat=True
+    )
+    return list(by_external_id.union(by_identity))
+
+
+def source_ids(slugs: list[str]) -> list[int]:
+    return list(Source.objects.filter(slug__in=slugs).values_list("id", flat=True))
+
+
+def events_queryset() -> QuerySet[Event]:
+    """Events with what their output needs, joined in the one query."""
+    return Event.objects.select_related("type", "source", "customer")
+
+
+def event_by_id(event_id: str) -> StoredEvent | None:
+    try:
+        parsed = uuid.UUID(event_id)
+    except ValueError:
+        return None
+    event = events_queryset().filter(id=parsed).first()
+    return stored_event_from_row(event) if event else None

@@ -8,6 +8,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+import auditsvc.api.schema  # noqa: F401 - registers the OpenAPI description of this scheme
 from events.keys import find_api_key, touch_api_key
 
 

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from auditsvc.api.filtering import StrictFilterBackend
+from auditsvc.api.pagination import Ordering, choose_ordering, paginate
+from auditsvc.api.permissions import HasScope
+from auditsvc.errors import FieldError, ProblemError
+from customers.filters import CustomerFilterSet
+from customers.models import Customer
+from customers.queries import customer_with_event_summary, customers_queryset
+from customers.serializers import CustomerDetailSerializer, CustomerSerializer
+from events.filters import EventFilterSet
+from events.models import SCOPE_READ
+from events.queries import events_queryset
+from events.views import ERRORS, EVENT_PAGE, PAGINATION_PARAMETERS, event_page
+
+CUSTOMER_ORDERINGS = {
+    "external_id": Ordering("external_id", ('"customers_customer".external_id',), ("external_id",), False),
+    "-external_id": Ordering("-external_id", ('"customers_customer".external_id',), ("external_id",), True),
+}
+
+
+def _not_found() -> ProblemError:
+    return ProblemError([FieldError("external_id", "not_found", "No customer with this external id.")], status=404)
+
+
+class CustomerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """Customers by external id, with their identities and their timeline of events."""
+
+    permission_classes = [HasScope]
+    required_scope = SCOPE_READ
+    filter_backends = [StrictFilterBackend]
+    filterset_class = CustomerFilterSet
+    serializer_class = CustomerSerializer
+    lookup_field = "external_id"
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> QuerySet[Customer]:
+        return customers_queryset()
+
+    @extend_schema(responses={200: CustomerSerializer(many=True), **ERRORS})
+    def list(self, request: Request) -> Response:
+        ordering = choose_ordering(request, CUSTOMER_ORDERINGS, "external_id")
+        customers = self.filter_queryset(self.get_queryset())
+        return Response(paginate(request, customers, ordering=ordering, render=lambda c: CustomerSerializer(c).data))
+
+    @extend_schema(responses={200: CustomerDetailSerializer, 404: ERRORS[400], **ERRORS})
+    def retrieve(self, request: Request, external_id: str) -> Response:
+        customer = customer_with_event_summary(external_id)
+        if customer is None:
+            raise _not_found()
+        return Response(CustomerDetailSerializer(customer).data)
+
+    @extend_schema(parameters=PAGINATION_PARAMETERS, responses={200: EVENT_PAGE, 404: ERRORS[400], **ERRORS})
+    @action(detail=True, methods=["get"], filterset_class=EventFilterSet)
+    def events(self, request: Request, external_id: str) -> Response:
+        """The customer's timeline across all services: the event filters and pagination apply."""
+        customer = Customer.objects.filter(external_id=external_id).only("id").first()
+        if customer is None:
+            raise _not_found()
+        return event_page(request, self.filter_queryset(events_queryset().filter(customer_id=customer.id)))
