@@ -15,3 +15,11 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """AUDITSVC_AUTO_SEAL_SECONDS > 0: seal from a daemon thread in each worker (one at a
+    time across workers, by the sealer's advisory lock) instead of from cron."""
+    from events.autoseal import start_auto_sealing  # noqa: PLC0415 - Django is set up by now
+
+    start_auto_sealing()

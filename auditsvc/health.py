@@ -6,6 +6,8 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 
+from events.sealing import oldest_unsealed_age_seconds
+
 
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
@@ -27,4 +29,5 @@ def readyz(request: HttpRequest) -> JsonResponse:
         response = JsonResponse({"status": "unavailable", "database": "ok", "pending_migrations": len(pending)})
         response.status_code = 503
         return response
-    return JsonResponse({"status": "ok", "database": "ok"})
+    # Operators alert on a growing value: the sealer (cron or auto-seal) is not running.
+    return JsonResponse({"status": "ok", "database": "ok", "oldest_unsealed_seconds": oldest_unsealed_age_seconds()})

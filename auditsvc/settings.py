@@ -162,6 +162,13 @@ AUDITSVC_STRICT_EVENT_TYPES = env_bool("AUDITSVC_STRICT_EVENT_TYPES", default=Fa
 # Keys are stored as HMAC-SHA256(secret); changing this invalidates every API key.
 AUDITSVC_API_KEY_HASH_SECRET = env_secret("AUDITSVC_API_KEY_HASH_SECRET") or SECRET_KEY
 AUDITSVC_DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"
+# Tamper evidence (docs/integrity.md). Ed25519 private key: PEM or base64 of the 32-byte seed.
+AUDIT_SIGNING_KEY = env_secret("AUDIT_SIGNING_KEY")
+# Seal only events received at least this long ago (a margin for clock skew between workers).
+AUDITSVC_SEAL_LAG_SECONDS = env_int("AUDITSVC_SEAL_LAG_SECONDS", 5, minimum=0)
+AUDITSVC_SEAL_MAX_EVENTS = env_int("AUDITSVC_SEAL_MAX_EVENTS", 100_000, minimum=1)
+# > 0: each gunicorn worker also seals every N seconds (instead of cron); 0: cron only.
+AUDITSVC_AUTO_SEAL_SECONDS = env_int("AUDITSVC_AUTO_SEAL_SECONDS", 0, minimum=0)
 
 LOGGING = {
     "version": 1,

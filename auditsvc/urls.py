@@ -7,14 +7,15 @@ from rest_framework.routers import SimpleRouter
 
 from auditsvc import health
 from customers.views import CustomerViewSet
-from events.views import EventTypeViewSet, EventViewSet, SourceViewSet, StatsViewSet
+from events.views import EventTypeViewSet, EventViewSet, IntegrityViewSet, SourceViewSet, StatsViewSet
 
 api = SimpleRouter(trailing_slash=False)
-api.register("events", EventViewSet, basename="event")  # POST ingest; GET list, {id}, export
+api.register("events", EventViewSet, basename="event")  # POST ingest; GET list, {id}, {id}/proof, export
 api.register("customers", CustomerViewSet, basename="customer")  # list, {external_id}, {external_id}/events
 api.register("event-types", EventTypeViewSet, basename="event-type")
 api.register("sources", SourceViewSet, basename="source")
 api.register("stats", StatsViewSet, basename="stats")  # stats/counts, stats/durations
+api.register("integrity", IntegrityViewSet, basename="integrity")  # integrity/seals, integrity/public-key
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

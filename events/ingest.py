@@ -314,7 +314,8 @@ def _identity_conflict(field: str, identity: tuple[str, str]) -> FieldError:
 
 
 def _copy_events(rows: list[tuple[Any, ...]]) -> None:
-    """COPY the rows into events_event: the fastest bulk path PostgreSQL offers."""
+    """COPY the rows into events_event (the fastest bulk path PostgreSQL offers), and queue
+    them for the sealer in the same transaction (events.sealing)."""
     with connection.cursor() as cursor:
         raw_cursor: Any = cursor.cursor  # the psycopg cursor; Django's wrapper has no copy()
         with raw_cursor.copy(
@@ -323,6 +324,9 @@ def _copy_events(rows: list[tuple[Any, ...]]) -> None:
         ) as copy:
             for row in rows:
                 copy.write_row(row)
+        with raw_cursor.copy("COPY events_pendingseal (event_id, received_at) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((row[0], row[6]))
 
 
 def _type_counts(

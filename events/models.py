@@ -139,3 +139,59 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_id}:{self.key}"
+
+
+class PendingSeal(models.Model):
+    """An event stored but not yet sealed; written in the event's own transaction.
+
+    The sealer takes committed rows from here, so an event whose transaction commits late is
+    still sealed, exactly once, in the next seal: seals follow commit order, not received_at.
+    """
+
+    event_id = models.UUIDField(primary_key=True)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # The sealer's scan: WHERE received_at < now() - lag ORDER BY received_at, event_id.
+            models.Index(fields=["received_at", "event_id"], name="pending_seal_received"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.event_id)
+
+
+class Seal(models.Model):
+    """A Merkle root over a run of events, chained to the previous seal and optionally signed."""
+
+    sequence = models.BigIntegerField(primary_key=True)  # 1, 2, 3...: the chain order
+    created_at = models.DateTimeField()
+    event_count = models.IntegerField()
+    first_received_at = models.DateTimeField()
+    last_received_at = models.DateTimeField()
+    merkle_root = models.CharField(max_length=64)
+    previous_hash = models.CharField(max_length=64)  # "0" * 64 for the first seal
+    hash = models.CharField(max_length=64, unique=True)
+    signature = models.CharField(max_length=128, blank=True, default="")  # hex Ed25519, or ""
+    key_id = models.CharField(max_length=16, blank=True, default="")  # which public key signed
+
+    def __str__(self) -> str:
+        return f"seal {self.sequence}"
+
+
+class SealEntry(models.Model):
+    """Event event_id is leaf `position` of seal `seal`, with the event hash as sealed."""
+
+    event_id = models.UUIDField(primary_key=True)  # an event is sealed once
+    seal = models.ForeignKey(Seal, on_delete=models.PROTECT, related_name="entries")
+    position = models.IntegerField()
+    event_hash = models.CharField(max_length=64)
+
+    class Meta:
+        verbose_name_plural = "seal entries"
+        constraints = [
+            models.UniqueConstraint(fields=["seal", "position"], name="seal_entry_position_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.seal_id}:{self.position}"

@@ -25,10 +25,10 @@ from auditsvc.api.pagination import Ordering, choose_ordering, paginate
 from auditsvc.api.permissions import HasScope
 from auditsvc.api.request_body import read_json_body
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
-from events import export, stats
+from events import export, sealing, signing, stats
 from events.filters import EventFilterSet
 from events.ingest import ingest_events
-from events.models import SCOPE_INGEST, SCOPE_READ, ApiKey, Event, EventType, Source
+from events.models import SCOPE_INGEST, SCOPE_READ, ApiKey, Event, EventType, Seal, Source
 from events.queries import event_by_id, event_type_ids, events_queryset, stored_event_from_row
 from events.serializers import (
     CountSeriesSerializer,
@@ -114,7 +114,13 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     """Events. POST stores one event or a batch (scope `ingest`); reads need scope `read`."""
 
     permission_classes = [HasScope]
-    required_scopes = {"create": SCOPE_INGEST, "list": SCOPE_READ, "retrieve": SCOPE_READ, "export": SCOPE_READ}
+    required_scopes = {
+        "create": SCOPE_INGEST,
+        "list": SCOPE_READ,
+        "retrieve": SCOPE_READ,
+        "export": SCOPE_READ,
+        "proof": SCOPE_READ,
+    }
     filter_backends = [StrictFilterBackend]
     filterset_class = EventFilterSet
     extra_query_params: tuple[str, ...] = ()  # per action, beyond the filters (export: format)
@@ -174,6 +180,23 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         if event is None:
             raise ProblemError([FieldError("id", "not_found", "No event with this id.")], status=404)
         return Response(event_output(event))
+
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERRORS},
+        description="The event, its Merkle inclusion proof, its seal (with signature) and the previous seal. "
+        "Check it offline with `python -m events.verify_proof proof.json`. 404 `not_sealed` until sealed.",
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def proof(self, request: Request, pk: str) -> Response:
+        event = event_by_id(pk)
+        if event is None:
+            raise ProblemError([FieldError("id", "not_found", "No event with this id.")], status=404)
+        proof = sealing.inclusion_proof_for(event.id)
+        if proof is None:
+            raise ProblemError(
+                [FieldError("id", "not_sealed", "This event is not sealed yet; retry later.")], status=404
+            )
+        return Response({"event": event_output(event), "proof": proof})
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=[*export.FORMATS], description="default ndjson")],
@@ -287,6 +310,41 @@ class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             occurred_before=bounds.get("occurred_before"),
         )
         return Response(DurationStatsSerializer(result).data)
+
+
+SEAL_ORDERINGS = {"-sequence": Ordering("-sequence", ('"events_seal".sequence',), ("sequence",), True)}
+
+
+class IntegrityViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """Seals and the public key that signs them (docs/integrity.md)."""
+
+    permission_classes = [HasScope]
+    required_scope = SCOPE_READ
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS}, description="Newest first, cursor-paginated.")
+    @action(detail=False, methods=["get"])
+    def seals(self, request: Request) -> Response:
+        unknown = [k for k in request.query_params if k not in ("cursor", "page", "page_size", "ordering")]
+        if unknown:
+            raise InvalidInput([FieldError(k, "unknown_parameter", f"Unknown query parameter '{k}'.") for k in unknown])
+        ordering = choose_ordering(request, SEAL_ORDERINGS, "-sequence")
+        return Response(paginate(request, Seal.objects.all(), ordering=ordering, render=sealing.seal_output))
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERRORS})
+    @action(detail=False, methods=["get"], url_path="public-key")
+    def public_key(self, request: Request) -> Response:
+        key = signing.signing_key()
+        if key is None:
+            raise ProblemError([FieldError(None, "not_configured", "AUDIT_SIGNING_KEY is not set.")], status=404)
+        public = key.public_key()
+        return Response(
+            {
+                "algorithm": "Ed25519",
+                "key_id": signing.key_id(public),
+                "public_key_hex": signing.public_key_bytes(public).hex(),
+                "public_key_pem": signing.public_key_pem(public),
+            }
+        )
 
 
 def _time_bounds(request: Request) -> dict[str, Any]:

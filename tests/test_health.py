@@ -31,7 +31,7 @@ def test_readyz_is_ok_with_the_database_migrated(db, client):
     response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "oldest_unsealed_seconds": None}
 
 
 def test_readyz_reports_a_missing_database_as_503(client, django_db_blocker):

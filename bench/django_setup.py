@@ -1,0 +1,12 @@
+"""Set up Django for a benchmark script run as `python -m bench.<name>` from the repository root."""
+
+from __future__ import annotations
+
+import os
+
+import django
+
+
+def setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditsvc.settings")
+    django.setup()

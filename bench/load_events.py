@@ -1,0 +1,82 @@
+"""Load N realistic events through the one write path (events.ingest.ingest_events → COPY).
+
+    .venv/bin/python -m bench.load_events --count 10000000 [--workers 2] [--batch 5000]
+
+Uses DATABASE_URL (or the embedded database), migrating it first. Each worker process
+generates its own seeded share of the corpus, so a rerun loads the same kind of data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+
+from bench.django_setup import setup
+
+
+def _load(worker: int, count: int, batch: int, progress: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    setup()
+    from bench.corpus import Corpus  # noqa: PLC0415 - after django.setup()
+    from events.ingest import ingest_events  # noqa: PLC0415
+    from events.models import Source  # noqa: PLC0415
+    from events.validation import parse_event  # noqa: PLC0415
+
+    corpus = Corpus(seed=1000 + worker)
+    sources = list(Source.objects.filter(slug__in=("billing", "auth", "shop")).order_by("slug"))
+    done = 0
+    while done < count:
+        size = min(batch, count - done)
+        items = [parse_event(raw) for raw in corpus.events(size)]
+        ingest_events(source=sources[(done // batch) % len(sources)], items=items)
+        done += size
+        progress.put(size)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=5000)
+    args = parser.parse_args()
+
+    setup()
+    from django.core.management import call_command  # noqa: PLC0415
+
+    call_command("migrate", verbosity=0)
+    from django.db import connections  # noqa: PLC0415
+
+    from bench.corpus import TYPES  # noqa: PLC0415
+    from events.models import EventType, Source  # noqa: PLC0415
+
+    for slug in ("billing", "auth", "shop"):
+        Source.objects.get_or_create(slug=slug, defaults={"name": slug})
+    EventType.objects.bulk_create([EventType(name=name) for name in TYPES], ignore_conflicts=True)
+    connections.close_all()  # the workers fork: they must not share this process's connection
+    progress: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    shares = [args.count // args.workers + (1 if i < args.count % args.workers else 0) for i in range(args.workers)]
+    started = time.perf_counter()
+    processes = [
+        multiprocessing.Process(target=_load, args=(i, share, args.batch, progress)) for i, share in enumerate(shares)
+    ]
+    for process in processes:
+        process.start()
+    loaded = 0
+    while loaded < args.count:
+        loaded += progress.get()
+        rate = loaded / (time.perf_counter() - started)
+        sys.stderr.write(f"\r{loaded:>12,} / {args.count:,} events  {rate:,.0f}/s  ")
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - started
+    from events.ingest import rebuild_event_type_counts  # noqa: PLC0415
+
+    rebuild_event_type_counts()
+    with __import__("django.db").db.connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE events_event")
+    print(f"\nloaded {args.count:,} events in {elapsed:,.0f} s ({args.count / elapsed:,.0f} events/s)")
+
+
+if __name__ == "__main__":
+    main()

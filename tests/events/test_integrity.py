@@ -1,0 +1,51 @@
+"""Event hashing: our fast canonical JSON equals the reference RFC 8785 implementation."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+import rfc8785
+
+from events.integrity import canonical_json
+
+AWKWARD: list[object] = [
+    100.0, -0.0, 0.0, 1e16, 1e21, 1e-7, 0.000123, 123456789.123, 5e-324, 1.7976931348623157e308, 19.99,
+    2.0**53, -(2.0**60), 0.1 + 0.2, 1 / 3, 9007199254740991, -9007199254740991, True, False, None,
+    "", "\x1f\x7f\u2028\u2029", '"\\/', "é😀", {"😀": 1, "\ufb01": 2, "a": 3}, {"b": [], "a": {}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", AWKWARD, ids=repr)
+def test_canonical_json_matches_rfc8785_on_edge_values(value):
+    assert canonical_json({"v": value}) == rfc8785.dumps({"v": value})
+
+
+def random_string(rng: random.Random) -> str:
+    alphabet = string.printable + "éß中😀\ufb01\u2028\x00\x1f"
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(8)))
+
+
+def random_json(rng: random.Random, depth: int = 0):
+    kind = rng.randrange(7 if depth < 4 else 4)
+    if kind == 0:
+        return rng.choice([rng.randrange(-(2**53) + 1, 2**53), rng.randrange(-1000, 1000)])
+    if kind == 1:
+        return rng.choice(
+            [rng.uniform(-1e6, 1e6), rng.random() * 10 ** rng.randrange(-10, 25), float(rng.randrange(99))]
+        )
+    if kind == 2:
+        return random_string(rng)
+    if kind == 3:
+        return rng.choice([True, False, None])
+    if kind in (4, 5):
+        return {random_string(rng): random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
+    return [random_json(rng, depth + 1) for _ in range(rng.randrange(5))]
+
+
+def test_canonical_json_matches_rfc8785_on_random_documents():
+    rng = random.Random(42)
+    for _ in range(3000):
+        document = {"k": random_json(rng)}
+        assert canonical_json(document) == rfc8785.dumps(document), document
