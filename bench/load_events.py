@@ -40,7 +40,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=5000)
     args = parser.parse_args()
+    elapsed = load(count=args.count, workers=args.workers, batch=args.batch)
+    print(f"\nloaded {args.count:,} events in {elapsed:,.0f} s ({args.count / elapsed:,.0f} events/s)")
 
+
+def load(*, count: int, workers: int = 2, batch: int = 5000) -> float:
+    """Migrate, then load count events with workers processes; returns the seconds it took."""
     setup()
     from django.core.management import call_command  # noqa: PLC0415
 
@@ -55,27 +60,27 @@ def main() -> None:
     EventType.objects.bulk_create([EventType(name=name) for name in TYPES], ignore_conflicts=True)
     connections.close_all()  # the workers fork: they must not share this process's connection
     progress: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    shares = [args.count // args.workers + (1 if i < args.count % args.workers else 0) for i in range(args.workers)]
+    shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
     started = time.perf_counter()
     processes = [
-        multiprocessing.Process(target=_load, args=(i, share, args.batch, progress)) for i, share in enumerate(shares)
+        multiprocessing.Process(target=_load, args=(i, share, batch, progress)) for i, share in enumerate(shares)
     ]
     for process in processes:
         process.start()
     loaded = 0
-    while loaded < args.count:
+    while loaded < count:
         loaded += progress.get()
         rate = loaded / (time.perf_counter() - started)
-        sys.stderr.write(f"\r{loaded:>12,} / {args.count:,} events  {rate:,.0f}/s  ")
+        sys.stderr.write(f"\r{loaded:>12,} / {count:,} events  {rate:,.0f}/s  ")
     for process in processes:
         process.join()
     elapsed = time.perf_counter() - started
     from events.ingest import rebuild_event_type_counts  # noqa: PLC0415
 
     rebuild_event_type_counts()
-    with __import__("django.db").db.connection.cursor() as cursor:
+    with connections["default"].cursor() as cursor:
         cursor.execute("VACUUM ANALYZE events_event")
-    print(f"\nloaded {args.count:,} events in {elapsed:,.0f} s ({args.count / elapsed:,.0f} events/s)")
+    return elapsed
 
 
 if __name__ == "__main__":

@@ -60,18 +60,21 @@ def ingest_events(*, source: Source, items: Sequence[EventIn], is_batch: bool = 
     received_at = timezone.now()
     paths = _ItemPaths(is_batch)
     # Ids are assigned up front so that an idempotency claim can point at its event.
-    event_ids = [uuid7() for _ in items]
+    event_ids = [item.event_id or uuid7() for item in items]
     results: dict[int, StoredEvent] = {}
     with transaction.atomic():
         fresh, repeats = _claim_idempotency_keys(
             source=source, items=items, event_ids=event_ids, now=received_at, paths=paths, results=results
+        )
+        fresh = _skip_imported_duplicates(
+            source=source, items=items, fresh=fresh, now=received_at, paths=paths, results=results
         )
         type_ids = _resolve_event_types(items, fresh, paths)
         customer_ids = _resolve_customers([items[i].customer for i in fresh])
         _attach_identities(items, fresh, customer_ids, paths)
         rows = []
         for index in fresh:
-            stored = _new_event(source, items[index], event_ids[index], received_at)
+            stored = _new_event(source, items[index], event_ids[index], items[index].received_at or received_at)
             results[index] = stored
             rows.append(
                 (
@@ -96,6 +99,34 @@ def ingest_events(*, source: Source, items: Sequence[EventIn], is_batch: bool = 
     for index, first in repeats.items():
         results[index] = replace(results[first], created=False)
     return IngestResult(events=[results[index] for index in range(len(items))])
+
+
+def _skip_imported_duplicates(
+    *,
+    source: Source,
+    items: Sequence[EventIn],
+    fresh: list[int],
+    now: datetime,
+    paths: _ItemPaths,
+    results: dict[int, StoredEvent],
+) -> list[int]:
+    """Imported events that keep their id: one already stored is a repeat if identical
+    (same hash), a conflict otherwise."""
+    preset = {items[i].event_id: i for i in fresh if items[i].event_id is not None}
+    if not preset:
+        return fresh
+    if len(preset) < sum(1 for i in fresh if items[i].event_id is not None):
+        raise InvalidInput([FieldError(None, "duplicate_id", "The same event id appears twice in one batch.")])
+    stored = stored_events_by_id(list(preset))  # type: ignore[arg-type]
+    repeats = set()
+    for event_id, event in stored.items():
+        index = preset[event_id]
+        wanted = _new_event(source, items[index], event_id, items[index].received_at or now)
+        if wanted.hash != event.hash:
+            raise Conflict([FieldError(paths(index, "id"), "id_conflict", "Another event with this id is stored.")])
+        results[index] = replace(event, created=False)
+        repeats.add(index)
+    return [i for i in fresh if i not in repeats]
 
 
 class _ItemPaths:

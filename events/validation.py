@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,6 +56,10 @@ class EventIn:
     payload: dict[str, Any]
     idempotency_key: str | None
     fingerprint: str  # SHA-256 of the item as sent, minus its idempotency key
+    # Set only by import_events, for events exported from an auditsvc: they keep their
+    # id and receipt time, and therefore their hash. The API never sets these.
+    event_id: uuid.UUID | None = None
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

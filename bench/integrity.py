@@ -1,0 +1,60 @@
+"""Seal and verify benchmark: load N events, seal them, time verify_events' checks.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/auditsvc_verify .venv/bin/python -m bench.integrity --count 1000000
+
+Use an empty database: the events loaded here are the ones sealed and verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.load_events import load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    load_seconds = load(count=args.count)
+    from events.sealing import seal_events, verify_integrity  # noqa: PLC0415 - after django.setup()
+
+    started = time.perf_counter()
+    seals = seal_events(lag_seconds=0)
+    seal_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    report = verify_integrity()
+    verify_seconds = time.perf_counter() - started
+    assert report.ok, report.findings[:5]
+    assert report.events_checked == args.count, report.events_checked
+    lines = [
+        f"### Integrity, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {args.count:,} events",
+        "",
+        "Command: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/auditsvc_verify .venv/bin/python -m "
+        f"bench.integrity --count {args.count}` (an empty database; PostgreSQL 15, 2 cores).",
+        "",
+        "| step | seconds | events/s |",
+        "| --- | ---: | ---: |",
+        f"| load through ingest_events (2 processes) | {load_seconds:.1f} | {args.count / load_seconds:,.0f} |",
+        f"| seal_events ({len(seals)} seals) | {seal_seconds:.1f} | {args.count / seal_seconds:,.0f} |",
+        f"| verify_events (every hash, root, link, signature) | {verify_seconds:.1f} | "
+        f"{args.count / verify_seconds:,.0f} |",
+        "",
+        f"Target: verify 1,000,000 events in under 15 s → **{verify_seconds * 1_000_000 / args.count:.1f} s** "
+        "per million here.",
+    ]
+    report_text = "\n".join(lines)
+    print(report_text)
+    if not args.no_docs:
+        with (ROOT / "docs" / "BENCHMARKS.md").open("a") as handle:
+            handle.write("\n" + report_text + "\n")
+
+
+if __name__ == "__main__":
+    main()
