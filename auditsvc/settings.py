@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "django_filters",
+    "rangefilter",
     "drf_spectacular",
     "auditsvc",
     "events",

@@ -18,7 +18,7 @@ from bench.django_setup import setup
 
 def _load(worker: int, count: int, batch: int, progress: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     setup()
-    from bench.corpus import Corpus  # noqa: PLC0415 - after django.setup()
+    from events.demo import Corpus  # noqa: PLC0415 - after django.setup()
     from events.ingest import ingest_events  # noqa: PLC0415
     from events.models import Source  # noqa: PLC0415
     from events.validation import parse_event  # noqa: PLC0415
@@ -52,7 +52,7 @@ def load(*, count: int, workers: int = 2, batch: int = 5000) -> float:
     call_command("migrate", verbosity=0)
     from django.db import connections  # noqa: PLC0415
 
-    from bench.corpus import TYPES  # noqa: PLC0415
+    from events.demo import TYPES  # noqa: PLC0415
     from events.models import EventType, Source  # noqa: PLC0415
 
     for slug in ("billing", "auth", "shop"):

@@ -42,6 +42,8 @@ class CustomerIdentity(models.Model):
         indexes = [
             # A customer's identities (customer page, API detail).
             models.Index(fields=["customer"], name="customer_identity_customer"),
+            # Admin search by an identity's id alone, whatever the system.
+            models.Index(fields=["external_id"], name="customer_identity_external_id"),
         ]
 
     def __str__(self) -> str:

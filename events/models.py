@@ -18,6 +18,7 @@ class Source(models.Model):
 
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(db_default=Now())
 
@@ -97,6 +98,8 @@ class Event(models.Model):
             models.Index(fields=["customer", "-occurred_at", "-id"], name="event_customer_occurred"),
             # "every billing.failed this week": WHERE type_id = ? AND occurred_at range.
             models.Index(fields=["type", "-occurred_at", "-id"], name="event_type_occurred"),
+            # "who did this?": WHERE actor = ? ORDER BY occurred_at DESC (API filter, admin search).
+            models.Index(fields=["actor", "-occurred_at", "-id"], name="event_actor_occurred"),
             # One service's events over time: WHERE source_id = ? AND occurred_at range.
             models.Index(fields=["source", "-occurred_at", "-id"], name="event_source_occurred"),
             # ordering=received_at keyset pages: ORDER BY received_at DESC, id DESC.
@@ -110,7 +113,7 @@ class Event(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.type_id} {self.id}"
+        return f"event {self.id}"
 
 
 class IdempotencyKey(models.Model):

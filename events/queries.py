@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db.models import Q, QuerySet
 
 from customers.models import Customer, CustomerIdentity
-from events.models import Event, EventType, Source
+from events.models import Event, EventType, SealEntry, Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +66,16 @@ def event_type_ids(*, names: list[str] | None = None, prefix: str | None = None)
     return list(types.values_list("id", flat=True))
 
 
-def customer_ids_for(reference: str) -> list[int]:
-    """Customers matching an external id, or an identity written `system:id` (at most two)."""
+def customer_ids_for(reference: str, *, any_system: bool = False) -> list[int]:
+    """Customers matching an external id, or an identity written `system:id`; with any_system,
+    also an identity's id in whatever system."""
     # A UNION of two unique-index lookups; an OR across the join would scan customers.
     by_external_id = Customer.objects.filter(external_id=reference).values_list("id", flat=True)
     system, _, external_id = reference.partition(":")
-    if not external_id:
-        return list(by_external_id)
-    by_identity = CustomerIdentity.objects.filter(system=system, external_id=external_id).values_list(
-        "customer_id", flat=True
-    )
+    identity = Q(system=system, external_id=external_id) if external_id else Q(pk__in=[])
+    if any_system:
+        identity |= Q(external_id=reference)  # customer_identity_external_id
+    by_identity = CustomerIdentity.objects.filter(identity).values_list("customer_id", flat=True)
     return list(by_external_id.union(by_identity))
 
 
@@ -94,3 +95,26 @@ def event_by_id(event_id: str) -> StoredEvent | None:
         return None
     event = events_queryset().filter(id=parsed).first()
     return stored_event_from_row(event) if event else None
+
+
+def search_events(queryset: QuerySet[Event], term: str) -> QuerySet[Event]:
+    """The admin's search box: an event id exactly, else any of customer (external id or
+    system:id), actor, or words of the description; each served by its own index."""
+    term = term.strip()
+    if not term:
+        return queryset
+    try:
+        return queryset.filter(id=uuid.UUID(term))
+    except ValueError:
+        pass
+    condition = Q(actor=term) | Q(description_search=SearchQuery(term, config="simple", search_type="websearch"))
+    customers = customer_ids_for(term, any_system=True)
+    if customers:
+        condition |= Q(customer_id__in=customers)
+    return queryset.annotate(description_search=SearchVector("description", config="simple")).filter(condition)
+
+
+def seal_position(event_id: uuid.UUID) -> tuple[int, int] | None:
+    """(seal sequence, position) of a sealed event, or None while it waits for the sealer."""
+    entry = SealEntry.objects.filter(event_id=event_id).values_list("seal_id", "position").first()
+    return (entry[0], entry[1]) if entry else None

@@ -3,8 +3,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
@@ -34,6 +36,22 @@ def _allow_test_teardown_truncate(sender: object, connection: BaseDatabaseWrappe
     # triggers refuse unless the session opts in; tests that prove the refusal opt out.
     with connection.cursor() as cursor:
         cursor.execute("SET auditsvc.allow_truncate = on")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_persistent_connections() -> None:
+    # Live-server threads would otherwise keep their connections open past the test run,
+    # and the test database could not be dropped.
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_files(settings: Any) -> None:
+    # The manifest storage needs collectstatic; tests render pages without running it.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 @pytest.fixture(autouse=True)

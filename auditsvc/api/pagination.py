@@ -23,15 +23,14 @@ from urllib.parse import urlencode
 
 import orjson
 from django.conf import settings
-from django.db import connections
 from django.db.models import QuerySet
 from rest_framework.request import Request
 
+from auditsvc.counting import bounded_count
 from auditsvc.errors import FieldError, InvalidInput
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-COUNT_LIMIT = 10_000
 PAGINATION_PARAMS = frozenset({"cursor", "page", "page_size", "ordering"})
 
 
@@ -211,16 +210,3 @@ def _number_page(request: Request, queryset: QuerySet[Any], ordering: Ordering, 
         },
         "results": [render(row) for row in rows],
     }
-
-
-def bounded_count(queryset: QuerySet[Any]) -> tuple[int, bool]:
-    """(count, is_estimate): exact up to COUNT_LIMIT, else the planner's row estimate."""
-    exact = queryset.order_by().values("pk")[: COUNT_LIMIT + 1].count()
-    if exact <= COUNT_LIMIT:
-        return exact, False
-    sql, params = queryset.order_by().values("pk").query.sql_with_params()
-    with connections[queryset.db].cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-        plan = cursor.fetchone()[0]
-    plan = orjson.loads(plan) if isinstance(plan, str | bytes) else plan
-    return max(int(plan[0]["Plan"]["Plan Rows"]), COUNT_LIMIT + 1), True

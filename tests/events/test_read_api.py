@@ -208,7 +208,7 @@ def test_page_number_mode_walks_with_metadata(api, corpus):
 
 
 def test_page_mode_estimates_beyond_the_count_limit(api, corpus, monkeypatch):
-    monkeypatch.setattr("auditsvc.api.pagination.COUNT_LIMIT", 100)
+    monkeypatch.setattr("auditsvc.counting.COUNT_LIMIT", 100)
 
     metadata = api.client.get(URL, {"page": 1}).json()["metadata"]
 

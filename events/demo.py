@@ -1,4 +1,4 @@
-"""Realistic synthetic events: ~50 types, power-law customers, nested payloads, 12 months."""
+"""Realistic synthetic events (demo data, benchmarks): ~50 types, power-law customers, nested payloads."""
 
 from __future__ import annotations
 
@@ -20,7 +20,33 @@ DOMAINS = {
     "notify": ["email.sent", "email.bounced", "sms.sent", "push.sent"],
 }  # fmt: skip
 TYPES = [f"{domain}.{verb}" for domain, verbs in DOMAINS.items() for verb in verbs]
-WORDS = ["invoice", "payment", "refund", "card", "address", "plan", "upgrade", "downgrade", "password", "login", "order", "parcel", "ticket", "escalation", "price", "stock", "email", "bounce", "session", "token", "role", "export", "coupon", "trial", "renewal"]  # fmt: skip
+WORDS = [
+    "invoice",
+    "payment",
+    "refund",
+    "card",
+    "address",
+    "plan",
+    "upgrade",
+    "downgrade",
+    "password",
+    "login",
+    "order",
+    "parcel",
+    "ticket",
+    "escalation",
+    "price",
+    "stock",
+    "email",
+    "bounce",
+    "session",
+    "token",
+    "role",
+    "export",
+    "coupon",
+    "trial",
+    "renewal",
+]
 CURRENCIES = ("EUR", "USD", "GBP", "CHF", "SEK")
 PLANS = ("free", "starter", "pro", "team", "enterprise")
 END = datetime(2026, 11, 1, tzinfo=UTC)

@@ -1,0 +1,43 @@
+"""Counting without COUNT(*) over a whole table: exact when small, the planner's estimate when large."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import QuerySet
+from django.utils.functional import cached_property
+
+COUNT_LIMIT = 10_000
+
+
+def bounded_count(queryset: QuerySet[Any]) -> tuple[int, bool]:
+    """(count, is_estimate): exact up to COUNT_LIMIT, else the planner's row estimate."""
+    limit = COUNT_LIMIT
+    exact = queryset.order_by().values("pk")[: limit + 1].count()
+    if exact <= limit:
+        return exact, False
+    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    plan = orjson.loads(plan) if isinstance(plan, str | bytes) else plan
+    return max(int(plan[0]["Plan"]["Plan Rows"]), limit + 1), True
+
+
+class EstimatedCountPaginator(Paginator):  # type: ignore[type-arg]
+    """A Paginator whose count is bounded_count(): the admin never counts a big table.
+
+    count_is_estimate tells templates to say "about".
+    """
+
+    count_is_estimate = False
+
+    @cached_property
+    def count(self) -> int:
+        if not isinstance(self.object_list, QuerySet):
+            return len(self.object_list)
+        total, self.count_is_estimate = bounded_count(self.object_list)
+        return total

@@ -1,0 +1,239 @@
+"""The staff audit UI: read-only events, types and sources, API keys for superusers only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[import-untyped]
+
+from auditsvc.counting import EstimatedCountPaginator
+from events.integrity import format_time
+from events.json_html import json_html
+from events.keys import create_api_key, revoke_api_key
+from events.models import SCOPES, ApiKey, Event, EventType, Seal, Source
+from events.queries import seal_position, search_events
+
+admin.site.site_header = "auditsvc"
+admin.site.site_title = "auditsvc"
+admin.site.index_title = "Audit log"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Viewable with the view permission; nobody, superusers included, adds, changes or deletes."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class CustomerPresenceFilter(admin.SimpleListFilter):
+    title = "customer"
+    parameter_name = "has_customer"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "With a customer"), ("no", "Without a customer")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(customer__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["occurred", "type_link", "source", "customer_link", "actor", "short_description"]
+    list_filter = [
+        "type",
+        "source",
+        ("occurred_at", DateTimeRangeFilterBuilder(title="occurred")),
+        CustomerPresenceFilter,
+    ]
+    # The search box; get_search_results sends each term to an index (events.queries.search_events).
+    search_fields = ["id"]
+    search_help_text = "An event id, a customer (external id or system:id), an actor, or words of the description."
+    list_select_related = ["type", "source", "customer"]
+    ordering = ["-occurred_at", "-id"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False  # no COUNT(*) over the whole table
+    list_per_page = 50
+    actions = None
+    fieldsets = [
+        (None, {"fields": ["id", "type_link", "source", "customer_link", "actor", "description"]}),
+        ("Time", {"fields": ["occurred", "received"]}),
+        ("Payload", {"fields": ["payload_view"]}),
+        ("Integrity", {"fields": ["hash", "seal_status", "idempotency_key"]}),
+    ]
+    readonly_fields = ["id", "type_link", "source", "customer_link", "actor", "description", "occurred", "received",
+                       "payload_view", "hash", "seal_status", "idempotency_key"]  # fmt: skip
+
+    class Media:
+        css = {"all": ["events/admin.css"]}
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Event], search_term: str
+    ) -> tuple[QuerySet[Event], bool]:
+        return search_events(queryset, search_term), False
+
+    @admin.display(description="occurred", ordering="occurred_at")
+    def occurred(self, event: Event) -> str:
+        return format_time(event.occurred_at)
+
+    @admin.display(description="received")
+    def received(self, event: Event) -> str:
+        return format_time(event.received_at)
+
+    @admin.display(description="type")
+    def type_link(self, event: Event) -> str:
+        url = reverse("admin:events_event_changelist") + f"?type__id__exact={event.type_id}"
+        return format_html('<a href="{}" title="Other {} events">{}</a>', url, event.type.name, event.type.name)
+
+    @admin.display(description="customer")
+    def customer_link(self, event: Event) -> str:
+        if event.customer is None:
+            return "—"
+        url = reverse("admin:customers_customer_change", args=[event.customer_id])
+        return format_html('<a href="{}" title="Timeline">{}</a>', url, event.customer.external_id)
+
+    @admin.display(description="description")
+    def short_description(self, event: Event) -> str:
+        return Truncator(event.description or "").chars(80)
+
+    @admin.display(description="payload")
+    def payload_view(self, event: Event) -> str:
+        return format_html('<div class="json-view">{}</div>', json_html(event.payload))
+
+    @admin.display(description="seal")
+    def seal_status(self, event: Event) -> str:
+        position = seal_position(event.id)
+        if position is None:
+            return format_html('<span class="seal-pending">{}</span>', "not yet sealed")
+        url = reverse("admin:events_seal_change", args=[position[0]])
+        return format_html(
+            '<span class="seal-ok">sealed</span> in <a href="{}">seal {}</a>, leaf {}', url, position[0], position[1]
+        )
+
+
+@admin.register(EventType)
+class EventTypeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Types register themselves on first sight; staff describe them. Strict deployments add them here."""
+
+    list_display = ["name", "description", "event_count", "first_seen_at", "last_seen_at", "events_link"]
+    search_fields = ["name"]
+    ordering = ["name"]
+    readonly_fields = ["event_count", "first_seen_at", "last_seen_at", "events_link"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [*self.readonly_fields, "name"] if obj else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="events")
+    def events_link(self, event_type: EventType) -> str:
+        url = reverse("admin:events_event_changelist") + f"?type__id__exact={event_type.pk}"
+        return format_html('<a href="{}">View {} events</a>', url, event_type.event_count)
+
+
+@admin.register(Source)
+class SourceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["slug", "name", "description", "is_active", "created_at", "events_link"]
+    search_fields = ["slug", "name"]
+    readonly_fields = ["created_at", "events_link"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [*self.readonly_fields, "slug"] if obj else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="events")
+    def events_link(self, source: Source) -> str:
+        url = reverse("admin:events_event_changelist") + f"?source__id__exact={source.pk}"
+        return format_html('<a href="{}">View events</a>', url)
+
+
+@admin.register(Seal)
+class SealAdmin(ReadOnlyAdmin):
+    list_display = ["sequence", "created_at", "event_count", "first_received_at", "last_received_at", "signed"]
+    ordering = ["-sequence"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    actions = None
+    readonly_fields = ["sequence", "created_at", "event_count", "first_received_at", "last_received_at",
+                       "merkle_root", "previous_hash", "hash", "signature", "key_id"]  # fmt: skip
+
+    @admin.display(boolean=True)
+    def signed(self, seal: Seal) -> bool:
+        return bool(seal.signature)
+
+
+class ApiKeyCreationForm(forms.ModelForm):  # type: ignore[type-arg]
+    scopes = forms.MultipleChoiceField(
+        choices=[(s, s) for s in SCOPES], widget=forms.CheckboxSelectMultiple, initial=["ingest"]
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["source", "name", "scopes"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Superusers only. The secret is shown once, on the page that creates it; never stored."""
+
+    list_display = ["prefix", "source", "name", "scopes", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["source", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["prefix", "name", "source__slug"]
+    readonly_fields = ["prefix", "source", "name", "scopes", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+    form = ApiKeyCreationForm
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # keys are revoked (action), never edited
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.readonly_fields if obj else []
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        issued = create_api_key(source=obj.source, scopes=form.cleaned_data["scopes"], name=obj.name)
+        obj.pk, obj.prefix, obj.scopes = issued.api_key.pk, issued.api_key.prefix, issued.api_key.scopes
+        obj._plaintext = issued.plaintext  # type: ignore[attr-defined]  # for response_add only
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        # Rendered directly, not redirected: the secret never enters a session, message or log.
+        context = {**self.admin_site.each_context(request), "api_key": obj, "secret": obj._plaintext,  # type: ignore[attr-defined]
+                   "opts": self.opts, "title": "API key created"}  # fmt: skip
+        response = TemplateResponse(request, "admin/events/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for api_key in queryset:
+            revoke_api_key(prefix=api_key.prefix)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
