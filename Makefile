@@ -7,7 +7,7 @@ PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt check migrate pytest clean stop-db
+.PHONY: help install run test lint fmt check migrate pytest clean stop-db bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ lint: install ## ruff (lint + format check) and mypy
 
 fmt: install ## format and autofix
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+bench: install ## ingest benchmark: fresh database, gunicorn, wrk; appends to docs/BENCHMARKS.md
+	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
+	$(PY) -m bench.ingest
 
 stop-db: ## stop the embedded PostgreSQL under var/pg
 	-$(PY) -c "import pgserver; pgserver.get_server('var/pg', cleanup_mode='stop')"

@@ -163,6 +163,10 @@ AUDITSVC_STRICT_EVENT_TYPES = env_bool("AUDITSVC_STRICT_EVENT_TYPES", default=Fa
 # Keys are stored as HMAC-SHA256(secret); changing this invalidates every API key.
 AUDITSVC_API_KEY_HASH_SECRET = env_secret("AUDITSVC_API_KEY_HASH_SECRET") or SECRET_KEY
 AUDITSVC_DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"
+# API keys are cached per process this long: a revocation reaches every worker within it.
+AUDITSVC_API_KEY_CACHE_SECONDS = env_int("AUDITSVC_API_KEY_CACHE_SECONDS", 5, minimum=0)
+# Event-type counters are added up in memory and written at most this often (0: every commit).
+AUDITSVC_TYPE_COUNT_FLUSH_SECONDS = env_int("AUDITSVC_TYPE_COUNT_FLUSH_SECONDS", 1, minimum=0)
 # Tamper evidence (docs/integrity.md). Ed25519 private key: PEM or base64 of the 32-byte seed.
 AUDIT_SIGNING_KEY = env_secret("AUDIT_SIGNING_KEY")
 # Seal only events received at least this long ago (a margin for clock skew between workers).

@@ -75,7 +75,7 @@ def load(*, count: int, workers: int = 2, batch: int = 5000) -> float:
     for process in processes:
         process.join()
     elapsed = time.perf_counter() - started
-    from events.ingest import rebuild_event_type_counts  # noqa: PLC0415
+    from events.type_counts import rebuild_event_type_counts  # noqa: PLC0415
 
     rebuild_event_type_counts()
     with connections["default"].cursor() as cursor:

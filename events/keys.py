@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -65,16 +66,35 @@ def split_key(raw: str) -> tuple[str, str] | None:
     return prefix, secret
 
 
+# Keys seen in the last few seconds, so that the ingest hot path does not query for them.
+# A revocation reaches other processes within AUDITSVC_API_KEY_CACHE_SECONDS (this one: at once).
+_cache: dict[str, tuple[float, ApiKey | None]] = {}
+_CACHE_MAX = 10_000
+
+
 def find_api_key(raw: str) -> ApiKey | None:
     """The live or revoked ApiKey that raw belongs to, or None; compared in constant time."""
     parts = split_key(raw)
     if parts is None:
         return None
     prefix, secret = parts
-    api_key = ApiKey.objects.select_related("source").filter(prefix=prefix).first()
-    if api_key is None or not hmac.compare_digest(api_key.secret_hash, hash_secret(secret)):
+    secret_hash = hash_secret(secret)
+    cached = _cache.get(prefix)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < settings.AUDITSVC_API_KEY_CACHE_SECONDS:
+        api_key = cached[1]
+    else:
+        api_key = ApiKey.objects.select_related("source").filter(prefix=prefix).first()
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[prefix] = (now, api_key)
+    if api_key is None or not hmac.compare_digest(api_key.secret_hash, secret_hash):
         return None
     return api_key
+
+
+def forget_cached_keys() -> None:
+    _cache.clear()
 
 
 def touch_api_key(api_key: ApiKey) -> None:
@@ -94,4 +114,5 @@ def revoke_api_key(*, prefix: str) -> ApiKey:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+    _cache.pop(prefix, None)
     return api_key

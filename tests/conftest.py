@@ -13,7 +13,7 @@ from django.dispatch import receiver
 from rest_framework.test import APIClient
 
 from events.ingest import clear_caches
-from events.keys import create_api_key
+from events.keys import create_api_key, forget_cached_keys
 from events.models import Source
 from tests.factories import SourceFactory
 
@@ -58,8 +58,10 @@ def _plain_static_files(settings: Any) -> None:
 def _fresh_id_caches() -> Iterator[None]:
     # Tables are truncated between transactional tests; cached type/customer ids would dangle.
     clear_caches()
+    forget_cached_keys()
     yield
     clear_caches()
+    forget_cached_keys()
 
 
 @pytest.fixture

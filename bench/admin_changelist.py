@@ -1,0 +1,110 @@
+"""Admin changelist server time on a loaded database (see bench/load_events.py).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/auditsvc_bench .venv/bin/python -m bench.admin_changelist
+
+Renders /admin/events/event/ in-process (Django's test client: the full middleware, view and
+template stack, no network) for the first page, every single filter and every kind of
+search, and appends p50/p95 server times to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.django_setup import setup
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    setup()
+    from django.conf import settings  # noqa: PLC0415
+    from django.contrib.auth.models import User  # noqa: PLC0415
+    from django.test import Client  # noqa: PLC0415
+    from django.test.utils import setup_test_environment  # noqa: PLC0415
+
+    from customers.models import CustomerIdentity  # noqa: PLC0415
+    from events.models import Event, EventType, Source  # noqa: PLC0415
+
+    setup_test_environment()
+    settings.ALLOWED_HOSTS = ["testserver"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    user, _ = User.objects.get_or_create(username="bench-admin", defaults={"is_staff": True, "is_superuser": True})
+    client = Client()
+    client.force_login(user)
+    newest = Event.objects.order_by("-occurred_at").values_list("occurred_at", flat=True).first() or datetime.now(UTC)
+    sample = (
+        Event.objects.filter(customer__isnull=False, actor__startswith="staff")
+        .select_related("customer")
+        .order_by("-occurred_at")
+        .first()
+    )
+    assert sample is not None and sample.customer is not None
+    identity = CustomerIdentity.objects.first()
+    common_type = EventType.objects.order_by("-event_count").first()
+    rare_type = EventType.objects.order_by("event_count").first()
+    source = Source.objects.order_by("id").first()
+    assert common_type and rare_type and source
+    week_ago = newest - timedelta(days=7)
+    cases: dict[str, dict[str, Any]] = {
+        "first page": {},
+        "filter: type (most common)": {"type__id__exact": common_type.pk},
+        "filter: type (rarest)": {"type__id__exact": rare_type.pk},
+        "filter: source": {"source__id__exact": source.pk},
+        "filter: occurred in the last 7 days": {
+            "occurred_at__range__gte_0": week_ago.date().isoformat(),
+            "occurred_at__range__gte_1": "00:00:00",
+        },
+        "filter: without customer": {"has_customer": "no"},
+        "search: event id": {"q": str(sample.id)},
+        "search: customer external id": {"q": sample.customer.external_id},
+        "search: actor": {"q": sample.actor},
+        "search: description word": {"q": "coupon"},
+        "search: two description words": {"q": "refund escalation"},
+    }
+    if identity:
+        cases["search: identity system:id"] = {"q": f"{identity.system}:{identity.external_id}"}
+    results = {}
+    for name, params in cases.items():
+        response = client.get("/admin/events/event/", params)
+        assert response.status_code == 200, (name, response.status_code)
+        timings = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            response = client.get("/admin/events/event/", params)
+            timings.append((time.perf_counter() - started) * 1000)
+        shown = len(response.context["cl"].result_list)
+        ordered = sorted(timings)
+        results[name] = (statistics.median(timings), ordered[int(0.95 * (len(ordered) - 1))], shown)
+    total = EventType.objects.aggregate(n=__import__("django.db.models").db.models.Sum("event_count"))["n"]
+    lines = [
+        f"### Admin event changelist, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {total:,} events",
+        "",
+        "Command: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/auditsvc_bench .venv/bin/python -m bench.admin_changelist` "
+        f"({args.repeat} renders per case, in-process server time: middleware, view, queries, template). Target: < 300 ms.",
+        "",
+        "| case | p50 ms | p95 ms | rows shown |",
+        "| --- | ---: | ---: | ---: |",
+        *[f"| {name} | {p50:.0f} | {p95:.0f} | {shown} |" for name, (p50, p95, shown) in results.items()],
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if not args.no_docs:
+        with (ROOT / "docs" / "BENCHMARKS.md").open("a") as handle:
+            handle.write("\n" + report + "\n")
+
+
+if __name__ == "__main__":
+    main()

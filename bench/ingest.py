@@ -1,0 +1,220 @@
+"""Ingest benchmark (`make bench`): the write path against PostgreSQL's own limits, in one run.
+
+    .venv/bin/python -m bench.ingest [--seconds 15] [--no-docs]
+
+1. a fresh database (`<DATABASE_URL's db>_ingest_bench`, or one in the embedded server);
+2. reference (a): raw `COPY` of the same rows into a copy of events_event with its indexes;
+3. reference (b): a trivial Django view (parse JSON, 201) on the same gunicorn setup;
+4. the service under gunicorn (production settings, 2 workers) driven by wrk (separate
+   process, keep-alive): single-event POST at concurrency 16, batch POST of 100 and 1,000;
+5. every acknowledged event is checked to be in the database exactly once;
+6. one table, appended with the date and this command to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PORT = 8766
+WORKERS, THREADS = 2, int(os.environ.get("GUNICORN_THREADS", "8"))
+
+
+def fresh_database() -> str:
+    """DATABASE_URL of a new, empty database on the configured (or embedded) server."""
+    base = os.environ.get("DATABASE_URL")
+    if base:
+        admin_url = base
+        name = base.rsplit("/", 1)[1].split("?")[0] + "_ingest_bench"
+        url = base.rsplit("/", 1)[0] + "/" + name
+    else:
+        sys.path.insert(0, str(ROOT))
+        from auditsvc.embedded_db import embedded_database_settings  # noqa: PLC0415
+
+        db = embedded_database_settings(ROOT / "var" / "pg")
+        admin_url = f"postgresql://{db['USER']}@{quote(db['HOST'], safe='')}/{db['NAME']}"
+        name = "ingest_bench"
+        url = f"postgresql://{db['USER']}@{quote(db['HOST'], safe='')}/{name}"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return url
+
+
+def wrk(url: str, bodies: list[str], *, seconds: int, connections: int, key: str, workdir: Path) -> dict[str, Any]:
+    """Run wrk with bench/wrk/post.lua; returns its RESULT line plus the acknowledged keys."""
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    bodies_file = run_dir / "bodies.txt"
+    bodies_file.write_text("\n".join(bodies) + "\n")
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
+               str(ROOT / "bench" / "wrk" / "post.lua"), url, "--", str(bodies_file), str(run_dir)]  # fmt: skip
+    output = subprocess.run(
+        command, capture_output=True, text=True, check=True, env={**os.environ, "AUDITSVC_BENCH_KEY": key}
+    )
+    line = next(line for line in output.stdout.splitlines() if line.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    result["keys"] = [k for f in run_dir.glob("acked-*.txt") for k in f.read_text().split()]
+    return result
+
+
+def event_bodies(count: int, batch: int | None) -> list[str]:
+    """Realistic bodies (~400-byte events) with __KEY__ where each idempotency key goes."""
+    from events.demo import Corpus  # noqa: PLC0415
+
+    corpus = Corpus(seed=99)
+    if batch is None:
+        return [json.dumps({**corpus.event(with_time=False), "idempotency_key": "__KEY__"}) for _ in range(count)]
+    return [
+        json.dumps(
+            {"events": [{**corpus.event(with_time=False), "idempotency_key": f"__KEY__e{i}"} for i in range(batch)]}
+        )
+        for _ in range(count)
+    ]
+
+
+def copy_reference(url: str, rows: int) -> float:
+    """Events/s of a raw COPY of service-shaped rows into a copy of events_event (same indexes)."""
+    from events.demo import Corpus  # noqa: PLC0415
+    from events.ids import uuid7  # noqa: PLC0415
+    from events.integrity import event_hash  # noqa: PLC0415
+
+    corpus = Corpus(seed=7)
+    now = datetime.now(UTC)
+    buffer = io.StringIO()
+    for n in range(rows):
+        raw = corpus.event(with_time=False)
+        event_id = uuid7()
+        digest = event_hash(event_id=event_id, type_name=raw["type"], source_slug="bench", customer=raw["customer"],
+                            actor=raw["actor"], occurred_at=now, received_at=now, description=raw["description"],
+                            payload=raw["payload"])  # fmt: skip
+        payload = json.dumps(raw["payload"]).replace("\\", "\\\\")
+        buffer.write(f"{event_id}\t{1 + n % 50}\t1\t{1 + n % 1000}\t{raw['actor']}\t{now.isoformat()}\t{now.isoformat()}\t"
+                     f"{raw['description']}\t{payload}\tref-{n}\t{digest}\n")  # fmt: skip
+    data = buffer.getvalue().encode()
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS copy_reference")
+        connection.execute("CREATE TABLE copy_reference (LIKE events_event INCLUDING ALL)")
+        # Warm-up on a tenth of the data, then the measured COPY in one transaction.
+        started = time.perf_counter()
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(
+                "COPY copy_reference (id, type_id, source_id, customer_id, actor, occurred_at, received_at, description, "
+                "payload, idempotency_key, hash) FROM STDIN"
+            ) as copy,
+        ):
+            for offset in range(0, len(data), 1 << 20):
+                copy.write(data[offset : offset + (1 << 20)])
+        elapsed = time.perf_counter() - started
+        connection.execute("DROP TABLE copy_reference")
+    return rows / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each load phase")
+    parser.add_argument("--copy-rows", type=int, default=200_000)
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    url = fresh_database()
+    os.environ["DATABASE_URL"] = url
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, check=True)
+    from bench.django_setup import setup  # noqa: PLC0415
+
+    setup()
+    from django.db import connection  # noqa: PLC0415
+
+    from bench.server import gunicorn  # noqa: PLC0415
+    from events.demo import TYPES  # noqa: PLC0415
+    from events.keys import create_api_key  # noqa: PLC0415
+    from events.models import EventType, Source  # noqa: PLC0415
+
+    source = Source.objects.create(slug="bench", name="Benchmark")
+    key = create_api_key(source=source, scopes=["ingest"]).plaintext
+    EventType.objects.bulk_create([EventType(name=name) for name in TYPES], ignore_conflicts=True)
+    with connection.cursor() as cursor:  # the COPY reference's rows point at real customers
+        cursor.execute("INSERT INTO customers_customer (external_id, email, display_name) "
+                       "SELECT 'ref_' || n, '', '' FROM generate_series(1, 1000) AS n")  # fmt: skip
+    connection.close()
+
+    copy_rate = copy_reference(url, args.copy_rows)
+    workdir = Path(tempfile.mkdtemp(prefix="auditsvc-bench-"))
+    endpoint = f"http://127.0.0.1:{PORT}/api/v1/events"
+    single_bodies = event_bodies(2000, None)
+    with gunicorn(PORT, workers=WORKERS, threads=THREADS, app="bench.trivial_wsgi"):
+        trivial = wrk(endpoint, single_bodies, seconds=args.seconds, connections=16, key=key, workdir=workdir)
+    with gunicorn(PORT, workers=WORKERS, threads=THREADS):
+        single = wrk(endpoint, single_bodies, seconds=args.seconds, connections=16, key=key, workdir=workdir)
+        batch100 = wrk(endpoint, event_bodies(40, 100), seconds=args.seconds, connections=4, key=key, workdir=workdir)
+        batch1000 = wrk(endpoint, event_bodies(8, 1000), seconds=args.seconds, connections=4, key=key, workdir=workdir)
+
+    acked = single["keys"] + batch100["keys"] + batch1000["keys"]
+    with psycopg.connect(url) as db:
+        stored: dict[str, int] = dict(db.execute(
+            "SELECT idempotency_key, count(*) FROM events_event WHERE source_id = %s GROUP BY 1", [source.pk]
+        ).fetchall())  # fmt: skip
+    missing = [k for k in acked if k not in stored]
+    duplicated = [k for k, n in stored.items() if n > 1]
+    trivial_rate = trivial["requests"] / trivial["seconds"]
+    single_rate = single["acked"] / single["seconds"]
+    rate100 = batch100["events"] / batch100["seconds"]
+    rate1000 = batch1000["events"] / batch1000["seconds"]
+    failures = sum(r["failed"] + r["errors"] for r in (single, batch100, batch1000))
+    rows = [
+        ("raw COPY into events_event's twin (reference a)", f"{copy_rate:,.0f} events/s", "1.00 (batch ceiling)", ""),
+        ("trivial Django view, c16 (reference b)", f"{trivial_rate:,.0f} req/s", "1.00 (single ceiling)",
+         f"p50 {trivial['p50_ms']:.1f} / p99 {trivial['p99_ms']:.1f}"),
+        ("single-event POST, c16", f"{single_rate:,.0f} req/s", f"{single_rate / trivial_rate:.2f} of (b); target ≥ 0.60",
+         f"p50 {single['p50_ms']:.1f} / p99 {single['p99_ms']:.1f}; target p99 ≤ 25"),
+        ("batch POST of 100, c4", f"{rate100:,.0f} events/s", f"{rate100 / copy_rate:.2f} of (a)",
+         f"p50 {batch100['p50_ms']:.0f} / p99 {batch100['p99_ms']:.0f}"),
+        ("batch POST of 1,000, c4", f"{rate1000:,.0f} events/s", f"{rate1000 / copy_rate:.2f} of (a); target ≥ 0.50",
+         f"p50 {batch1000['p50_ms']:.0f} / p99 {batch1000['p99_ms']:.0f}"),
+    ]  # fmt: skip
+    check = (f"Acknowledged {len(acked):,} events ({single['acked']:,} single, {batch100['acked']:,} + "
+             f"{batch1000['acked']:,} batches); missing from the database: **{len(missing)}**; stored twice: "
+             f"**{len(duplicated)}**; non-2xx or socket errors: {failures}.")  # fmt: skip
+    with psycopg.connect(url) as db:
+        version = db.execute("SELECT version()").fetchone()[0].split(" on ")[0]  # type: ignore[index]
+    report = "\n".join([
+        f"### Ingest, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `make bench` (= `.venv/bin/python -m bench.ingest --seconds {args.seconds}`"
+        f"{' with DATABASE_URL=' + os.environ.get('BENCH_BASE_URL', '') if os.environ.get('BENCH_BASE_URL') else ''}); "
+        f"{version}; gunicorn {WORKERS} gthread workers × {THREADS} threads, production settings; load from wrk "
+        f"(2 threads, keep-alive) on 127.0.0.1, ~400-byte events with fresh idempotency keys; latencies in ms.",
+        "",
+        "| measurement | rate | ratio | latency |",
+        "| --- | ---: | --- | --- |",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "",
+        check,
+    ])  # fmt: skip
+    print(report)
+    shutil.rmtree(workdir, ignore_errors=True)
+    if not args.no_docs:
+        with (ROOT / "docs" / "BENCHMARKS.md").open("a") as handle:
+            handle.write("\n" + report + "\n")
+    if missing or duplicated:
+        sys.exit("acknowledged events are missing or duplicated")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The framework ceiling: the same settings, middleware and gunicorn setup, and a view that
+only parses the JSON body and answers 201 (no auth, no database)."""
+
+from __future__ import annotations
+
+import os
+
+import django
+import orjson
+from django.conf import settings
+from django.core.wsgi import get_wsgi_application
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditsvc.settings")
+django.setup()
+
+
+@csrf_exempt
+def parse_and_accept(request: HttpRequest) -> HttpResponse:
+    orjson.loads(request.body)
+    return HttpResponse(b'{"accepted": true}', status=201, content_type="application/json")
+
+
+urlpatterns = [path("api/v1/events", parse_and_accept)]
+settings.ROOT_URLCONF = __name__
+application = get_wsgi_application()
