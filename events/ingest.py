@@ -163,6 +163,7 @@ def _new_event(source: Source, item: EventIn, event_id: uuid.UUID, received_at: 
             received_at=received_at,
             description=item.description,
             payload=item.payload,
+            payload_is_canonical=item.payload_is_canonical,
         ),
     )
 
@@ -368,12 +369,29 @@ def _write_events(rows: list[tuple[Any, ...]]) -> None:
             )
             return
         raw_cursor: Any = cursor.cursor  # the psycopg cursor; Django's wrapper has no copy()
+        # The COPY text is formatted here in one pass: several times cheaper than write_row().
         with raw_cursor.copy(f"COPY events_event ({_EVENT_COLUMNS}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            copy.write("".join(map(_copy_line, rows)))
         with raw_cursor.copy("COPY events_pendingseal (event_id, received_at) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row((row[0], row[6]))
+            copy.write("".join(f"{row[0]}\t{row[6].isoformat()}\n" for row in rows))
+
+
+# COPY text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _copy_line(row: tuple[Any, ...]) -> str:
+    return "\t".join(map(_copy_text, row)) + "\n"
 
 
 def _remember(type_ids: dict[str, int], customer_ids: dict[str, int]) -> None:

@@ -64,7 +64,10 @@ def _prepare(value: Any) -> Any:  # noqa: PLR0911 - one branch per JSON type
 
 
 def format_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with microseconds: 2026-11-24T04:21:00.123456Z."""
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def canonical_envelope(
@@ -78,21 +81,27 @@ def canonical_envelope(
     received_at: datetime,
     description: str | None,
     payload: dict[str, Any],
+    payload_is_canonical: bool = False,
 ) -> bytes:
-    """The RFC 8785 bytes that an event's hash is taken over."""
-    return canonical_json(
-        {
-            "id": str(event_id),
-            "type": type_name,
-            "source": source_slug,
-            "customer": customer,
-            "actor": actor,
-            "occurred_at": format_time(occurred_at),
-            "received_at": format_time(received_at),
-            "description": description,
-            "payload": payload,
-        }
-    )
+    """The RFC 8785 bytes that an event's hash is taken over.
+
+    payload_is_canonical (from validation) lets orjson write them directly: every other
+    envelope value is a string, null or ASCII-keyed, which orjson already writes as JCS.
+    """
+    envelope = {
+        "id": str(event_id),
+        "type": type_name,
+        "source": source_slug,
+        "customer": customer,
+        "actor": actor,
+        "occurred_at": format_time(occurred_at),
+        "received_at": format_time(received_at),
+        "description": description,
+        "payload": payload,
+    }
+    if payload_is_canonical:
+        return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
+    return canonical_json(envelope)
 
 
 def event_hash(**envelope: Any) -> str:

@@ -56,6 +56,7 @@ class EventIn:
     payload: dict[str, Any]
     idempotency_key: str | None
     fingerprint: str  # SHA-256 of the item as sent, minus its idempotency key
+    payload_is_canonical: bool = False  # orjson's sorted output is already RFC 8785 (see _check_payload)
     # Set only by import_events, for events exported from an auditsvc: they keep their
     # id and receipt time, and therefore their hash. The API never sets these.
     event_id: uuid.UUID | None = None
@@ -150,12 +151,13 @@ def parse_event(raw: Any, *, path: str = "", idempotency_header: str | None = No
     description = _string(raw, "description", path, errors, max_length=DESCRIPTION_MAX, allow_blank=True)
     occurred_at = _occurred_at(raw.get("occurred_at"), f"{path}occurred_at", errors)
     payload = raw.get("payload")
+    payload_is_canonical = True
     if payload is None:
         payload = {}
     elif not isinstance(payload, dict):
         errors.add(f"{path}payload", "wrong_type", "payload must be a JSON object.")
     else:
-        _check_json_value(payload, f"{path}payload", errors)
+        payload_is_canonical = _check_payload(payload, f"{path}payload", errors)
 
     key = _string(raw, "idempotency_key", path, errors, max_length=IDEMPOTENCY_KEY_MAX)
     if idempotency_header is not None:
@@ -181,6 +183,7 @@ def parse_event(raw: Any, *, path: str = "", idempotency_header: str | None = No
         payload=payload,
         idempotency_key=key,
         fingerprint=_fingerprint(raw),
+        payload_is_canonical=payload_is_canonical,
     )
 
 
@@ -274,33 +277,46 @@ def _check_idempotency_header(value: str, errors: _Errors) -> str | None:
     return value
 
 
-def _check_json_value(root: dict[str, Any], field: str, errors: _Errors) -> None:
-    """Depth, NUL characters and integer range, walked iteratively (no recursion limit games)."""
+# A NUL in any string or key shows in the JSON text as \u0000 after an even number of backslashes.
+_NUL_IN_JSON = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
+    """Depth, NUL characters and integer range; True when the payload's orjson text with
+    sorted keys is already its RFC 8785 form (events.integrity.event_hash's fast path).
+
+    Walked iteratively over containers and numbers only: strings and keys are checked for
+    NUL in one regex pass over the serialised text, which is cheaper than per-string checks.
+    """
+    text = orjson.dumps(root)
+    if b"\\u0000" in text and _NUL_IN_JSON.search(text):
+        errors.add(field, "null_character", "NUL characters (\\u0000) are not allowed.")
+        return False
+    canonical = True
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, dict):
-            if depth > PAYLOAD_MAX_DEPTH:
-                errors.add(field, "nesting_too_deep", f"Nested deeper than {PAYLOAD_MAX_DEPTH} levels.")
-                return
-            for key, item in value.items():
-                if "\x00" in key:
-                    errors.add(field, "null_character", "NUL characters (\\u0000) are not allowed.")
-                    return
+        if depth > PAYLOAD_MAX_DEPTH:
+            errors.add(field, "nesting_too_deep", f"Nested deeper than {PAYLOAD_MAX_DEPTH} levels.")
+            return False
+        if type(value) is dict:
+            items = value.values()
+            if canonical and not "".join(value).isascii():
+                canonical = False  # JCS orders non-ASCII keys by UTF-16 code units
+        else:
+            items = value
+        for item in items:
+            kind = type(item)
+            if kind is dict or kind is list:
                 stack.append((item, depth + 1))
-        elif isinstance(value, list):
-            if depth > PAYLOAD_MAX_DEPTH:
-                errors.add(field, "nesting_too_deep", f"Nested deeper than {PAYLOAD_MAX_DEPTH} levels.")
-                return
-            stack.extend((item, depth + 1) for item in value)
-        elif isinstance(value, str):
-            if "\x00" in value:
-                errors.add(field, "null_character", "NUL characters (\\u0000) are not allowed.")
-                return
-        elif isinstance(value, int) and not isinstance(value, bool) and not -SAFE_INTEGER <= value <= SAFE_INTEGER:
-            errors.add(
-                field,
-                "number_out_of_range",
-                "Integers must lie within ±(2^53 - 1); send larger values as strings.",
-            )
-            return
+            elif kind is int:
+                if not -SAFE_INTEGER <= item <= SAFE_INTEGER:
+                    errors.add(
+                        field,
+                        "number_out_of_range",
+                        "Integers must lie within ±(2^53 - 1); send larger values as strings.",
+                    )
+                    return False
+            elif kind is float and canonical and (item.is_integer() or not 1e-4 <= abs(item) < 1e16):
+                canonical = False  # ECMAScript writes these differently from orjson
+    return canonical

@@ -363,3 +363,27 @@ def test_it_rejects_bad_input_field_by_field(api, body, field, code):
     assert {"field": field, "code": code} in [{"field": e["field"], "code": e["code"]} for e in errors], errors
     assert all(isinstance(e["message"], str) and e["message"] for e in errors)
     assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize("count", [3, 25])  # the one-INSERT path and the COPY path
+def test_awkward_strings_are_stored_exactly(api, count):
+    tricky = "tab\there\nnewline\r\\backslash \\N not null \u2028 é 😀 \\u0000-as-text"
+    events = [
+        {"type": "a.b", "actor": tricky[:200], "description": tricky, "customer": f"c\\{n}",
+         "payload": {"s": tricky, "k\\ey": [tricky, 1.5, 100.0, -0.0, 1e-7], "n": n}}
+        for n in range(count)
+    ]  # fmt: skip
+
+    response = api.post_json(URL, {"events": events})
+
+    assert response.status_code == 201, response.content
+    stored = {e.payload["n"]: e for e in Event.objects.select_related("customer", "type", "source")}
+    for n, sent in enumerate(events):
+        event = stored[n]
+        assert event.customer is not None
+        assert (event.actor, event.description, event.customer.external_id) == (sent["actor"], tricky, f"c\\{n}")
+        assert event.payload == sent["payload"]
+        assert event.hash == event_hash(
+            event_id=event.id, type_name="a.b", source_slug="billing", customer=f"c\\{n}", actor=event.actor,
+            occurred_at=event.occurred_at, received_at=event.received_at, description=tricky, payload=event.payload,
+        )  # fmt: skip

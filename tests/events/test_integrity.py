@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import string
 
+import orjson
 import pytest
 import rfc8785
 
@@ -49,3 +50,17 @@ def test_canonical_json_matches_rfc8785_on_random_documents():
     for _ in range(3000):
         document = {"k": random_json(rng)}
         assert canonical_json(document) == rfc8785.dumps(document), document
+
+
+def test_validations_canonical_hint_is_never_wrong():
+    from events.validation import _check_payload, _Errors  # noqa: PLC0415
+
+    rng = random.Random(7)
+    fast = 0
+    for _ in range(3000):
+        payload = {"k": random_json(rng), "plain": "text"}
+        errors = _Errors()
+        if _check_payload(payload, "payload", errors) and not errors.items:
+            fast += 1
+            assert orjson.dumps(payload, option=orjson.OPT_SORT_KEYS) == rfc8785.dumps(payload), payload
+    assert fast > 300  # the fast path is really exercised
