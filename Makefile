@@ -7,7 +7,7 @@ PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt check migrate pytest clean stop-db bench
+.PHONY: help install run test lint fmt check migrate pytest test-faults clean stop-db bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,8 +25,11 @@ run: migrate ## serve on http://$(HOST):$(PORT) with gunicorn, printing a develo
 
 test: lint check pytest ## lint, type check, Django checks, then the whole test suite
 
-pytest: install ## the test suite only
+pytest: install ## the test suite only (the fault suite included)
 	$(PY) -m pytest
+
+test-faults: install ## only the fault suite: kills workers, restarts PostgreSQL, saturates (tests/faults)
+	$(PY) -m pytest tests/faults -m faults -v
 
 check: install ## manage.py check and makemigrations --check
 	$(PY) manage.py check --fail-level WARNING && $(PY) manage.py makemigrations --check --dry-run
@@ -37,8 +40,7 @@ lint: install ## ruff (lint + format check) and mypy
 fmt: install ## format and autofix
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-bench: install ## ingest benchmark: fresh database, gunicorn, wrk; appends to docs/BENCHMARKS.md
-	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
+bench: install ## ingest benchmark (needs wrk): fresh database, gunicorn, load; appends to docs/BENCHMARKS.md
 	$(PY) -m bench.ingest
 
 stop-db: ## stop the embedded PostgreSQL under var/pg

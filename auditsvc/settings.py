@@ -123,17 +123,34 @@ SESSION_COOKIE_SECURE = SECURE_TLS
 CSRF_COOKIE_SECURE = SECURE_TLS
 SECURE_HSTS_SECONDS = 31536000 if SECURE_TLS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_TLS
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=SECURE_TLS)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+# --- Cache (rate limits, admin login lockout): Redis when REDIS_URL is set, so that every
+# worker and host shares the counters; otherwise per-process memory. -----------------------
+REDIS_URL = env_str("REDIS_URL")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "auditsvc"}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 # --- API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["auditsvc.api.authentication.ApiKeyAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "auditsvc.api.authentication.ApiKeyAuthentication",
+        # Staff signed in to the admin may read (HasScope checks the view permission).
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["auditsvc.api.permissions.DenyAll"],
     "DEFAULT_RENDERER_CLASSES": ["auditsvc.api.renderers.ORJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "auditsvc.api.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": ["auditsvc.api.throttling.ApiKeyRateThrottle"],
     "URL_FORMAT_OVERRIDE": None,  # ?format= is the export's own parameter
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -163,6 +180,11 @@ AUDITSVC_STRICT_EVENT_TYPES = env_bool("AUDITSVC_STRICT_EVENT_TYPES", default=Fa
 # Keys are stored as HMAC-SHA256(secret); changing this invalidates every API key.
 AUDITSVC_API_KEY_HASH_SECRET = env_secret("AUDITSVC_API_KEY_HASH_SECRET") or SECRET_KEY
 AUDITSVC_DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"
+# Per API key, per minute (0: unlimited). Generous: a batch counts once.
+AUDITSVC_RATE_LIMIT_PER_MINUTE = env_int("AUDITSVC_RATE_LIMIT_PER_MINUTE", 120_000, minimum=0)
+# Admin login: this many failures per username or client address lock it for the window.
+AUDITSVC_LOGIN_MAX_FAILURES = env_int("AUDITSVC_LOGIN_MAX_FAILURES", 5, minimum=1)
+AUDITSVC_LOGIN_LOCKOUT_SECONDS = env_int("AUDITSVC_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
 # API keys are cached per process this long: a revocation reaches every worker within it.
 AUDITSVC_API_KEY_CACHE_SECONDS = env_int("AUDITSVC_API_KEY_CACHE_SECONDS", 5, minimum=0)
 # Event-type counters are added up in memory and written at most this often (0: every commit).

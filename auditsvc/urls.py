@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from auditsvc import health
+from auditsvc.admin_login import admin_login
 from customers.views import CustomerViewSet
 from events.views import EventTypeViewSet, EventViewSet, IntegrityViewSet, SourceViewSet, StatsViewSet
 
@@ -23,6 +24,7 @@ urlpatterns = [
     path("api/v1/", include(api.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("admin/login/", admin_login, name="admin-login"),  # admin.site.login behind a lockout
     path("admin/", admin.site.urls),
 ]
 

@@ -61,7 +61,7 @@ def wrk(url: str, bodies: list[str], *, seconds: int, connections: int, key: str
     bodies_file = run_dir / "bodies.txt"
     bodies_file.write_text("\n".join(bodies) + "\n")
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
-               str(ROOT / "bench" / "wrk" / "post.lua"), url, "--", str(bodies_file), str(run_dir)]  # fmt: skip
+               str(ROOT / "bench" / "wrk" / "post.lua"), url, "--", str(bodies_file), str(run_dir), run_dir.name]  # fmt: skip
     output = subprocess.run(
         command, capture_output=True, text=True, check=True, env={**os.environ, "AUDITSVC_BENCH_KEY": key}
     )

@@ -23,6 +23,10 @@ def parse_and_accept(request: HttpRequest) -> HttpResponse:
     return HttpResponse(b'{"accepted": true}', status=201, content_type="application/json")
 
 
-urlpatterns = [path("api/v1/events", parse_and_accept)]
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(b'{"status": "ok"}', content_type="application/json")
+
+
+urlpatterns = [path("api/v1/events", parse_and_accept), path("healthz", healthz)]
 settings.ROOT_URLCONF = __name__
 application = get_wsgi_application()

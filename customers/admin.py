@@ -50,6 +50,8 @@ class CustomerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         term = search_term.strip()
         if not term:
             return queryset, False
+        if "\x00" in term:
+            return queryset.none(), False
         identities = CustomerIdentity.objects.filter(external_id=term)
         system, _, external_id = term.partition(":")
         if external_id:

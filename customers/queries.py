@@ -15,6 +15,8 @@ def customers_queryset() -> QuerySet[Customer]:
 def customer_with_event_summary(external_id: str) -> Customer | None:
     """The customer with first_event_at, last_event_at and event_count set (one index-only scan
     of event_customer_occurred), or None."""
+    if "\x00" in external_id:  # no customer has one; PostgreSQL text cannot even hold it
+        return None
     customer = customers_queryset().filter(external_id=external_id).first()
     if customer is None:
         return None

@@ -61,7 +61,7 @@ class CustomerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     @action(detail=True, methods=["get"], filterset_class=EventFilterSet)
     def events(self, request: Request, external_id: str) -> Response:
         """The customer's timeline across all services: the event filters and pagination apply."""
-        customer = Customer.objects.filter(external_id=external_id).only("id").first()
+        customer = None if "\x00" in external_id else Customer.objects.filter(external_id=external_id).first()
         if customer is None:
             raise _not_found()
         return event_page(request, self.filter_queryset(events_queryset().filter(customer_id=customer.id)))

@@ -14,6 +14,7 @@ from django.http import QueryDict
 from auditsvc.errors import FieldError, InvalidInput
 from events.models import Event
 from events.queries import customer_ids_for, event_type_ids, source_ids
+from events.validation import contains_nul
 
 PAYLOAD_PATH_PREFIX = "payload."
 MAX_FILTER_VALUES = 100
@@ -105,6 +106,8 @@ class EventFilterSet(django_filters.FilterSet):
             raise InvalidInput([FieldError("payload", "malformed_json", "payload must be a JSON object.")]) from None
         if not isinstance(document, dict):
             raise InvalidInput([FieldError("payload", "wrong_type", "payload must be a JSON object.")])
+        if contains_nul(orjson.dumps(document)):  # PostgreSQL's jsonb cannot hold it
+            raise InvalidInput([FieldError("payload", "null_character", "NUL characters are not allowed.")])
         return queryset.filter(payload__contains=document)
 
     def filter_queryset(self, queryset: QuerySet[Event]) -> QuerySet[Event]:

@@ -4,7 +4,7 @@ Each record is validated by the same rules as the API (events.validation) and st
 events.ingest.ingest_events in batches. Records that fail go to a rejects list with their
 line number and field errors; the rest of the file goes on. Re-running a file stores nothing
 twice: records keep their idempotency key, exported events keep their id, and any other
-record gets a key derived from its content (and its occurrence count in the file).
+record gets a key derived from its content and line number.
 """
 
 from __future__ import annotations
@@ -79,13 +79,12 @@ class Importer:
     stats: ImportStats = field(default_factory=ImportStats)
     _batches: dict[int, list[_Pending]] = field(default_factory=dict)
     _sources: dict[str, Source | None] = field(default_factory=dict)
-    _seen_content: dict[str, int] = field(default_factory=dict)
 
     def add(self, line: int, record: dict[str, Any], text: str) -> None:
         self.stats.read += 1
         self.stats.last_line = line
         try:
-            source, item = self._parse(record, text)
+            source, item = self._parse(record, text, line)
         except InvalidInput as exc:
             self._reject(Reject(line, exc.errors, text))
             return
@@ -142,7 +141,7 @@ class Importer:
             self.stats.duplicates += result.duplicates
             return
 
-    def _parse(self, record: dict[str, Any], text: str) -> tuple[Source, EventIn]:
+    def _parse(self, record: dict[str, Any], text: str, line: int) -> tuple[Source, EventIn]:
         exported = {name: record.pop(name) for name in _EXPORT_FIELDS if name in record}
         source = self._source(exported.get("source"))
         errors: list[FieldError] = []
@@ -167,7 +166,7 @@ class Importer:
             if expected and expected != _hash_of(item, source):
                 raise InvalidInput([FieldError("hash", "hash_mismatch", "The fields do not give this hash.")])
         elif item.idempotency_key is None:
-            item = replace(item, idempotency_key=self._derived_key(text))
+            item = replace(item, idempotency_key=self._derived_key(text, line))
         return source, item
 
     def _source(self, name: Any) -> Source:
@@ -183,11 +182,10 @@ class Importer:
             raise InvalidInput([FieldError("source", "unknown_source", message)])
         return source
 
-    def _derived_key(self, text: str) -> str:
-        digest = hashlib.sha256(text.strip().encode()).hexdigest()[:40]
-        occurrence = self._seen_content.get(digest, 0)
-        self._seen_content[digest] = occurrence + 1
-        return f"import:{digest}:{occurrence}"
+    def _derived_key(self, text: str, line: int) -> str:
+        """Content and line number: identical lines stay distinct events, a re-run finds the
+        same keys, and nothing has to be remembered per record (constant memory)."""
+        return f"import:{line}:{hashlib.sha256(text.strip().encode()).hexdigest()[:40]}"
 
 
 def _hash_of(item: EventIn, source: Source) -> str:

@@ -103,6 +103,8 @@ def search_events(queryset: QuerySet[Event], term: str) -> QuerySet[Event]:
     term = term.strip()
     if not term:
         return queryset
+    if "\x00" in term:
+        return queryset.none()
     try:
         return queryset.filter(id=uuid.UUID(term))
     except ValueError:

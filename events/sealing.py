@@ -143,25 +143,33 @@ _EVENT_JOINS = (
 )
 
 
-def _recomputed_hash(row: tuple[Any, ...]) -> str:
+def _recomputed_hash(row: tuple[Any, ...], expected: str) -> str:
+    """The event's hash from its stored fields.
+
+    Tried first with orjson's sorted output, which is the RFC 8785 form for nearly every
+    payload: if that reproduces the expected hash, it is the canonical form (SHA-256 does not
+    collide); otherwise the exact canonicaliser decides. ~10x faster over a large table.
+    """
     event_id, type_name, source, customer, actor, occurred_at, received_at, description, payload, _ = row
-    return event_hash(
-        event_id=event_id,
-        type_name=type_name,
-        source_slug=source,
-        customer=customer,
-        actor=actor,
-        occurred_at=occurred_at,
-        received_at=received_at,
-        description=description,
-        payload=payload,
-    )
+    envelope = {
+        "event_id": event_id,
+        "type_name": type_name,
+        "source_slug": source,
+        "customer": customer,
+        "actor": actor,
+        "occurred_at": occurred_at,
+        "received_at": received_at,
+        "description": description,
+        "payload": payload,
+    }
+    fast = event_hash(**envelope, payload_is_canonical=True)
+    return fast if fast == expected else event_hash(**envelope)
 
 
 def _stream(sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
     """Rows of sql through a server-side cursor, with jsonb decoded by orjson."""
     raw_connection: Any = connection.connection
-    with raw_connection.cursor(name=f"verify_{uuid.uuid4().hex[:8]}") as cursor:
+    with raw_connection.cursor(name=f"verify_{uuid.uuid4().hex[:8]}", binary=True) as cursor:
         set_json_loads(orjson.loads, cursor)
         cursor.itersize = 5000
         cursor.execute(sql, params)
@@ -273,7 +281,7 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
             gone = f"event {sealed_id} (seal {sequence}, position {position}) is gone"
             report.findings.append(Finding("event_missing", gone, str(sealed_id), sequence))
         else:
-            recomputed = _recomputed_hash(tuple(event))
+            recomputed = _recomputed_hash(tuple(event), sealed_hash)
             if recomputed != sealed_hash or event[-1] != sealed_hash:
                 report.findings.append(Finding("event_modified",
                     f"event {sealed_id} (seal {sequence}, position {position}) no longer matches its sealed hash",
@@ -305,7 +313,7 @@ def _verify_unsealed_events(
         if not pending:
             report.findings.append(Finding("event_inserted",
                 f"event {event_id} is in no seal and was not written by the ingest path", event_id))  # fmt: skip
-        elif _recomputed_hash(tuple(event)) != event[-1]:
+        elif _recomputed_hash(tuple(event), event[-1]) != event[-1]:
             report.findings.append(Finding("event_modified",
                 f"unsealed event {event_id} does not match its hash", event_id))  # fmt: skip
         if progress and report.events_checked % 10_000 == 0:

@@ -7,6 +7,7 @@ per-field machinery, and the same rules serve the API, the bulk import and the c
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ def parse_ingest_body(
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput([FieldError(None, "malformed_json", f"Body is not valid JSON: {exc}")]) from None
+    reject_duplicate_keys(body)
     if not isinstance(document, dict):
         raise InvalidInput([FieldError(None, "invalid_body", "Body must be a JSON object.")])
     max_events = max_events or settings.AUDITSVC_BATCH_MAX_EVENTS
@@ -125,6 +127,51 @@ def _parse_batch(document: dict[str, Any], idempotency_header: str | None, max_e
     if errors.items:
         raise InvalidInput(errors.items)
     return events
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _HugeInteger(ValueError):
+    pass
+
+
+def _exact_int(text: str) -> int:
+    # orjson turns integers beyond 64 bits into floats silently; this pass sees the digits.
+    # (Smaller ones beyond 2^53 reach _check_payload, which names the field.)
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise _HugeInteger(text[:40])
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(duplicate)
+    return document
+
+
+def reject_duplicate_keys(body: bytes) -> None:
+    """Refuse JSON objects that repeat a key (parsers disagree on which value wins, and an
+    audit record must mean one thing) and integers too large to be exact. orjson, the fast
+    parser, keeps the last key and floats huge integers silently, so the stdlib's C scanner
+    checks every object and integer once more."""
+    try:
+        json.loads(body, object_pairs_hook=_no_duplicates, parse_int=_exact_int)
+    except _DuplicateKey as exc:
+        raise InvalidInput(
+            [FieldError(None, "duplicate_key", f"The key '{exc}' appears twice in one JSON object.")]
+        ) from None
+    except _HugeInteger as exc:
+        raise InvalidInput(
+            [FieldError(None, "number_out_of_range", f"The integer {exc}... lies beyond ±(2^53 - 1).")]
+        ) from None
+    except ValueError:
+        pass  # anything else was judged by orjson already
 
 
 def parse_event(raw: Any, *, path: str = "", idempotency_header: str | None = None) -> EventIn:
@@ -281,6 +328,11 @@ def _check_idempotency_header(value: str, errors: _Errors) -> str | None:
 _NUL_IN_JSON = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
+def contains_nul(json_text: bytes) -> bool:
+    """Whether JSON text holds a NUL character in a string or key (PostgreSQL's jsonb refuses it)."""
+    return b"\\u0000" in json_text and _NUL_IN_JSON.search(json_text) is not None
+
+
 def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
     """Depth, NUL characters and integer range; True when the payload's orjson text with
     sorted keys is already its RFC 8785 form (events.integrity.event_hash's fast path).
@@ -289,7 +341,7 @@ def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
     NUL in one regex pass over the serialised text, which is cheaper than per-string checks.
     """
     text = orjson.dumps(root)
-    if b"\\u0000" in text and _NUL_IN_JSON.search(text):
+    if contains_nul(text):
         errors.add(field, "null_character", "NUL characters (\\u0000) are not allowed.")
         return False
     canonical = True

@@ -300,6 +300,11 @@ class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             for name in ("from_type", "to_type")
             if not request.query_params.get(name)
         ]
+        problems += [
+            FieldError(name, "null_character", "NUL characters are not allowed.")
+            for name in ("from_type", "to_type")
+            if "\x00" in request.query_params.get(name, "")
+        ]
         if problems:
             raise InvalidInput(problems)
         bounds = _time_bounds(request)

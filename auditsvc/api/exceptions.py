@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -11,6 +13,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from auditsvc.errors import FieldError, ProblemError
+
+logger = logging.getLogger(__name__)
 
 
 def error_body(errors: list[FieldError]) -> dict[str, Any]:
@@ -32,9 +36,29 @@ def _flatten(detail: Any, field: str | None) -> list[FieldError]:
     return [FieldError(field, str(code), str(detail))]
 
 
+# The database is down, restarting or unreachable: a 503 the client retries (with the same
+# idempotency key), never a 500. Nothing was acknowledged, so nothing is lost.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ProblemError):
         return Response(error_body(exc.errors), status=exc.status)
+    if isinstance(exc, DataError):
+        # A value the database cannot represent (a NUL character, a number out of range) that
+        # slipped past validation: still the client's input, so a 400, never a 500.
+        return Response(
+            error_body([FieldError(None, "invalid_value", "A value in the request cannot be stored or searched.")]),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        unavailable = Response(
+            error_body([FieldError(None, "database_unavailable", "The database is unavailable; retry shortly.")]),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        unavailable["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return unavailable
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # an unexpected error: Django's handler500 answers (JSON for /api/)
@@ -42,6 +66,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         errors = _flatten(exc.detail, None)
     elif isinstance(exc, exceptions.ParseError):
         errors = [FieldError(None, "malformed_json", str(exc.detail))]
+    elif isinstance(exc, exceptions.Throttled):
+        wait = getattr(exc, "wait", None) or 1
+        errors = [FieldError(None, "rate_limited", f"Too many requests; retry in {wait:.0f} s.")]
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"

@@ -31,6 +31,7 @@ from auditsvc.errors import FieldError, InvalidInput
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_PAGE = 100_000  # page mode is OFFSET-based: deeper pages are what cursors are for
 PAGINATION_PARAMS = frozenset({"cursor", "page", "page_size", "ordering"})
 
 
@@ -192,8 +193,8 @@ def getattr_path(row: Any, path: str) -> Any:
 
 def _number_page(request: Request, queryset: QuerySet[Any], ordering: Ordering, render: Any) -> dict[str, Any]:
     raw = request.query_params.get("page", "")
-    if not raw.isdigit() or int(raw) < 1:
-        raise _bad("page", "invalid_page", "page must be a positive integer.")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise _bad("page", "invalid_page", f"page must be an integer from 1 to {MAX_PAGE:,}; use cursors to go deeper.")
     page, size = int(raw), _page_size(request)
     total, is_estimate = bounded_count(queryset)
     last_page = max(1, math.ceil(total / size))

@@ -7,6 +7,9 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+READ_SCOPE = "read"
+READ_PERMISSION = "events.view_event"
+
 
 class DenyAll(BasePermission):
     """The default: a view that forgets to declare its permissions serves nobody."""
@@ -22,12 +25,18 @@ class HasScope(BasePermission):
     code = "permission_denied"
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        if request.auth is None:
-            return False
         scopes: dict[str, str] = getattr(view, "required_scopes", {})
         scope = scopes.get(getattr(view, "action", "") or "", getattr(view, "required_scope", None))
         if scope is None:
             return False
+        if request.auth is None:
+            # A signed-in person (admin session): reads with the view permission
+            # (the Auditors group), never ingest: events come from services.
+            user = request.user
+            self.message = "Sessions may only read, with the view permission on events."
+            return bool(
+                user is not None and user.is_authenticated and scope == READ_SCOPE and user.has_perm(READ_PERMISSION)
+            )
         self.message = f"This API key lacks the '{scope}' scope."
         scopes_held: list[str] = getattr(request.auth, "scopes", [])
         return scope in scopes_held

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from rest_framework.request import Request
 
 from auditsvc.errors import FieldError, ProblemError
@@ -27,4 +29,30 @@ def read_json_body(request: Request, *, max_bytes: int) -> bytes:
     body = request._request.read(max_bytes + 1)
     if len(body) > max_bytes:
         raise too_large
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        return _gunzip(body, max_bytes, too_large)
+    if encoding not in ("", "identity"):
+        raise ProblemError(
+            [FieldError("Content-Encoding", "unsupported_content_encoding", "Use gzip or no Content-Encoding.")],
+            status=415,
+        )
     return body
+
+
+def _gunzip(body: bytes, max_bytes: int, too_large: ProblemError) -> bytes:
+    """Inflate a gzip body, stopping at the cap: a small bomb cannot become a large body."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        inflated = inflater.decompress(body, max_bytes + 1)
+    except zlib.error:
+        raise ProblemError(
+            [FieldError("Content-Encoding", "malformed_body", "The body is not valid gzip.")], status=400
+        ) from None
+    if len(inflated) > max_bytes or inflater.unconsumed_tail:
+        raise too_large
+    if not inflater.eof:
+        raise ProblemError(
+            [FieldError("Content-Encoding", "malformed_body", "The gzip body is truncated.")], status=400
+        )
+    return inflated

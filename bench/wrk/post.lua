@@ -1,5 +1,5 @@
 -- wrk script: POST pre-built bodies with fresh idempotency keys; record every acknowledged key.
--- Usage: wrk -s bench/wrk/post.lua ... -- BODIES_FILE OUTPUT_DIR   (API key in env AUDITSVC_BENCH_KEY)
+-- Usage: wrk -s bench/wrk/post.lua URL -- BODIES_FILE OUTPUT_DIR RUN_LABEL   (API key in env AUDITSVC_BENCH_KEY)
 local threads = {}
 local next_id = 1
 
@@ -13,14 +13,16 @@ function init(args)
   bodies = {}
   for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
   counter, acked, events, failed = 0, 0, 0, 0
-  keys = io.open(args[2] .. "/acked-" .. id .. ".txt", "w")
+  out_dir = args[2]
+  run = args[3]  -- unique per run: keys never repeat across phases
+  keys = io.open(out_dir .. "/acked-" .. id .. ".txt", "w")
   keys:setvbuf("full")
   headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. os.getenv("AUDITSVC_BENCH_KEY")}
 end
 
 function request()
   counter = counter + 1
-  local body = bodies[(counter % #bodies) + 1]:gsub("__KEY__", "t" .. id .. "r" .. counter)
+  local body = bodies[(counter % #bodies) + 1]:gsub("__KEY__", run .. "t" .. id .. "r" .. counter)
   return wrk.format("POST", "/api/v1/events", headers, body)
 end
 
@@ -34,6 +36,11 @@ function response(status, headers, body)
     if acked % 50 == 0 then keys:flush() end
   else
     failed = failed + 1
+    if failed <= 3 then
+      local log = io.open(out_dir .. "/failed-" .. id .. ".txt", "a")
+      log:write(status, " ", body:sub(1, 300), "\n")
+      log:close()
+    end
   end
 end
 

@@ -74,7 +74,7 @@ def test_a_mixed_file_stores_the_good_and_rejects_the_bad_with_line_numbers(bill
 
 
 def test_reimporting_a_file_is_a_no_op(billing, tmp_path):
-    # Records without an idempotency key get one derived from their content and occurrence.
+    # Records without an idempotency key get one derived from their content and line number.
     lines = [json.dumps(e) for e in GOOD] + [json.dumps({"type": "no.key"})] * 2
     path = write_lines(tmp_path / "events.ndjson", lines)
 

@@ -1,0 +1,318 @@
+"""Fault suite: a real gunicorn and a throwaway PostgreSQL, broken on purpose under load.
+
+After worker and master kills, PostgreSQL restarts (fast and immediate) and saturation,
+every acknowledged event is stored exactly once and nothing unasked-for is stored; with the
+database gone, ingest answers 503 quickly and the service recovers by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.faults
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Database:
+    server: Any
+    url: str
+    admin_url: str
+
+    def pg_ctl(self, *args: str) -> None:
+        from pgserver import _commands  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        _commands.pg_ctl(  # type: ignore[attr-defined]  # generated per binary at import
+            ["-w", *args], pgdata=self.server.pgdata, user=self.server.system_user, timeout=60
+        )
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """A PostgreSQL of our own (never the machine's shared one), under pgserver."""
+    import pgserver  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    data = tmp_path_factory.mktemp("faultpg")
+    data.chmod(0o777)
+    server = pgserver.get_server(str(data / "pg"), cleanup_mode="stop")  # type: ignore[attr-defined]
+    socket_dir = dict(part.split("=") for part in server.get_uri().split("?")[1].split("&"))["host"]
+    admin_url = f"postgresql://postgres@{quote(socket_dir, safe='')}/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute("CREATE DATABASE faults")
+    database = Database(server, f"postgresql://postgres@{quote(socket_dir, safe='')}/faults", admin_url)
+    yield database
+    server.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Service:
+    """gunicorn serving auditsvc against the throwaway database."""
+
+    def __init__(self, database: Database, tmp: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ, "DATABASE_URL": database.url, "SECRET_KEY": "faults-" + "x" * 40, "DEBUG": "false",
+            "AUDITSVC_VAR_DIR": str(tmp), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "DB_CONNECT_TIMEOUT": "2",
+            "AUDITSVC_API_KEY_CACHE_SECONDS": "5",
+        }  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, check=True)  # fmt: skip
+        return done.stdout
+
+    def start(self) -> None:
+        command = [str(Path(sys.executable).parent / "gunicorn"), "auditsvc.wsgi", "-c", "gunicorn.conf.py",
+                   "-b", f"127.0.0.1:{self.port}", "--log-level", "warning"]  # fmt: skip
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env)
+        wait_until(lambda: get(self.url("/healthz"))[0] == 200, 30)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def workers(self) -> list[int]:
+        assert self.process is not None
+        pid = self.process.pid
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, dict[str, Any], dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}"), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
+    except OSError:
+        return 0, {}, {}
+
+
+def wait_until(condition: Any, seconds: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"not within {seconds} s")
+
+
+@dataclass
+class Load:
+    """Clients that post single events and batches with idempotency keys, retrying like a real
+    client (same key, on connection errors, timeouts, 503 and 5xx), recording what was acked."""
+
+    service: Service
+    key: str
+    acked: set[str] = field(default_factory=set)
+    attempted: set[str] = field(default_factory=set)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    unfinished: int = 0
+    run: str = field(default_factory=lambda: f"run{time.monotonic_ns()}")  # this load's key prefix
+
+    def start(self, clients: int) -> None:
+        for n in range(clients):
+            thread = threading.Thread(target=self._client, args=(n,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(120)
+        self.threads.clear()
+        self.stop.clear()
+
+    def _client(self, number: int) -> None:
+        rng = random.Random(number)
+        sequence = 0
+        while not self.stop.is_set():
+            sequence += 1
+            prefix = f"{self.run}-c{number}-{sequence}"
+            size = 1 if rng.random() < 0.7 else 5
+            keys = [f"{prefix}-{i}" for i in range(size)]
+            events: list[dict[str, Any]] = [
+                {"type": "fault.test", "customer": f"cus_{rng.randrange(50)}", "idempotency_key": k,
+                       "payload": {"n": sequence}} for k in keys]  # fmt: skip
+            document: dict[str, Any] = events[0] if size == 1 else {"events": events}
+            body = json.dumps(document).encode()
+            with self.lock:
+                self.attempted.update(keys)
+            if self._post_until_acked(body):
+                with self.lock:
+                    self.acked.update(keys)
+            else:
+                with self.lock:
+                    self.unfinished += 1
+
+    def _post_until_acked(self, body: bytes) -> bool:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            request = urllib.request.Request(self.service.url("/api/v1/events"), data=body, method="POST", headers={
+                "Authorization": f"Bearer {self.key}", "Content-Type": "application/json"})  # fmt: skip
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status in (200, 201):
+                        return True
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 and exc.code != 429:
+                    raise AssertionError(f"unexpected {exc.code}: {exc.read()[:300]!r}") from None
+            except OSError:
+                pass  # refused, reset, timed out: the service or its database is down; retry
+            time.sleep(0.2)
+        return False
+
+
+@pytest.fixture(scope="module")
+def service(database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
+    tmp = tmp_path_factory.mktemp("faultsvc")
+    service = Service(database, tmp)
+    service.manage("migrate", "-v0")
+    service.manage("create_source", "faults")
+    key = service.manage("create_api_key", "--source", "faults", "--scopes", "ingest,read").strip()
+    service.start()
+    yield service, key
+    service.stop()
+
+
+def stored_keys(database: Database, run: str) -> dict[str, int]:
+    with psycopg.connect(database.url) as connection:
+        rows = connection.execute(
+            "SELECT idempotency_key, count(*) FROM events_event WHERE idempotency_key LIKE %s GROUP BY 1",
+            [f"{run}-%"],
+        ).fetchall()
+    return {key: count for key, count in rows}
+
+
+RESULTS = ROOT / "test-artifacts" / "fault-results.json"
+
+
+def record(scenario: str, load: Load, stored: dict[str, int], **extra: float) -> None:
+    """Append this scenario's figures to test-artifacts/fault-results.json (docs/reliability.md)."""
+    RESULTS.parent.mkdir(exist_ok=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[scenario] = {
+        "acknowledged": len(load.acked),
+        "lost": len([k for k in load.acked if k not in stored]),
+        "duplicated": len([k for k, n in stored.items() if n != 1]),
+        "unasked": len([k for k in stored if k not in load.attempted]),
+        **extra,
+    }
+    RESULTS.write_text(json.dumps(results, indent=2))
+
+
+def check_exactly_once(load: Load, database: Database, scenario: str, **extra: float) -> None:
+    stored = stored_keys(database, load.run)
+    record(scenario, load, stored, **extra)
+    assert load.unfinished == 0
+    assert load.acked, "the load acknowledged nothing"
+    assert not [k for k in load.acked if k not in stored], "acknowledged events are missing"
+    assert not [k for k, n in stored.items() if n != 1], "events stored twice"
+    assert not [k for k in stored if k not in load.attempted], "events stored that nobody sent"
+
+
+def test_kill_a_worker_then_the_master_under_load(service, database):
+    svc, key = service
+    load = Load(svc, key)
+    load.start(8)
+    time.sleep(2)
+    os.kill(svc.workers()[0], signal.SIGKILL)
+    time.sleep(3)
+    assert svc.process is not None
+    os.kill(svc.process.pid, signal.SIGKILL)
+    svc.process.wait(10)
+    time.sleep(1.5)  # the orphaned workers notice their master is gone and exit
+    svc.start()
+    time.sleep(3)
+    load.finish()
+
+    check_exactly_once(load, database, "kill -9 a worker, then the master (and restart it)")
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_postgresql_restarts_under_load(service, database, mode):
+    svc, key = service
+    load = Load(svc, key)
+    load.start(8)
+    time.sleep(2)
+    database.pg_ctl("-m", mode, "restart")
+    back = time.monotonic()
+    acked_before = len(load.acked)
+    recovery = wait_until(lambda: len(load.acked) > acked_before + 5, 10)
+    time.sleep(2)
+    load.finish()
+
+    check_exactly_once(load, database, f"pg_ctl restart -m {mode}", recovery_seconds=round(recovery, 2))
+    assert recovery < 10, f"service answered again {recovery:.1f} s after the database came back"
+    assert time.monotonic() - back > 0
+
+
+def test_saturation(service, database):
+    svc, key = service
+    load = Load(svc, key)
+    load.start(48)  # six times the 8 worker threads
+    time.sleep(6)
+    load.finish()
+
+    check_exactly_once(load, database, "saturation: 48 clients for 8 worker threads")
+
+
+def test_database_down_means_503_quickly_and_recovery_without_restart(service, database):
+    svc, key = service
+    database.pg_ctl("-m", "fast", "stop")
+    try:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        request = urllib.request.Request(
+            svc.url("/api/v1/events"), data=b'{"type": "fault.down"}', method="POST", headers=headers
+        )
+        started = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=10)
+        elapsed = time.monotonic() - started
+        body = json.loads(answer.value.read())
+        ready = get(svc.url("/readyz"))
+        alive = get(svc.url("/healthz"))
+    finally:
+        database.server.ensure_postgres_running()  # with its own socket options
+
+    assert answer.value.code == 503
+    assert answer.value.headers["Retry-After"]
+    assert answer.value.headers["Content-Type"] == "application/json"
+    assert body["errors"][0]["code"] == "database_unavailable"
+    assert elapsed < 3
+    assert ready[0] == 503
+    assert alive[0] == 200
+    recovery = wait_until(lambda: get(svc.url("/readyz"))[0] == 200, 10)
+    assert recovery < 10
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["database stopped"] = {"ingest_503_seconds": round(elapsed, 3), "recovery_seconds": round(recovery, 2)}
+    RESULTS.write_text(json.dumps(results, indent=2))
