@@ -13,16 +13,19 @@ import csv
 import gzip
 import hashlib
 import io
+import queue
 import re
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from django.db import connection
 
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from events.ingest import ingest_events
@@ -32,6 +35,9 @@ from events.validation import DATETIME_RE, EventIn, parse_event
 
 FORMATS = ("ndjson", "csv", "cloudevents")
 _INDEX = re.compile(r"^events\[(\d+)\]")
+# Batches stored concurrently, each in its own transaction: PostgreSQL's index maintenance
+# for one batch overlaps with the next one's hashing in Python.
+WRITERS = 2
 # Import-only fields of an exported event; the API refuses them.
 _EXPORT_FIELDS = ("id", "received_at", "source", "hash")
 
@@ -69,20 +75,32 @@ class _Pending:
     text: str
 
 
-@dataclass
 class Importer:
-    """Validates records and stores them in per-source batches; see import_events."""
+    """Validates records and stores them in per-source batches; see import_events.
 
-    default_source: Source | None
-    batch_size: int
-    on_reject: Callable[[Reject], None]
-    stats: ImportStats = field(default_factory=ImportStats)
-    _batches: dict[int, list[_Pending]] = field(default_factory=dict)
-    _sources: dict[str, Source | None] = field(default_factory=dict)
+    Parsing runs in the caller's thread, storing in WRITERS writer threads: while PostgreSQL
+    takes one batch (the GIL is released while psycopg waits), the next is hashed and parsed.
+    Batches may commit out of order; each is still all-or-nothing and deduplicated.
+    """
+
+    def __init__(self, *, default_source: Source | None, batch_size: int, on_reject: Callable[[Reject], None]) -> None:
+        self.default_source = default_source
+        self.batch_size = batch_size
+        self.stats = ImportStats()
+        self._on_reject = on_reject
+        self._lock = threading.Lock()  # stats and the rejects sink, shared with the writer
+        self._batches: dict[int, list[_Pending]] = {}
+        self._sources: dict[str, Source | None] = {}
+        self._queue: queue.Queue[tuple[Source, list[_Pending]] | None] = queue.Queue(maxsize=WRITERS)
+        self._writer_error: BaseException | None = None
+        self._writers = [
+            threading.Thread(target=self._write_batches, name=f"import-writer-{n}", daemon=True) for n in range(WRITERS)
+        ]
+        for writer in self._writers:
+            writer.start()
 
     def add(self, line: int, record: dict[str, Any], text: str) -> None:
-        self.stats.read += 1
-        self.stats.last_line = line
+        self._count_read(line)
         try:
             source, item = self._parse(record, text, line)
         except InvalidInput as exc:
@@ -91,40 +109,71 @@ class Importer:
         batch = self._batches.setdefault(source.pk, [])
         batch.append(_Pending(line, item, text))
         if len(batch) >= self.batch_size:
-            self._flush(source)
+            self._enqueue(source, self._batches.pop(source.pk))
 
     def add_malformed(self, line: int, text: str) -> None:
-        self.stats.read += 1
-        self.stats.last_line = line
+        self._count_read(line)
         self._reject(Reject(line, [FieldError(None, "malformed_record", "Not a JSON object.")], text))
 
     def run(
         self, stream: IO[bytes], export_format: str, *, stop: Callable[[], bool], progress: Callable[[int], object]
     ) -> ImportStats:
         """Import every record of stream; when stop() turns true, store the current batch and end."""
-        for line, record, text in read_records(stream, export_format):
-            if record is None:
-                self.add_malformed(line, text)
-            else:
-                self.add(line, record, text)
-            progress(1)
-            if stop():
-                self.stats.interrupted = True
-                break
-        self.finish()
+        try:
+            for line, record, text in read_records(stream, export_format):
+                if record is None:
+                    self.add_malformed(line, text)
+                else:
+                    self.add(line, record, text)
+                progress(1)
+                if stop():
+                    self.stats.interrupted = True
+                    break
+        finally:
+            self.finish()
         return self.stats
 
     def finish(self) -> None:
-        for source_id in list(self._batches):
-            self._flush(Source.objects.get(pk=source_id))
+        """Store what is buffered and wait for the writer; re-raises an error it met."""
+        for source_id, batch in list(self._batches.items()):
+            self._enqueue(Source.objects.get(pk=source_id), batch)
+        self._batches.clear()
+        for _ in self._writers:
+            self._queue.put(None)
+        for writer in self._writers:
+            writer.join()
+        self._writers = []
+        if self._writer_error is not None:
+            raise self._writer_error
+
+    def _count_read(self, line: int) -> None:
+        with self._lock:
+            self.stats.read += 1
+            self.stats.last_line = line
 
     def _reject(self, reject: Reject) -> None:
-        self.stats.rejected += 1
-        self.on_reject(reject)
+        with self._lock:
+            self.stats.rejected += 1
+            self._on_reject(reject)
 
-    def _flush(self, source: Source) -> None:
-        """Store a source's batch; records the database refuses are rejected, the rest retried."""
-        batch = self._batches.pop(source.pk, [])
+    def _enqueue(self, source: Source, batch: list[_Pending]) -> None:
+        if self._writer_error is not None:
+            raise self._writer_error
+        self._queue.put((source, batch))
+
+    def _write_batches(self) -> None:
+        try:
+            while (work := self._queue.get()) is not None:
+                self._store(*work)
+        except BaseException as exc:
+            self._writer_error = exc
+            while self._queue.get() is not None:  # unblock the producer until it finishes
+                pass
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def _store(self, source: Source, batch: list[_Pending]) -> None:
+        """Store a batch; records the database refuses are rejected, the rest retried."""
         while batch:
             try:
                 result = ingest_events(source=source, items=[p.item for p in batch], is_batch=True)
@@ -137,8 +186,9 @@ class Importer:
                     self._reject(Reject(batch[index].line, errors, batch[index].text))
                 batch = [p for i, p in enumerate(batch) if i not in failed]
                 continue
-            self.stats.stored += result.created
-            self.stats.duplicates += result.duplicates
+            with self._lock:
+                self.stats.stored += result.created
+                self.stats.duplicates += result.duplicates
             return
 
     def _parse(self, record: dict[str, Any], text: str, line: int) -> tuple[Source, EventIn]:
@@ -153,11 +203,15 @@ class Importer:
                 errors.append(FieldError("id", "invalid", "Not a UUID."))
         if exported.get("received_at") is not None:
             received_at = _parse_time(exported["received_at"], "received_at", errors)
+        # A record without a key of its own (and not an exported event, which dedupes by id)
+        # gets one derived from its content and line: a re-run finds the same keys.
+        derived = None
+        if record.get("idempotency_key") is None and exported.get("id") is None:
+            derived = f"import:{line}:{hashlib.sha256(text.strip().encode()).hexdigest()[:40]}"
         try:
-            item = parse_event(record)
+            item = parse_event(record, idempotency_header=derived)
         except InvalidInput as exc:
-            errors = exc.errors + errors
-            raise InvalidInput(errors) from None
+            raise InvalidInput(exc.errors + errors) from None
         if errors:
             raise InvalidInput(errors)
         if event_id is not None and received_at is not None:
@@ -165,8 +219,6 @@ class Importer:
             expected = exported.get("hash")
             if expected and expected != _hash_of(item, source):
                 raise InvalidInput([FieldError("hash", "hash_mismatch", "The fields do not give this hash.")])
-        elif item.idempotency_key is None:
-            item = replace(item, idempotency_key=self._derived_key(text, line))
         return source, item
 
     def _source(self, name: Any) -> Source:
@@ -181,11 +233,6 @@ class Importer:
             message = f"No source '{name}' (manage.py create_source)."
             raise InvalidInput([FieldError("source", "unknown_source", message)])
         return source
-
-    def _derived_key(self, text: str, line: int) -> str:
-        """Content and line number: identical lines stay distinct events, a re-run finds the
-        same keys, and nothing has to be remembered per record (constant memory)."""
-        return f"import:{line}:{hashlib.sha256(text.strip().encode()).hexdigest()[:40]}"
 
 
 def _hash_of(item: EventIn, source: Source) -> str:

@@ -34,8 +34,20 @@ def canonical_json(value: Any) -> bytes:
     """
     prepared = _prepare(value)
     if prepared is _SLOW:
-        return rfc8785.dumps(value)
+        return rfc8785.dumps(_big_ints_as_floats(value))
     return orjson.dumps(prepared, option=orjson.OPT_SORT_KEYS)
+
+
+def _big_ints_as_floats(value: Any) -> Any:
+    """Ingest refuses integers beyond 2^53, so one read back from jsonb that large was a float
+    (1e16 is stored as 10000000000000000): hash it as the float it was."""
+    if isinstance(value, dict):
+        return {key: _big_ints_as_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_big_ints_as_floats(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _EXACT_INTEGER:
+        return float(value)
+    return value
 
 
 _SLOW = object()
@@ -65,9 +77,10 @@ def _prepare(value: Any) -> Any:  # noqa: PLR0911 - one branch per JSON type
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with microseconds: 2026-11-24T04:21:00.123456Z."""
-    if value.utcoffset():
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    text = value.isoformat(timespec="microseconds")
+    if text.endswith("+00:00"):  # the usual case: a UTC datetime, as PostgreSQL returns them
+        return text[:-6] + "Z"
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def canonical_envelope(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from django.utils import timezone
 from psycopg.types.json import set_json_loads
 
 from events import merkle, signing
-from events.integrity import canonical_json, event_hash, format_time
+from events.integrity import canonical_json, format_time
 from events.models import Seal, SealEntry
 
 GENESIS_HASH = "0" * 64
@@ -135,8 +135,10 @@ class VerificationReport:
 
 
 _EVENT_COLUMNS = (
-    "e.id, t.name, s.slug, c.external_id, e.actor, e.occurred_at, e.received_at, e.description, e.payload, e.hash"
+    "e.id::text, t.name, s.slug, c.external_id, e.actor, e.occurred_at, e.received_at, e.description, e.payload, e.hash"
 )
+# Binary COPY column types of _EVENT_COLUMNS (varchar travels as text).
+_EVENT_TYPES = ["text", "text", "text", "text", "text", "timestamptz", "timestamptz", "text", "jsonb", "text"]
 _EVENT_JOINS = (
     "JOIN events_eventtype t ON t.id = e.type_id JOIN events_source s ON s.id = e.source_id "
     "LEFT JOIN customers_customer c ON c.id = e.customer_id"
@@ -151,29 +153,39 @@ def _recomputed_hash(row: tuple[Any, ...], expected: str) -> str:
     collide); otherwise the exact canonicaliser decides. ~10x faster over a large table.
     """
     event_id, type_name, source, customer, actor, occurred_at, received_at, description, payload, _ = row
+    # The envelope of events.integrity.canonical_envelope, built inline: this runs per event.
     envelope = {
-        "event_id": event_id,
-        "type_name": type_name,
-        "source_slug": source,
+        "id": event_id,  # already text (SELECT e.id::text)
+        "type": type_name,
+        "source": source,
         "customer": customer,
         "actor": actor,
-        "occurred_at": occurred_at,
-        "received_at": received_at,
+        "occurred_at": format_time(occurred_at),
+        "received_at": format_time(received_at),
         "description": description,
         "payload": payload,
     }
-    fast = event_hash(**envelope, payload_is_canonical=True)
-    return fast if fast == expected else event_hash(**envelope)
+    fast = hashlib.sha256(orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return fast if fast == expected else hashlib.sha256(canonical_json(envelope)).hexdigest()
 
 
-def _stream(sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
-    """Rows of sql through a server-side cursor, with jsonb decoded by orjson."""
+def _stream(sql: str, params: list[Any], types: list[str]) -> Generator[tuple[Any, ...], None, None]:
+    """Rows of sql, streamed by a binary COPY: PostgreSQL keeps producing rows while Python
+    hashes the previous ones (a cursor's FETCH would make each wait for the other), and
+    psycopg parses them in C; jsonb is decoded by orjson."""
     raw_connection: Any = connection.connection
-    with raw_connection.cursor(name=f"verify_{uuid.uuid4().hex[:8]}", binary=True) as cursor:
+    with raw_connection.cursor() as cursor:
         set_json_loads(orjson.loads, cursor)
-        cursor.itersize = 5000
-        cursor.execute(sql, params)
-        yield from cursor
+        query = cursor.mogrify(sql, params)
+        with cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            try:
+                yield from copy.rows()
+            except GeneratorExit:
+                # Abandoned mid-stream (an error in the caller): cancel the COPY so that the
+                # connection can roll back, instead of waiting on rows nobody reads.
+                raw_connection.cancel_safe()
+                raise
 
 
 def verify_integrity(
@@ -247,12 +259,13 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
     by_sequence = {seal.sequence: seal for seal in seals}
     # S608: the f-strings only splice in the constant column and join lists above.
     rows = _stream(
-        f"SELECT se.seal_id, se.position, se.event_id, se.event_hash, {_EVENT_COLUMNS} "
+        f"SELECT se.seal_id, se.position, se.event_id::text, se.event_hash, {_EVENT_COLUMNS} "
         f"FROM events_sealentry se LEFT JOIN events_event e ON e.id = se.event_id "
         f"LEFT JOIN events_eventtype t ON t.id = e.type_id LEFT JOIN events_source s ON s.id = e.source_id "
         f"LEFT JOIN customers_customer c ON c.id = e.customer_id "
         f"WHERE se.seal_id = ANY(%s) ORDER BY se.seal_id, se.position",
         [list(by_sequence)],
+        ["int8", "int4", "text", "text", *_EVENT_TYPES],
     )
     current: int | None = None
     leaves: list[bytes] = []
@@ -268,26 +281,29 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
                 f"seal {sequence}'s events, in their sealed order, do not give its Merkle root "
                 "(entries reordered or rewritten)", seal=sequence))  # fmt: skip
 
-    for row in rows:
-        sequence, position, sealed_id, sealed_hash, *event = row
-        if sequence != current:
-            if current is not None:
-                close(current)
-            current, leaves = sequence, []
-            seen.add(sequence)
-        leaves.append(merkle.leaf_hash(bytes.fromhex(sealed_hash)))
-        report.events_checked += 1
-        if event[0] is None:
-            gone = f"event {sealed_id} (seal {sequence}, position {position}) is gone"
-            report.findings.append(Finding("event_missing", gone, str(sealed_id), sequence))
-        else:
-            recomputed = _recomputed_hash(tuple(event), sealed_hash)
-            if recomputed != sealed_hash or event[-1] != sealed_hash:
-                report.findings.append(Finding("event_modified",
-                    f"event {sealed_id} (seal {sequence}, position {position}) no longer matches its sealed hash",
-                    str(sealed_id), sequence))  # fmt: skip
-        if progress and report.events_checked % 10_000 == 0:
-            progress(10_000)
+    try:
+        for row in rows:
+            sequence, position, sealed_id, sealed_hash, *event = row
+            if sequence != current:
+                if current is not None:
+                    close(current)
+                current, leaves = sequence, []
+                seen.add(sequence)
+            leaves.append(merkle.leaf_hash(bytes.fromhex(sealed_hash)))
+            report.events_checked += 1
+            if event[0] is None:
+                gone = f"event {sealed_id} (seal {sequence}, position {position}) is gone"
+                report.findings.append(Finding("event_missing", gone, str(sealed_id), sequence))
+            else:
+                recomputed = _recomputed_hash(tuple(event), sealed_hash)
+                if recomputed != sealed_hash or event[-1] != sealed_hash:
+                    report.findings.append(Finding("event_modified",
+                        f"event {sealed_id} (seal {sequence}, position {position}) no longer matches its sealed hash",
+                        str(sealed_id), sequence))  # fmt: skip
+            if progress and report.events_checked % 10_000 == 0:
+                progress(10_000)
+    finally:
+        rows.close()  # an error mid-stream must not leave the COPY running
     if current is not None:
         close(current)
     for sequence in by_sequence.keys() - seen:
@@ -305,19 +321,23 @@ def _verify_unsealed_events(
         "WHERE NOT EXISTS (SELECT 1 FROM events_sealentry se WHERE se.event_id = e.id) "
         "AND e.received_at >= %s ORDER BY e.received_at, e.id",
         [since or datetime(1970, 1, 1, tzinfo=UTC)],
+        ["bool", *_EVENT_TYPES],
     )
-    for pending, *event in rows:
-        report.events_checked += 1
-        report.unsealed_events += 1
-        event_id = str(event[0])
-        if not pending:
-            report.findings.append(Finding("event_inserted",
-                f"event {event_id} is in no seal and was not written by the ingest path", event_id))  # fmt: skip
-        elif _recomputed_hash(tuple(event), event[-1]) != event[-1]:
-            report.findings.append(Finding("event_modified",
-                f"unsealed event {event_id} does not match its hash", event_id))  # fmt: skip
-        if progress and report.events_checked % 10_000 == 0:
-            progress(10_000)
+    try:
+        for pending, *event in rows:
+            report.events_checked += 1
+            report.unsealed_events += 1
+            event_id = str(event[0])
+            if not pending:
+                report.findings.append(Finding("event_inserted",
+                    f"event {event_id} is in no seal and was not written by the ingest path", event_id))  # fmt: skip
+            elif _recomputed_hash(tuple(event), event[-1]) != event[-1]:
+                report.findings.append(Finding("event_modified",
+                    f"unsealed event {event_id} does not match its hash", event_id))  # fmt: skip
+            if progress and report.events_checked % 10_000 == 0:
+                progress(10_000)
+    finally:
+        rows.close()  # an error mid-stream must not leave the COPY running
 
 
 # --- proofs ---------------------------------------------------------------------------------

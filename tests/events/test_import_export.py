@@ -46,6 +46,11 @@ def run_import(*args: str) -> tuple[int, str]:
     return 0, out.getvalue()
 
 
+# The importer stores from a writer thread with its own database connection, which cannot
+# see a test's open transaction: these tests commit for real.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
 @pytest.fixture
 def billing(db) -> Source:
     return SourceFactory.create(slug="billing")

@@ -306,3 +306,11 @@ def test_an_event_committed_late_is_sealed_exactly_once(make_client):
     late = Event.objects.get(type__name="late.commit")
     assert SealEntry.objects.get(event_id=late.id).seal_id == second[0].sequence
     assert findings() == []
+
+
+def test_verification_handles_payloads_orjson_does_not_write_canonically(api):
+    # 100.0 must hash as 100, 1e-07 as 1e-7: verification's fast path misses, the exact one decides.
+    store(api, 2, payload={"x": 100.0, "y": 1e-7, "z": 1e16, "é": -0.0})
+    seal_events()
+
+    assert findings() == []
