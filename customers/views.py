@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -26,6 +27,31 @@ CUSTOMER_ORDERINGS = {
 }
 
 
+# A page object, not an array (drf-spectacular would wrap a serializer of a `list` action).
+CUSTOMER_PAGE = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="Cursor mode: `{next, previous, results: [customer]}`; page mode: `{metadata, results}`.",
+    examples=[
+        OpenApiExample(
+            "cursor page",
+            {
+                "next": None,
+                "previous": None,
+                "results": [
+                    {
+                        "external_id": "cus_42",
+                        "email": "",
+                        "display_name": "",
+                        "created_at": "2026-11-24T04:30:56.779239Z",
+                        "identities": [{"system": "stripe", "id": "cus_S42"}],
+                    }
+                ],
+            },
+        )
+    ],
+)
+
+
 def _not_found() -> ProblemError:
     return ProblemError([FieldError("external_id", "not_found", "No customer with this external id.")], status=404)
 
@@ -44,7 +70,7 @@ class CustomerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     def get_queryset(self) -> QuerySet[Customer]:
         return customers_queryset()
 
-    @extend_schema(responses={200: CustomerSerializer(many=True), **ERRORS})
+    @extend_schema(responses={200: CUSTOMER_PAGE, **ERRORS})
     def list(self, request: Request) -> Response:
         ordering = choose_ordering(request, CUSTOMER_ORDERINGS, "external_id")
         customers = self.filter_queryset(self.get_queryset())
