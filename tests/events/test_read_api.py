@@ -487,3 +487,10 @@ def test_the_schema_and_docs_are_served(db, client):
     assert {"/api/v1/events", "/api/v1/events/export", "/api/v1/customers/{external_id}/events",
             "/api/v1/stats/counts", "/api/v1/stats/durations"} <= set(paths)  # fmt: skip
     assert docs.status_code == 200
+
+
+def test_the_docs_page_uses_local_assets(db, client):
+    page = client.get("/api/docs/").content.decode()
+
+    assert "cdn." not in page and "jsdelivr" not in page
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
