@@ -20,7 +20,7 @@ install: $(VENV)/.installed ## create .venv and install the pinned dependencies
 migrate: install ## apply database migrations (starts the embedded PostgreSQL if DATABASE_URL is unset)
 	$(PY) manage.py migrate --noinput
 
-run: migrate ## serve on http://$(HOST):$(PORT) with gunicorn, printing a development API key
+run: migrate ## serve on http://127.0.0.1:8000 (HOST, PORT) with gunicorn, printing a development API key
 	$(PY) manage.py collectstatic --noinput -v0 && $(PY) manage.py ensure_dev_api_key --url http://$(HOST):$(PORT) && exec $(VENV)/bin/gunicorn auditsvc.wsgi -c gunicorn.conf.py -b $(HOST):$(PORT)
 
 test: lint check pytest ## lint, type check, Django checks, then the whole test suite
