@@ -26,8 +26,9 @@ def _generated_secret_key() -> str:
     return path.read_text().strip()
 
 
-SECRET_KEY_FROM_ENVIRONMENT = env_secret("SECRET_KEY") is not None
-SECRET_KEY = env_secret("SECRET_KEY") or _generated_secret_key()
+_secret_key = env_secret("SECRET_KEY")
+SECRET_KEY_FROM_ENVIRONMENT = _secret_key is not None
+SECRET_KEY = _secret_key or _generated_secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 

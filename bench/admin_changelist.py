@@ -13,12 +13,10 @@ import argparse
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bench.django_setup import setup
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.report import publish
 
 
 def main() -> None:
@@ -29,6 +27,7 @@ def main() -> None:
     setup()
     from django.conf import settings  # noqa: PLC0415
     from django.contrib.auth.models import User  # noqa: PLC0415
+    from django.db.models import Sum  # noqa: PLC0415
     from django.test import Client  # noqa: PLC0415
     from django.test.utils import setup_test_environment  # noqa: PLC0415
 
@@ -88,7 +87,7 @@ def main() -> None:
         shown = len(response.context["cl"].result_list)
         ordered = sorted(timings)
         results[name] = (statistics.median(timings), ordered[int(0.95 * (len(ordered) - 1))], shown)
-    total = EventType.objects.aggregate(n=__import__("django.db.models").db.models.Sum("event_count"))["n"]
+    total = EventType.objects.aggregate(n=Sum("event_count"))["n"]
     lines = [
         f"### Admin event changelist, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {total:,} events",
         "",
@@ -100,10 +99,7 @@ def main() -> None:
         *[f"| {name} | {p50:.0f} | {p95:.0f} | {shown} |" for name, (p50, p95, shown) in results.items()],
     ]
     report = "\n".join(lines)
-    print(report)
-    if not args.no_docs:
-        with (ROOT / "docs" / "BENCHMARKS.md").open("a") as handle:
-            handle.write("\n" + report + "\n")
+    publish(report, to_docs=not args.no_docs)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import psycopg
 
 from bench.ingest import copy_reference, fresh_database
+from bench.report import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +65,7 @@ def main() -> None:
         for _ in range(args.count):
             handle.write(orjson.dumps(corpus.event()) + b"\n")
     size_mb = source_file.stat().st_size / 1e6
-    with __import__("psycopg").connect(url, autocommit=True) as db:  # the COPY reference's customer ids
+    with psycopg.connect(url, autocommit=True) as db:  # the COPY reference's customer ids
         db.execute("INSERT INTO customers_customer (external_id, email, display_name) "
                    "SELECT 'ref_' || n, '', '' FROM generate_series(1, 1000) AS n")  # fmt: skip
     copy_rate = copy_reference(url, args.copy_rows)
@@ -89,10 +91,7 @@ def main() -> None:
         f"| `export_events` (NDJSON) | {export_rate:,.0f} | target ≥ 100,000 | {export_rss:.0f} MB (target < 200) |",
     ]
     report = "\n".join(lines)
-    print(report)
-    if not args.no_docs:
-        with (ROOT / "docs" / "BENCHMARKS.md").open("a") as handle:
-            handle.write("\n" + report + "\n")
+    publish(report, to_docs=not args.no_docs)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 import psycopg
 
+from bench.report import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 8766
 WORKERS, THREADS = 2, int(os.environ.get("GUNICORN_THREADS", "8"))
@@ -207,11 +209,8 @@ def main() -> None:
         "",
         check,
     ])  # fmt: skip
-    print(report)
     shutil.rmtree(workdir, ignore_errors=True)
-    if not args.no_docs:
-        with (ROOT / "docs" / "BENCHMARKS.md").open("a") as handle:
-            handle.write("\n" + report + "\n")
+    publish(report, to_docs=not args.no_docs)
     if missing or duplicated:
         sys.exit("acknowledged events are missing or duplicated")
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from bench.load_events import load
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.report import publish
 
 
 def main() -> None:
@@ -61,10 +59,7 @@ def main() -> None:
         "per million here.",
     ]
     report_text = "\n".join(lines)
-    print(report_text)
-    if not args.no_docs:
-        with (ROOT / "docs" / "BENCHMARKS.md").open("a") as handle:
-            handle.write("\n" + report_text + "\n")
+    publish(report_text, to_docs=not args.no_docs)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,14 @@ import random
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from bench.django_setup import setup
+from bench.report import publish
 from bench.server import gunicorn, peak_rss_mb, worker_pids
 
 PORT = 8765
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Client:
@@ -77,14 +76,14 @@ def main() -> None:
     args = parser.parse_args()
     setup()
     from django.db import connection  # noqa: PLC0415
-    from django.db.models import Count  # noqa: PLC0415
+    from django.db.models import Count, Sum  # noqa: PLC0415
 
     from customers.models import Customer  # noqa: PLC0415
     from events.keys import create_api_key  # noqa: PLC0415
     from events.models import Event, EventType, Source  # noqa: PLC0415
 
     rng = random.Random(5)
-    total = EventType.objects.aggregate(n=__import__("django.db.models").db.models.Sum("event_count"))["n"] or 0
+    total = EventType.objects.aggregate(n=Sum("event_count"))["n"] or 0
     key = create_api_key(source=Source.objects.order_by("id").first(), scopes=["read"], name="bench").plaintext  # type: ignore[arg-type]
     customers = list(Customer.objects.order_by("?").values_list("external_id", "id")[:300])
     heavy = list(
@@ -191,11 +190,7 @@ def main() -> None:
             ],  # fmt: skip
         ]
     )
-    print(report)
-    if not args.no_docs:
-        docs = ROOT / "docs" / "BENCHMARKS.md"
-        with docs.open("a") as handle:
-            handle.write("\n" + report + "\n")
+    publish(report, to_docs=not args.no_docs)
 
 
 if __name__ == "__main__":

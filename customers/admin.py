@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from auditsvc.counting import EstimatedCountPaginator
 from customers.models import Customer, CustomerIdentity
+from customers.queries import search_customers
 from events.models import Event, EventType
 
 TIMELINE_PAGE_SIZE = 25
@@ -46,20 +47,8 @@ class CustomerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Customer], search_term: str
     ) -> tuple[QuerySet[Customer], bool]:
-        """Exact matches only, each on an index: external id, email, identity id (any system or system:id)."""
         term = search_term.strip()
-        if not term:
-            return queryset, False
-        if "\x00" in term:
-            return queryset.none(), False
-        identities = CustomerIdentity.objects.filter(external_id=term)
-        system, _, external_id = term.partition(":")
-        if external_id:
-            identities = CustomerIdentity.objects.filter(
-                Q(external_id=term) | Q(system=system, external_id=external_id)
-            )
-        condition = Q(external_id=term) | Q(email__iexact=term) | Q(id__in=identities.values("customer_id"))
-        return queryset.filter(condition), False
+        return (search_customers(queryset, term) if term else queryset), False
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import django_filters
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from customers.models import Customer, CustomerIdentity
+from customers.queries import search_customers
 from events.filters import StrictCharFilter
 
 
@@ -29,8 +30,4 @@ class CustomerFilterSet(django_filters.FilterSet):
         return queryset.filter(email__iexact=value)  # lower(email) = lower(?): customer_email_lower
 
     def filter_search(self, queryset: QuerySet[Customer], name: str, value: str) -> QuerySet[Customer]:
-        by_identity = self.filter_identity(queryset, name, value).values("id") if ":" in value else None
-        condition = Q(external_id=value) | Q(email__iexact=value)
-        if by_identity is not None:
-            condition |= Q(id__in=by_identity)
-        return queryset.filter(condition)
+        return search_customers(queryset, value)

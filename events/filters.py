@@ -12,8 +12,9 @@ from django.db.models import Q, QuerySet
 from django.http import QueryDict
 
 from auditsvc.errors import FieldError, InvalidInput
+from customers.queries import customer_ids_for
 from events.models import Event
-from events.queries import customer_ids_for, event_type_ids, source_ids
+from events.queries import event_type_ids, source_ids
 from events.validation import contains_nul
 
 PAYLOAD_PATH_PREFIX = "payload."
@@ -140,3 +141,20 @@ def payload_path_condition(key: str, values: list[str]) -> Q:
             document = {part: document}
         condition |= Q(payload__contains=document)
     return condition
+
+
+class DurationParamsFilterSet(django_filters.FilterSet):
+    """The parameters of stats/durations, validated like every filter (required, NUL, ISO 8601,
+    unknown names); they select events in events.stats.duration_stats, not here."""
+
+    from_type = StrictCharFilter(method="parameter_only", required=True, help_text="e.g. customer.created")
+    to_type = StrictCharFilter(method="parameter_only", required=True, help_text="e.g. customer.deactivated")
+    occurred_after = django_filters.IsoDateTimeFilter(method="parameter_only", help_text="bounds the first from_type")
+    occurred_before = django_filters.IsoDateTimeFilter(method="parameter_only")
+
+    class Meta:
+        model = Event
+        fields: list[str] = []
+
+    def parameter_only(self, queryset: QuerySet[Event], name: str, value: Any) -> QuerySet[Event]:
+        return queryset

@@ -28,8 +28,7 @@ import orjson
 from django.db import connection
 
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
-from events.ingest import ingest_events
-from events.integrity import event_hash
+from events.ingest import hash_for, ingest_events
 from events.models import Source
 from events.validation import DATETIME_RE, EventIn, parse_event
 
@@ -217,7 +216,7 @@ class Importer:
         if event_id is not None and received_at is not None:
             item = replace(item, event_id=event_id, received_at=received_at)
             expected = exported.get("hash")
-            if expected and expected != _hash_of(item, source):
+            if expected and expected != hash_for(source=source, item=item, event_id=event_id, received_at=received_at):
                 raise InvalidInput([FieldError("hash", "hash_mismatch", "The fields do not give this hash.")])
         return source, item
 
@@ -233,21 +232,6 @@ class Importer:
             message = f"No source '{name}' (manage.py create_source)."
             raise InvalidInput([FieldError("source", "unknown_source", message)])
         return source
-
-
-def _hash_of(item: EventIn, source: Source) -> str:
-    assert item.event_id is not None and item.received_at is not None
-    return event_hash(
-        event_id=item.event_id,
-        type_name=item.type,
-        source_slug=source.slug,
-        customer=item.customer,
-        actor=item.actor,
-        occurred_at=item.occurred_at or item.received_at,
-        received_at=item.received_at,
-        description=item.description,
-        payload=item.payload,
-    )
 
 
 def _parse_time(value: Any, name: str, errors: list[FieldError]) -> datetime | None:

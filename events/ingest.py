@@ -140,6 +140,22 @@ class _ItemPaths:
         return f"events[{index}].{name}" if self.is_batch else name
 
 
+def hash_for(*, source: Source, item: EventIn, event_id: uuid.UUID, received_at: datetime) -> str:
+    """The hash item gets when stored as event_id at received_at (occurred_at defaults to it)."""
+    return event_hash(
+        event_id=event_id,
+        type_name=item.type,
+        source_slug=source.slug,
+        customer=item.customer,
+        actor=item.actor,
+        occurred_at=item.occurred_at or received_at,
+        received_at=received_at,
+        description=item.description,
+        payload=item.payload,
+        payload_is_canonical=item.payload_is_canonical,
+    )
+
+
 def _new_event(source: Source, item: EventIn, event_id: uuid.UUID, received_at: datetime) -> StoredEvent:
     occurred_at = item.occurred_at or received_at
     return StoredEvent(
@@ -153,18 +169,7 @@ def _new_event(source: Source, item: EventIn, event_id: uuid.UUID, received_at: 
         description=item.description,
         payload=item.payload,
         idempotency_key=item.idempotency_key,
-        hash=event_hash(
-            event_id=event_id,
-            type_name=item.type,
-            source_slug=source.slug,
-            customer=item.customer,
-            actor=item.actor,
-            occurred_at=occurred_at,
-            received_at=received_at,
-            description=item.description,
-            payload=item.payload,
-            payload_is_canonical=item.payload_is_canonical,
-        ),
+        hash=hash_for(source=source, item=item, event_id=event_id, received_at=received_at),
     )
 
 

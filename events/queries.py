@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db.models import Q, QuerySet
 
-from customers.models import Customer, CustomerIdentity
+from customers.queries import customer_ids_for
 from events.models import Event, EventType, SealEntry, Source
 
 
@@ -64,19 +64,6 @@ def event_type_ids(*, names: list[str] | None = None, prefix: str | None = None)
     if prefix is not None:
         types = types.filter(name__startswith=prefix)
     return list(types.values_list("id", flat=True))
-
-
-def customer_ids_for(reference: str, *, any_system: bool = False) -> list[int]:
-    """Customers matching an external id, or an identity written `system:id`; with any_system,
-    also an identity's id in whatever system."""
-    # A UNION of two unique-index lookups; an OR across the join would scan customers.
-    by_external_id = Customer.objects.filter(external_id=reference).values_list("id", flat=True)
-    system, _, external_id = reference.partition(":")
-    identity = Q(system=system, external_id=external_id) if external_id else Q(pk__in=[])
-    if any_system:
-        identity |= Q(external_id=reference)  # customer_identity_external_id
-    by_identity = CustomerIdentity.objects.filter(identity).values_list("customer_id", flat=True)
-    return list(by_external_id.union(by_identity))
 
 
 def source_ids(slugs: list[str]) -> list[int]:

@@ -20,16 +20,16 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from auditsvc.api.filtering import StrictFilterBackend
-from auditsvc.api.pagination import Ordering, choose_ordering, paginate
+from auditsvc.api.filtering import StrictFilterBackend, reject_unknown_params
+from auditsvc.api.pagination import PAGINATION_PARAMS, Ordering, choose_ordering, paginate
 from auditsvc.api.permissions import HasScope
 from auditsvc.api.request_body import read_json_body
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from events import export, sealing, signing, stats
-from events.filters import EventFilterSet
+from events.filters import DurationParamsFilterSet, EventFilterSet
 from events.ingest import ingest_events
 from events.models import SCOPE_INGEST, SCOPE_READ, ApiKey, Event, EventType, Seal, Source
-from events.queries import event_by_id, event_type_ids, events_queryset, stored_event_from_row
+from events.queries import StoredEvent, event_by_id, event_type_ids, events_queryset, stored_event_from_row
 from events.serializers import (
     CountSeriesSerializer,
     DurationStatsSerializer,
@@ -104,6 +104,13 @@ def render_event(event: Event) -> dict[str, Any]:
     return event_output(stored_event_from_row(event))
 
 
+def _event_or_404(event_id: str) -> StoredEvent:
+    event = event_by_id(event_id)
+    if event is None:
+        raise ProblemError([FieldError("id", "not_found", "No event with this id.")], status=404)
+    return event
+
+
 def event_page(request: Request, events: QuerySet[Event]) -> Response:
     """A page of events: shared by /events and a customer's timeline."""
     ordering = choose_ordering(request, EVENT_ORDERINGS, "-occurred_at")
@@ -176,9 +183,7 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     @extend_schema(responses={200: EventOutputSerializer, 404: ErrorSerializer, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
-        event = event_by_id(pk)
-        if event is None:
-            raise ProblemError([FieldError("id", "not_found", "No event with this id.")], status=404)
+        event = _event_or_404(pk)
         return Response(event_output(event))
 
     @extend_schema(
@@ -188,9 +193,7 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     )
     @action(detail=True, methods=["get"], filter_backends=[])
     def proof(self, request: Request, pk: str) -> Response:
-        event = event_by_id(pk)
-        if event is None:
-            raise ProblemError([FieldError("id", "not_found", "No event with this id.")], status=404)
+        event = _event_or_404(pk)
         proof = sealing.inclusion_proof_for(event.id)
         if proof is None:
             raise ProblemError(
@@ -266,53 +269,25 @@ class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     )
     @action(detail=False, methods=["get"], extra_query_params=("interval", "group_by"))
     def counts(self, request: Request) -> Response:
-        events = self.filter_queryset(self.get_queryset())
-        bounds = _time_bounds(request)
+        filterset = StrictFilterBackend().valid_filterset(request, self.get_queryset(), self)
         series = stats.count_series(
-            events=events,
+            events=filterset.qs,
             interval=request.query_params.get("interval", "day"),
             group_by=request.query_params.get("group_by", "none"),
-            occurred_after=bounds.get("occurred_after"),
-            occurred_before=bounds.get("occurred_before"),
+            occurred_after=filterset.form.cleaned_data.get("occurred_after"),
+            occurred_before=filterset.form.cleaned_data.get("occurred_before"),
         )
         return Response(series)
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("from_type", str, required=True, description="e.g. customer.created"),
-            OpenApiParameter("to_type", str, required=True, description="e.g. customer.deactivated"),
-            OpenApiParameter("occurred_after", OpenApiTypes.DATETIME, description="bounds the first from_type event"),
-            OpenApiParameter("occurred_before", OpenApiTypes.DATETIME),
-        ],
-        responses={200: DurationStatsSerializer, **ERRORS},
-        filters=False,
-    )
-    @action(detail=False, methods=["get"], filter_backends=[])
+    @extend_schema(responses={200: DurationStatsSerializer, **ERRORS})
+    @action(detail=False, methods=["get"], filterset_class=DurationParamsFilterSet)
     def durations(self, request: Request) -> Response:
-        allowed = {"from_type", "to_type", "occurred_after", "occurred_before"}
-        problems = [
-            FieldError(key, "unknown_parameter", f"Unknown query parameter '{key}'.")
-            for key in request.query_params
-            if key not in allowed
-        ]
-        problems += [
-            FieldError(name, "required", "This parameter is required.")
-            for name in ("from_type", "to_type")
-            if not request.query_params.get(name)
-        ]
-        problems += [
-            FieldError(name, "null_character", "NUL characters are not allowed.")
-            for name in ("from_type", "to_type")
-            if "\x00" in request.query_params.get(name, "")
-        ]
-        if problems:
-            raise InvalidInput(problems)
-        bounds = _time_bounds(request)
+        params = StrictFilterBackend().valid_filterset(request, self.get_queryset(), self).form.cleaned_data
         result = stats.duration_stats(
-            from_type_ids=event_type_ids(names=[request.query_params["from_type"]]),
-            to_type_ids=event_type_ids(names=[request.query_params["to_type"]]),
-            occurred_after=bounds.get("occurred_after"),
-            occurred_before=bounds.get("occurred_before"),
+            from_type_ids=event_type_ids(names=[params["from_type"]]),
+            to_type_ids=event_type_ids(names=[params["to_type"]]),
+            occurred_after=params.get("occurred_after"),
+            occurred_before=params.get("occurred_before"),
         )
         return Response(DurationStatsSerializer(result).data)
 
@@ -329,9 +304,7 @@ class IntegrityViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS}, description="Newest first, cursor-paginated.")
     @action(detail=False, methods=["get"])
     def seals(self, request: Request) -> Response:
-        unknown = [k for k in request.query_params if k not in ("cursor", "page", "page_size", "ordering")]
-        if unknown:
-            raise InvalidInput([FieldError(k, "unknown_parameter", f"Unknown query parameter '{k}'.") for k in unknown])
+        reject_unknown_params(request, set(PAGINATION_PARAMS))
         ordering = choose_ordering(request, SEAL_ORDERINGS, "-sequence")
         return Response(paginate(request, Seal.objects.all(), ordering=ordering, render=sealing.seal_output))
 
@@ -350,19 +323,3 @@ class IntegrityViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
                 "public_key_pem": signing.public_key_pem(public),
             }
         )
-
-
-def _time_bounds(request: Request) -> dict[str, Any]:
-    """occurred_after/occurred_before, parsed by the same filters the list uses."""
-    names = ("occurred_after", "occurred_before")
-    data = {k: request.query_params[k] for k in names if k in request.query_params}
-    filterset = EventFilterSet(data, queryset=Event.objects.none())
-    if not filterset.is_valid():
-        raise InvalidInput(
-            [
-                FieldError(f, e.code or "invalid", str(e.message))
-                for f, es in filterset.form.errors.as_data().items()
-                for e in es
-            ]
-        )
-    return {k: v for k, v in filterset.form.cleaned_data.items() if k in names and v is not None}

@@ -27,13 +27,12 @@ class ApiKeyRateThrottle(BaseThrottle):
         self.retry_after = 60 - (now % 60)
         key = f"throttle:{prefix}:{window}"
         cache = caches["default"]
-        # add() is a no-op when the counter exists; incr() is atomic in Redis.
-        cache.add(key, 0, timeout=90)
+        # One atomic increment per request; the window's first request creates the counter
+        # (add() loses a race gracefully: then the other request's counter is incremented).
         try:
             count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=90)
-            count = 1
+        except ValueError:
+            count = 1 if cache.add(key, 1, timeout=90) else cache.incr(key)
         return bool(count <= limit)
 
     def wait(self) -> float | None:
