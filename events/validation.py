@@ -88,7 +88,7 @@ def parse_ingest_body(
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput([FieldError(None, "malformed_json", f"Body is not valid JSON: {exc}")]) from None
-    reject_duplicate_keys(body)
+    reject_duplicate_keys(body, document)
     if not isinstance(document, dict):
         raise InvalidInput([FieldError(None, "invalid_body", "Body must be a JSON object.")])
     max_events = max_events or settings.AUDITSVC_BATCH_MAX_EVENTS
@@ -129,6 +129,10 @@ def _parse_batch(document: dict[str, Any], idempotency_header: str | None, max_e
     return events
 
 
+_UNPARSED: Any = object()
+_FAST_CHECK_MAX_BYTES = 1 << 20  # beyond this, serialising again costs memory for little gain
+
+
 class _DuplicateKey(ValueError):
     pass
 
@@ -155,11 +159,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
-def reject_duplicate_keys(body: bytes) -> None:
+def reject_duplicate_keys(body: bytes, parsed: Any = _UNPARSED) -> None:
     """Refuse JSON objects that repeat a key (parsers disagree on which value wins, and an
     audit record must mean one thing) and integers too large to be exact. orjson, the fast
     parser, keeps the last key and floats huge integers silently, so the stdlib's C scanner
-    checks every object and integer once more."""
+    checks every object and integer once more.
+
+    Unless body is exactly what orjson writes for parsed (its parse): orjson never writes a
+    key twice, and a huge integer would come back as a float, so such a body has neither.
+    Compact JSON from most serialisers (orjson, JSON.stringify) passes this way, at a tenth
+    of the cost of the second parse.
+    """
+    if parsed is not _UNPARSED and len(body) < _FAST_CHECK_MAX_BYTES and orjson.dumps(parsed) == body:
+        return
     try:
         json.loads(body, object_pairs_hook=_no_duplicates, parse_int=_exact_int)
     except _DuplicateKey as exc:

@@ -6,18 +6,26 @@ import csv
 import gzip
 import io
 import json
+import os
+import re
+import signal
+import subprocess
 import sys
+import time
 from io import StringIO
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from events.importing import Importer, open_input
 from events.models import Event, Source
 from tests.factories import SourceFactory
+
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = [
     {"type": "billing.charged", "customer": "cus_1", "payload": {"amount": 5}, "idempotency_key": "k1"},
@@ -34,6 +42,8 @@ BAD = [
     '{"type": "a.b",',  # malformed JSON
     "[1, 2]",  # not an object
     '{"type": "a.b", "customer": "' + "c" * 300 + '"}',  # too long
+    '{"type":"a.b","payload":{"x":1,"x":2}}',  # a key twice (compact, as orjson would write it)
+    '{"type": "a.b", "payload": {"n": 100000000000000000000000}}',  # beyond 64 bits: no exact float
 ]
 
 
@@ -69,12 +79,13 @@ def test_a_mixed_file_stores_the_good_and_rejects_the_bad_with_line_numbers(bill
 
     rejects = [orjson.loads(line) for line in (tmp_path / "rejects.ndjson").read_text().splitlines()]
     assert status == 1
-    assert "read 12, stored 3, duplicates skipped 0, rejected 9" in out
+    assert "read 14, stored 3, duplicates skipped 0, rejected 11" in out
     assert Event.objects.count() == 3
-    assert [r["line"] for r in rejects] == [2, 3, 4, 5, 6, 8, 9, 10, 11]
+    assert [r["line"] for r in rejects] == [2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13]
     assert [r["errors"][0]["code"] for r in rejects] == [
         "null_character", "unknown_field", "invalid_datetime", "wrong_type", "wrong_type",
-        "number_out_of_range", "malformed_record", "malformed_record", "too_long",
+        "number_out_of_range", "malformed_record", "malformed_record", "too_long", "duplicate_key",
+        "number_out_of_range",
     ]  # fmt: skip
 
 
@@ -136,6 +147,26 @@ def test_cloudevents_input(billing, tmp_path):
     )  # fmt: skip
     assert stored.source.slug == "billing"
     assert "duplicates skipped 1" in out
+
+
+def test_a_large_import_refreshes_the_planner_statistics(billing, tmp_path, monkeypatch):
+    monkeypatch.setattr("events.importing.ANALYZE_MIN_EVENTS", 20)
+    large = write_lines(
+        tmp_path / "large.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(30)]
+    )
+    small = write_lines(
+        tmp_path / "small.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(100, 105)]
+    )
+
+    def planner_rows() -> float:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'events_event'::regclass")
+            return float(cursor.fetchone()[0])
+
+    assert run_import(str(large), "--source", "billing", "--batch-size", "7")[0] == 0
+    assert planner_rows() == 30
+    assert run_import(str(small), "--source", "billing")[0] == 0  # 5 more: left to autovacuum
+    assert (planner_rows(), Event.objects.count()) == (30, 35)
 
 
 def test_records_may_name_an_existing_source_only(billing, tmp_path):
@@ -203,3 +234,65 @@ def test_export_then_import_into_an_empty_database_reproduces_the_events(make_cl
     assert (status, Event.objects.count()) == (0, 3), out
     assert sorted(Event.objects.values_list(*columns)) == before
     assert run_import(str(output))[1].endswith("stored 0, duplicates skipped 3, rejected 0\n")
+
+
+# --- the command as a process: Ctrl-C and failing workers --------------------------------
+
+
+def _database_url() -> str:
+    settings = connection.settings_dict
+    host = quote(settings["HOST"] or "", safe="")
+    port = f":{settings['PORT']}" if settings["PORT"] else ""
+    return f"postgresql://{quote(settings['USER'] or '')}@{host}{port}/{settings['NAME']}"
+
+
+def test_ctrl_c_stops_after_storing_what_was_read_and_a_rerun_completes(billing, tmp_path):
+    total = 60_000
+    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(total)])
+    command = [sys.executable, "manage.py", "import_events", str(path), "--source", "billing", "--batch-size", "500"]
+    environment = {**os.environ, "DATABASE_URL": _database_url()}
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not Event.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+
+    stored = int(re.search(r"stored (\d+)", out).group(1))  # type: ignore[union-attr]
+    assert process.returncode == 1, out
+    assert "Stopped by Ctrl-C" in out and "interrupted after line" in out
+    assert 0 < stored < total
+    assert Event.objects.count() == stored  # no half-stored batch, nothing unreported
+
+    rerun = subprocess.run(command, env=environment, capture_output=True, text=True, cwd=ROOT, check=False)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"stored {total - stored}, duplicates skipped {stored}, rejected 0" in rerun.stdout
+    assert Event.objects.count() == total
+    assert Event.objects.values("payload__n").distinct().count() == total
+
+
+def test_a_worker_error_stops_the_import_with_a_message_instead_of_hanging(billing, tmp_path, monkeypatch):
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("events.importing.ingest_events", broken)  # inherited by the forked workers
+    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(50)])
+
+    with pytest.raises(CommandError, match="disk on fire") as failure:
+        call_command("import_events", str(path), "--source", "billing", "--batch-size", "5", stdout=StringIO())
+
+    # It stops reading at the first failure, and says how far it got.
+    assert re.search(r"RuntimeError: disk on fire\nSo far: read \d+, stored 0,", str(failure.value))
+    assert not Event.objects.exists()
+
+
+def test_a_worker_that_dies_is_reported(billing, tmp_path, monkeypatch):
+    def killed(**kwargs: object) -> None:
+        os._exit(137)  # as the kernel's OOM killer would end it: no goodbye
+
+    monkeypatch.setattr("events.importing.ingest_events", killed)
+    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"type": "a.b"})] * 20)
+
+    with pytest.raises(CommandError, match="died unexpectedly"):
+        call_command("import_events", str(path), "--source", "billing", "--batch-size", "5", stdout=StringIO())

@@ -8,7 +8,17 @@ from typing import IO, Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from events.importing import FORMATS, Importer, Reject, open_input
+from events.importing import (
+    FORMATS,
+    Importer,
+    ImportFailed,
+    ImportStats,
+    Reject,
+    bytes_read,
+    default_workers,
+    open_input,
+    refresh_statistics,
+)
 from events.models import Source
 
 
@@ -24,50 +34,90 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=FORMATS, help="default: csv for *.csv[.gz], else ndjson")
         parser.add_argument("--batch-size", type=int, default=5000)
         parser.add_argument("--rejects", help="where rejected records go (default: <path>.rejects.ndjson)")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=default_workers(),
+            help=f"processes that validate and store (default: one per CPU, at most 4: {default_workers()} here)",
+        )
 
-    def handle(self, *args: Any, path: str, source: str | None, batch_size: int, **options: Any) -> None:
+    def handle(self, *args: Any, path: str, batch_size: int, workers: int, **options: Any) -> None:
         export_format = options["format"] or (
             "csv" if Path(path).name.removesuffix(".gz").endswith(".csv") else "ndjson"
         )
-        default_source = None
-        if source:
-            default_source = Source.objects.filter(slug=source).first()
-            if default_source is None:
-                raise CommandError(f"No source '{source}'. Create it with: manage.py create_source {source}")
-        if batch_size < 1:
-            raise CommandError("--batch-size must be at least 1")
-        rejects_path = Path(options["rejects"] or ("rejects.ndjson" if path == "-" else f"{path}.rejects.ndjson"))
-        rejects_file: IO[bytes] | None = None
-
-        def on_reject(reject: Reject) -> None:
-            nonlocal rejects_file
-            if rejects_file is None:
-                rejects_file = rejects_path.open("wb")
-            rejects_file.write(reject.as_json() + b"\n")
-
-        importer = Importer(default_source=default_source, batch_size=batch_size, on_reject=on_reject)
-        stop = _StopFlag()
+        if batch_size < 1 or workers < 1:
+            raise CommandError("--batch-size and --workers must be at least 1")
+        rejects = _RejectsFile(
+            Path(options["rejects"] or ("rejects.ndjson" if path == "-" else f"{path}.rejects.ndjson"))
+        )
+        importer = Importer(
+            default_source=_source(options["source"]), batch_size=batch_size, on_reject=rejects.add, workers=workers
+        )
         try:
             stream = open_input(path)
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc}") from None
-        interactive = self.stdout.isatty()
-        progress = tqdm(unit=" records", disable=not interactive, file=sys.stdout, dynamic_ncols=True)
         try:
-            stats = importer.run(stream, export_format, stop=lambda: stop.requested, progress=progress.update)
+            stats = self._run(importer, stream, export_format, size=None if path == "-" else Path(path).stat().st_size)
+        finally:
+            rejects.close()
+        if refresh_statistics(stats.stored):
+            self.stderr.write("Refreshed the planner's statistics of the events table (ANALYZE).")
+        self.stdout.write(f"{path}: {stats.summary()}")
+        if stats.rejected:
+            self.stdout.write(f"Rejected records, with line numbers and errors: {rejects.path}")
+        if stats.interrupted:
+            self.stdout.write("Stopped by Ctrl-C after storing the records read; run again to continue.")
+        if stats.rejected or stats.interrupted:
+            sys.exit(1)
+
+    def _run(self, importer: Importer, stream: IO[bytes], export_format: str, *, size: int | None) -> ImportStats:
+        """The import with a progress bar on a terminal (records, rate, ETA) and Ctrl-C handling."""
+        stop = _StopFlag()
+        progress = tqdm(unit=" records", disable=not self.stdout.isatty(), file=sys.stdout, dynamic_ncols=True)
+
+        def on_progress(records: int) -> None:
+            # The number of records is unknown until the end: estimate it from the share of the file read.
+            done, position = progress.n + records, bytes_read(stream)
+            if size and position:
+                progress.total = max(done, round(done * size / position))
+            progress.update(records)
+
+        try:
+            return importer.run(stream, export_format, stop=lambda: stop.requested, progress=on_progress)
+        except ImportFailed as exc:
+            so_far = importer.stats.summary()
+            raise CommandError(f"Import stopped: {exc}\nSo far: {so_far}. Run again to continue.") from None
         finally:
             stop.restore()
             progress.close()
             stream.close()
-            if rejects_file is not None:
-                rejects_file.close()
-        self.stdout.write(f"{path}: {stats.summary()}")
-        if stats.rejected:
-            self.stdout.write(f"Rejected records, with line numbers and errors: {rejects_path}")
-        if stats.interrupted:
-            self.stdout.write("Stopped by Ctrl-C after storing the current batch; run again to continue.")
-        if stats.rejected or stats.interrupted:
-            sys.exit(1)
+
+
+def _source(slug: str | None) -> Source | None:
+    if not slug:
+        return None
+    source = Source.objects.filter(slug=slug).first()
+    if source is None:
+        raise CommandError(f"No source '{slug}'. Create it with: manage.py create_source {slug}")
+    return source
+
+
+class _RejectsFile:
+    """The rejects file, created only when a record is rejected."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[bytes] | None = None
+
+    def add(self, reject: Reject) -> None:
+        if self._file is None:
+            self._file = self.path.open("wb")
+        self._file.write(reject.as_json() + b"\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 class _StopFlag:
