@@ -136,8 +136,9 @@ class IdempotencyKey(models.Model):
             models.UniqueConstraint(fields=["source", "key"], name="idempotency_key_unique"),
         ]
         indexes = [
-            # purge_idempotency_keys: DELETE ... WHERE created_at < cutoff.
-            models.Index(fields=["created_at"], name="idempotency_key_created"),
+            # purge_idempotency_keys: DELETE ... WHERE created_at < cutoff. Claims arrive in
+            # time order, so a BRIN serves that range at a fraction of a btree's upkeep per claim.
+            BrinIndex(fields=["created_at"], name="idempotency_key_created_brin"),
         ]
 
     def __str__(self) -> str:

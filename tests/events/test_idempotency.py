@@ -7,9 +7,11 @@ import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 
 import pytest
 import time_machine
+from django.core.management import call_command
 from django.test import override_settings
 
 from events.keys import create_api_key
@@ -121,6 +123,22 @@ def test_a_key_can_be_reused_after_the_dedupe_window(api):
     assert (first.status_code, inside.status_code, after.status_code) == (201, 200, 201)
     assert Event.objects.count() == 2
     assert IdempotencyKey.objects.get().event_id == Event.objects.get(payload__amount=7).id
+
+
+@override_settings(AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS=3600)
+def test_purging_forgets_expired_keys_only_and_keeps_every_event(api):
+    start = datetime.now(UTC)
+    with time_machine.travel(start - timedelta(hours=2), tick=False):
+        api.post_json(URL, {"events": [{**EVENT, "idempotency_key": f"old-{n}"} for n in range(3)]})
+    api.post_json(URL, {**EVENT, "idempotency_key": "fresh"})
+    out = StringIO()
+
+    call_command("purge_idempotency_keys", stdout=out)
+
+    assert out.getvalue() == "Deleted 3 expired idempotency keys.\n"
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["fresh"]
+    assert Event.objects.count() == 4
+    assert api.post_json(URL, {**EVENT, "idempotency_key": "fresh"}).status_code == 200  # still deduplicated
 
 
 @pytest.mark.django_db(transaction=True)
