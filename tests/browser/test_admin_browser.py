@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import connections
 
 from events.ingest import ingest_events
 from events.validation import parse_event
@@ -41,6 +42,10 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         yield page
         browser.close()
+        # With Playwright's loop on this thread, the test's ORM calls got a connection of their
+        # own context, which Django's teardown does not see: close it here, or it outlives the
+        # run and the test database cannot be dropped.
+        connections.close_all()
 
 
 def test_an_auditor_finds_a_customer_by_identity_and_reads_an_event(live_server, browser_page, settings):

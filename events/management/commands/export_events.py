@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.http import QueryDict
 from tqdm import tqdm
 
+from auditsvc.counting import bounded_count
 from auditsvc.errors import ProblemError
 from events.export import FORMATS, stream_events
 from events.filters import EventFilterSet
@@ -62,13 +63,17 @@ class Command(BaseCommand):
             raise CommandError("; ".join(f"{e.field}: {e.message}" for e in exc.errors)) from None
         target: IO[bytes] = sys.stdout.buffer if output == "-" else Path(output).open("wb")  # noqa: SIM115
         show_progress = output != "-" and sys.stderr.isatty()
-        progress = tqdm(unit=" events", disable=not show_progress, file=sys.stderr)
+        # The total is an estimate (the planner's, past a few thousand): enough for an ETA.
+        total = bounded_count(events)[0] if show_progress else None
+        progress = tqdm(total=total, unit=" events", disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
         exported = 0
         try:
             for chunk in stream_events(events, export_format=options["format"]):
                 target.write(chunk)
                 lines = chunk.count(b"\n")
                 exported += lines
+                if progress.total is not None and progress.n + lines > progress.total:
+                    progress.total = None  # the estimate was low: show the count and rate only
                 progress.update(lines)
         finally:
             progress.close()
@@ -77,4 +82,4 @@ class Command(BaseCommand):
         if options["format"] == "csv":
             exported -= 1  # the header line
         if output != "-":
-            self.stderr.write(f"Exported {exported} events to {output}.")
+            self.stderr.write(f"Exported {exported} events to {output}.", style_func=str)

@@ -62,7 +62,7 @@ class Command(BaseCommand):
         finally:
             rejects.close()
         if refresh_statistics(stats.stored):
-            self.stderr.write("Refreshed the planner's statistics of the events table (ANALYZE).")
+            self.stderr.write("Refreshed the planner's statistics of the events table (ANALYZE).", style_func=str)
         self.stdout.write(f"{path}: {stats.summary()}")
         if stats.rejected:
             self.stdout.write(f"Rejected records, with line numbers and errors: {rejects.path}")
@@ -77,10 +77,11 @@ class Command(BaseCommand):
         progress = tqdm(unit=" records", disable=not self.stdout.isatty(), file=sys.stdout, dynamic_ncols=True)
 
         def on_progress(records: int) -> None:
-            # The number of records is unknown until the end: estimate it from the share of the file read.
-            done, position = progress.n + records, bytes_read(stream)
+            # The number of records is unknown until the end: estimate it from the records read
+            # so far and the share of the file they took.
+            position = bytes_read(stream)
             if size and position:
-                progress.total = max(done, round(done * size / position))
+                progress.total = max(importer.stats.read, round(importer.stats.read * size / position))
             progress.update(records)
 
         try:
