@@ -113,6 +113,19 @@ def test_gzip_and_stdin(billing, tmp_path, monkeypatch):
     assert Event.objects.filter(type__name="from.stdin").exists()
 
 
+def test_a_truncated_gzip_file_stores_what_it_could_read_and_says_so(billing, tmp_path):
+    whole = gzip.compress(("\n".join(json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(2000))).encode())
+    path = tmp_path / "cut.ndjson.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+
+    with pytest.raises(CommandError, match="the input is unreadable") as failure:
+        run_import(str(path), "--source", "billing", "--batch-size", "100")
+
+    stored = int(re.search(r"stored (\d+)", str(failure.value)).group(1))  # type: ignore[union-attr]
+    assert 0 < stored < 2000
+    assert Event.objects.count() == stored
+
+
 def test_csv_input(billing, tmp_path):
     path = tmp_path / "events.csv"
     with path.open("w", newline="") as handle:

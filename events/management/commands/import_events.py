@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import signal
 import sys
 from pathlib import Path
@@ -89,6 +90,9 @@ class Command(BaseCommand):
         except ImportFailed as exc:
             so_far = importer.stats.summary()
             raise CommandError(f"Import stopped: {exc}\nSo far: {so_far}. Run again to continue.") from None
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:  # a truncated .gz, a binary file
+            so_far = importer.stats.summary()
+            raise CommandError(f"Import stopped, the input is unreadable: {exc}\nSo far: {so_far}.") from None
         finally:
             stop.restore()
             progress.close()
