@@ -295,7 +295,7 @@ class BatchImporter:
         """Store a batch; records the database refuses are rejected, the rest retried."""
         while batch:
             try:
-                result = ingest_events(source=source, items=[p.item for p in batch], is_batch=True)
+                result = ingest_events(source=source, items=[p.item for p in batch], is_batch=True, permanent_keys=True)
             except ProblemError as exc:
                 failed = {int(m.group(1)) for e in exc.errors if e.field and (m := _INDEX.match(e.field))}
                 if not failed:  # an error about the whole batch: reject it whole

@@ -51,8 +51,14 @@ def clear_caches() -> None:
     _customer_ids.clear()
 
 
-def ingest_events(*, source: Source, items: Sequence[EventIn], is_batch: bool = True) -> IngestResult:
+def ingest_events(
+    *, source: Source, items: Sequence[EventIn], is_batch: bool = True, permanent_keys: bool = False
+) -> IngestResult:
     """Store items for source, all or nothing; repeats of an idempotency key return the stored event.
+
+    Keys are held for the dedupe window (AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS), or for good
+    with permanent_keys: import_events uses that, so that re-running a file months later
+    still stores nothing twice.
 
     Raises InvalidInput (unknown type in strict mode) or Conflict (a key reused with another
     body, an identity owned by another customer); nothing is stored then. Error fields are
@@ -65,7 +71,13 @@ def ingest_events(*, source: Source, items: Sequence[EventIn], is_batch: bool = 
     results: dict[int, StoredEvent] = {}
     with transaction.atomic():
         fresh, repeats = _claim_idempotency_keys(
-            source=source, items=items, event_ids=event_ids, now=received_at, paths=paths, results=results
+            source=source,
+            items=items,
+            event_ids=event_ids,
+            now=received_at,
+            paths=paths,
+            results=results,
+            permanent=permanent_keys,
         )
         fresh = _skip_imported_duplicates(
             source=source, items=items, fresh=fresh, now=received_at, paths=paths, results=results
@@ -185,6 +197,7 @@ def _claim_idempotency_keys(
     now: datetime,
     paths: _ItemPaths,
     results: dict[int, StoredEvent],
+    permanent: bool,
 ) -> tuple[list[int], dict[int, int]]:
     """Claim each item's key. Returns the indexes to store, and in-batch repeats (index → first).
 
@@ -216,19 +229,20 @@ def _claim_idempotency_keys(
         # keys actually claimed, in one statement; bulk_create can say neither.
         cursor.execute(
             """
-            INSERT INTO events_idempotencykey (source_id, key, event_id, fingerprint, created_at)
-            SELECT %s, k, e::uuid, f, %s
+            INSERT INTO events_idempotencykey (source_id, key, event_id, fingerprint, created_at, permanent)
+            SELECT %s, k, e::uuid, f, %s, %s
             FROM ROWS FROM (json_array_elements_text(%s::json), json_array_elements_text(%s::json),
                             json_array_elements_text(%s::json)) AS t(k, e, f)
             ON CONFLICT (source_id, key) DO UPDATE
                 SET event_id = EXCLUDED.event_id, fingerprint = EXCLUDED.fingerprint,
-                    created_at = EXCLUDED.created_at
-                WHERE events_idempotencykey.created_at < %s
+                    created_at = EXCLUDED.created_at, permanent = EXCLUDED.permanent
+                WHERE events_idempotencykey.created_at < %s AND NOT events_idempotencykey.permanent
             RETURNING key
             """,
             [
                 source.pk,
                 now,
+                permanent,
                 # JSON arrays, not Python lists: orjson writes 5,000 keys faster than psycopg
                 # quotes them one by one (client-side binding).
                 _json_param(keys),
@@ -453,5 +467,5 @@ def _remember(type_ids: dict[str, int], customer_ids: dict[str, int]) -> None:
 def purge_expired_idempotency_keys() -> int:
     """Delete key claims older than the dedupe window; the events themselves stay."""
     cutoff = timezone.now() - timedelta(seconds=settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS)
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff, permanent=False).delete()
     return deleted

@@ -130,6 +130,9 @@ class IdempotencyKey(models.Model):
     # SHA-256 of the request item as sent: a retry must match it, or it is a 409.
     fingerprint = models.CharField(max_length=64)
     created_at = models.DateTimeField()
+    # Held for good, not for the dedupe window: the claims of import_events, whose re-runs
+    # must store nothing twice however late they come.
+    permanent = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [

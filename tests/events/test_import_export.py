@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 from urllib.parse import quote
@@ -20,9 +21,10 @@ import orjson
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from events.importing import Importer, open_input
-from events.models import Event, Source
+from events.models import Event, IdempotencyKey, Source
 from tests.factories import SourceFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +102,21 @@ def test_reimporting_a_file_is_a_no_op(billing, tmp_path):
     assert first == (0, f"{path}: read 5, stored 5, duplicates skipped 0, rejected 0\n")
     assert second == (0, f"{path}: read 5, stored 0, duplicates skipped 5, rejected 0\n")
     assert Event.objects.count() == 5
+
+
+def test_a_rerun_long_after_the_dedupe_window_is_still_a_no_op(billing, tmp_path):
+    # The API's keys expire after the window; an import's claims are held for good.
+    lines = [json.dumps(GOOD[0]), json.dumps({"type": "no.key"})]
+    path = write_lines(tmp_path / "events.ndjson", lines)
+    assert run_import(str(path), "--source", "billing")[0] == 0
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(days=90))
+
+    call_command("purge_idempotency_keys", stdout=StringIO())
+    status, out = run_import(str(path), "--source", "billing")
+
+    assert (status, IdempotencyKey.objects.count()) == (0, 2)
+    assert "stored 0, duplicates skipped 2" in out
+    assert Event.objects.count() == 2
 
 
 def test_gzip_and_stdin(billing, tmp_path, monkeypatch):
