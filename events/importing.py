@@ -141,23 +141,31 @@ class Importer:
             process.start()
         pool = _Pool(processes, tasks, outcomes, self._collect, progress)
         try:
-            batch: list[RawRecord] = []
-            for record in read_raw_records(stream, export_format):
-                batch.append(record)
-                self.stats.read += 1
-                self.stats.last_line = record[0]
-                if len(batch) >= self.batch_size:
-                    if not pool.submit(batch):
-                        break  # a worker failed: finish() says why
-                    batch = []
-                if stop():
-                    self.stats.interrupted = True
-                    break
-            if batch:  # the rest, also when interrupted (not when failed: submit refuses then)
-                pool.submit(batch)
-        finally:
-            pool.finish()
+            self._feed(pool, stream, export_format, stop)
+        except KeyboardInterrupt:  # a second Ctrl-C: no waiting
+            pool.abort()
+            raise
+        except BaseException:  # e.g. an unreadable file: store what was read, then say why
+            _finish_or_abort(pool)
+            raise
+        _finish_or_abort(pool)
         return self.stats
+
+    def _feed(self, pool: _Pool, stream: IO[bytes], export_format: str, stop: Callable[[], bool]) -> None:
+        batch: list[RawRecord] = []
+        for record in read_raw_records(stream, export_format):
+            batch.append(record)
+            self.stats.read += 1
+            self.stats.last_line = record[0]
+            if len(batch) >= self.batch_size:
+                if not pool.submit(batch):
+                    return  # a worker failed: finish() says why
+                batch = []
+            if stop():
+                self.stats.interrupted = True
+                break
+        if batch:  # the rest, also when interrupted
+            pool.submit(batch)
 
     def _collect(self, outcome: BatchOutcome) -> None:
         self.stats.stored += outcome.stored
@@ -210,6 +218,15 @@ class _Pool:
         if self.error is not None:
             raise ImportFailed(self.error)
 
+    def abort(self) -> None:
+        """End the workers at once: a batch being stored rolls back with its transaction."""
+        self.tasks.cancel_join_thread()  # batches nobody will read must not hold up the exit
+        for process in self.processes:
+            process.kill()
+        for process in self.processes:
+            process.join()
+        self.running = 0
+
     def _gather(self, *, block: bool) -> None:
         while self.running:
             try:
@@ -232,6 +249,14 @@ class _Pool:
                 self.running -= 1
             if block:
                 return
+
+
+def _finish_or_abort(pool: _Pool) -> None:
+    try:
+        pool.finish()
+    except KeyboardInterrupt:
+        pool.abort()
+        raise
 
 
 def _work(batch_importer: BatchImporter, tasks: Any, outcomes: Any) -> None:

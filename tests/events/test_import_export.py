@@ -326,3 +326,37 @@ def test_a_worker_that_dies_is_reported(billing, tmp_path, monkeypatch):
 
     with pytest.raises(CommandError, match="died unexpectedly"):
         call_command("import_events", str(path), "--source", "billing", "--batch-size", "5", stdout=StringIO())
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_a_rerun_still_stores_everything_once(billing, tmp_path):
+    total = 60_000
+    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(total)])
+    command = [
+        sys.executable,
+        "manage.py",
+        "import_events",
+        str(path),
+        "--source",
+        "billing",
+        "--batch-size",
+        "5000",
+    ]  # ~2 s of batches in flight
+    environment = {**os.environ, "DATABASE_URL": _database_url()}
+    process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not Event.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+
+    assert process.returncode == 1
+    assert "Ctrl-C again to abort now" in err and "Aborted by a second Ctrl-C" in err
+    assert Event.objects.count() < total
+
+    rerun = subprocess.run(command, env=environment, capture_output=True, text=True, cwd=ROOT, check=False)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert Event.objects.count() == total
+    assert Event.objects.values("payload__n").distinct().count() == total

@@ -74,7 +74,7 @@ class Command(BaseCommand):
 
     def _run(self, importer: Importer, stream: IO[bytes], export_format: str, *, size: int | None) -> ImportStats:
         """The import with a progress bar on a terminal (records, rate, ETA) and Ctrl-C handling."""
-        stop = _StopFlag()
+        stop = _StopFlag(self.stderr)
         progress = tqdm(unit=" records", disable=not self.stdout.isatty(), file=sys.stdout, dynamic_ncols=True)
 
         def on_progress(records: int) -> None:
@@ -93,6 +93,12 @@ class Command(BaseCommand):
         except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:  # a truncated .gz, a binary file
             so_far = importer.stats.summary()
             raise CommandError(f"Import stopped, the input is unreadable: {exc}\nSo far: {so_far}.") from None
+        except KeyboardInterrupt:
+            so_far = importer.stats.summary()
+            raise CommandError(
+                "Aborted by a second Ctrl-C: the batches being stored were rolled back.\n"
+                f"So far (at least): {so_far}. Run again to finish; nothing is stored twice."
+            ) from None
         finally:
             stop.restore()
             progress.close()
@@ -126,14 +132,18 @@ class _RejectsFile:
 
 
 class _StopFlag:
-    """Ctrl-C asks the import to stop after the current batch instead of killing it mid-way."""
+    """A first Ctrl-C asks the import to stop once what was read is stored; a second aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, stderr: Any) -> None:
         self.requested = False
+        self._stderr = stderr
         self._previous = signal.signal(signal.SIGINT, self._request)
 
     def _request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
         self.requested = True
+        self._stderr.write("\nStopping once the records read so far are stored (Ctrl-C again to abort now)…")
 
     def restore(self) -> None:
         signal.signal(signal.SIGINT, self._previous)
