@@ -14,6 +14,7 @@ lines, hands out batches and collects the outcome.
 from __future__ import annotations
 
 import csv
+import gc
 import gzip
 import hashlib
 import io
@@ -137,8 +138,10 @@ class Importer:
             )
             for n in range(self.workers)
         ]
+        gc.freeze()  # the workers' collections then leave the inherited objects' pages shared
         for process in processes:
             process.start()
+        gc.unfreeze()
         pool = _Pool(processes, tasks, outcomes, self._collect, progress)
         try:
             self._feed(pool, stream, export_format, stop)
