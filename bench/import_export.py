@@ -23,14 +23,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import psycopg
 
-from bench.ingest import copy_reference, fresh_database
+from bench.ingest import copy_reference, fresh_database, timed_copy
 from bench.report import publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def same_rows_copy_rate(url: str, path: Path, count: int) -> float:
     """Events/s of a raw COPY of path's events, as the importer would store them, into events_event."""
-    import hashlib  # noqa: PLC0415
-
     from events.ids import uuid7  # noqa: PLC0415
+    from events.importing import derived_key  # noqa: PLC0415
     from events.integrity import event_hash  # noqa: PLC0415
 
     received = datetime.now(UTC)
@@ -52,7 +50,7 @@ def same_rows_copy_rate(url: str, path: Path, count: int) -> float:
         customer_ids: dict[str, int] = dict(db.execute("SELECT external_id, id FROM customers_customer").fetchall())
         type_ids: dict[str, int] = dict(db.execute("SELECT name, id FROM events_eventtype").fetchall())
         source_id = db.execute("SELECT id FROM events_source WHERE slug = 'bench'").fetchone()[0]  # type: ignore[index]
-        lines = []
+        rows = []
         for number, (event, raw) in enumerate(zip(events, path.open("rb"), strict=True), start=1):
             event_id = uuid7()
             occurred = datetime.fromisoformat(event["occurred_at"])
@@ -60,26 +58,12 @@ def same_rows_copy_rate(url: str, path: Path, count: int) -> float:
                                 customer=event.get("customer"), actor=event.get("actor"), occurred_at=occurred,
                                 received_at=received, description=event.get("description"),
                                 payload=event["payload"])  # fmt: skip
-            key = f"import:{number}:{hashlib.sha256(raw.strip()).hexdigest()[:40]}"
-            customer = customer_ids[event["customer"]] if event.get("customer") else "\\N"
-            payload = orjson.dumps(event["payload"]).decode().replace("\\", "\\\\")
-            lines.append(f"{event_id}\t{type_ids[event['type']]}\t{source_id}\t{customer}\t{event['actor']}\t"
-                         f"{occurred.isoformat()}\t{received.isoformat()}\t{event['description']}\t{payload}\t"
-                         f"{key}\t{digest}\n")  # fmt: skip
-        data = "".join(lines).encode()
-        del events, lines
-        started = time.perf_counter()
-        with (
-            db.transaction(),
-            db.cursor() as cursor,
-            cursor.copy(
-                "COPY events_event (id, type_id, source_id, customer_id, actor, occurred_at, received_at, "
-                "description, payload, idempotency_key, hash) FROM STDIN"
-            ) as copy,
-        ):
-            for offset in range(0, len(data), 1 << 20):
-                copy.write(data[offset : offset + (1 << 20)])
-        elapsed = time.perf_counter() - started  # the commit (and its deferred foreign key checks) included
+            key = derived_key(number, raw)
+            customer = customer_ids[event["customer"]] if event.get("customer") else None
+            rows.append((event_id, type_ids[event["type"]], source_id, customer, event.get("actor"), occurred,
+                         received, event.get("description"), orjson.dumps(event["payload"]).decode(), key, digest))  # fmt: skip
+        del events
+        elapsed = timed_copy(db, "events_event", rows)
         with db.transaction():  # empty again, as the importer will find it (the escape hatch of 0005)
             db.execute("SET LOCAL auditsvc.allow_truncate = on")
             db.execute("TRUNCATE events_event, customers_customer CASCADE")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, Func, QuerySet, TextField
+from django.db.models import F, Func, QuerySet, TextField, Value
 
 from events.models import Event
 
@@ -31,57 +31,32 @@ CSV_COLUMNS = (
     "hash",
 )
 _CSV_HEADER = (",".join(CSV_COLUMNS) + "\n").encode()
-_TIME = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_UTC_TEXT = """to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
-class _Sql(Func):
-    """An SQL fragment over the event's columns (and its joins, spelled by their Django names).
-
-    The whole line is one expression of the filtered, ordered query itself, not of an outer
-    query wrapped around it: PostgreSQL then builds the lines in its parallel workers (the
-    formatting is most of an export's cost) instead of in the one backend that gathers them.
-    """
-
-    output_field = TextField()
-
-    def __init__(self, template: str, **columns: str) -> None:
-        self.sql_template = template
-        self.names = list(columns)
-        super().__init__(*(F(path) for path in columns.values()))
-
-    def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:  # type: ignore[override]
-        rendered = {}
-        params: list[Any] = []
-        for name, expression in zip(self.names, self.source_expressions, strict=True):
-            sql, expression_params = compiler.compile(expression)
-            rendered[name] = sql
-            params.extend(expression_params)
-        return self.sql_template.format(**rendered), params
-
-
-_COLUMNS = {
-    "id": "id", "type": "type__name", "source": "source__slug", "customer": "customer__external_id",
-    "actor": "actor", "occurred_at": "occurred_at", "received_at": "received_at", "description": "description",
-    "payload": "payload", "idempotency_key": "idempotency_key", "hash": "hash",
-}  # fmt: skip
-_TIMES = ("occurred_at", "received_at")
-
-
-def _column_sql(name: str) -> str:
-    if name in _TIMES:
-        return _TIME.format("{%s}" % name)  # noqa: UP031 - a template for str.format
-    return "{%s}" % name  # noqa: UP031
+def _utc_text(name: str) -> Func:
+    return Func(F(name), template=_UTC_TEXT, output_field=TextField())
 
 
 def _select_sql(queryset: QuerySet[Event], export_format: str) -> tuple[str, tuple[Any, ...]]:
+    """The filtered, ordered query selecting the export's line (NDJSON) or columns (CSV).
+
+    Every field is an expression of that query itself, not of an outer query wrapped around
+    it: PostgreSQL then formats the rows in its parallel workers (most of an export's cost)
+    instead of in the one backend that gathers them.
+    """
+    columns: dict[str, Any] = {
+        "id": F("id"), "type": F("type__name"), "source": F("source__slug"), "customer": F("customer__external_id"),
+        "actor": F("actor"), "occurred_at": _utc_text("occurred_at"), "received_at": _utc_text("received_at"),
+        "description": F("description"), "payload": F("payload"), "idempotency_key": F("idempotency_key"),
+        "hash": F("hash"),
+    }  # fmt: skip
     if export_format == "ndjson":
-        pairs = ", ".join(f"'{name}', {_column_sql(name)}" for name in CSV_COLUMNS)
-        rows = queryset.values_list(_Sql(f"json_build_object({pairs})::text", **_COLUMNS))
-    else:
-        rows = queryset.values_list(
-            *(_Sql(_column_sql(name) + ("::text" if name == "payload" else ""), **{name: _COLUMNS[name]})
-              for name in CSV_COLUMNS)
-        )  # fmt: skip
+        pairs = [part for name in CSV_COLUMNS for part in (Value(name), columns[name])]
+        # json_build_object gives json, which COPY writes as its text: one document per row.
+        rows = queryset.values_list(Func(*pairs, function="json_build_object", output_field=TextField()))
+    else:  # COPY writes each column as its text (the payload's JSON text in one field)
+        rows = queryset.values_list(*(columns[name] for name in CSV_COLUMNS))
     sql, params = rows.query.sql_with_params()
     return sql, tuple(params)
 

@@ -294,19 +294,19 @@ class BatchImporter:
         by_source: dict[int, tuple[Source, list[_Pending]]] = {}
         for raw in batch:
             try:
-                pending = self._parse_raw(raw)
+                source, item = self._parse_raw(raw)
             except InvalidInput as exc:
                 outcome.rejects.append(Reject(raw[0], exc.errors, _text_of(raw)))
                 continue
-            by_source.setdefault(pending.source.pk, (pending.source, []))[1].append(pending)
+            by_source.setdefault(source.pk, (source, []))[1].append(_Pending(raw, item))
         for source, pendings in by_source.values():
             self._store(source, pendings, outcome)
         return outcome
 
-    def _parse_raw(self, raw: RawRecord) -> _Pending:
+    def _parse_raw(self, raw: RawRecord) -> tuple[Source, EventIn]:
         if len(raw) == 3:  # CSV: split into fields by the reader already
             line, row, text = raw
-            return self._parse(line, from_csv_row(row), text, text.encode())
+            return self._parse(line, from_csv_row(row), text.encode())
         line, data = raw
         try:
             record = orjson.loads(data)
@@ -317,7 +317,7 @@ class BatchImporter:
         reject_duplicate_keys(data, record)  # the API's check of the same JSON text
         if self.export_format == "cloudevents":
             record = from_cloudevent(record)
-        return self._parse(line, record, None, data)
+        return self._parse(line, record, data)
 
     def _store(self, source: Source, batch: list[_Pending], outcome: BatchOutcome) -> None:
         """Store a batch; records the database refuses are rejected, the rest retried."""
@@ -330,14 +330,14 @@ class BatchImporter:
                     failed = set(range(len(batch)))
                 for index in sorted(failed):
                     errors = [_strip_index(e) for e in exc.errors if e.field is None or _index_of(e) in (index, None)]
-                    outcome.rejects.append(Reject(batch[index].line, errors, batch[index].text()))
+                    outcome.rejects.append(Reject(batch[index].raw[0], errors, _text_of(batch[index].raw)))
                 batch = [p for i, p in enumerate(batch) if i not in failed]
                 continue
             outcome.stored += result.created
             outcome.duplicates += result.duplicates
             return
 
-    def _parse(self, line: int, record: dict[str, Any], text: str | None, data: bytes) -> _Pending:
+    def _parse(self, line: int, record: dict[str, Any], data: bytes) -> tuple[Source, EventIn]:
         exported = {name: record.pop(name) for name in _EXPORT_FIELDS if name in record}
         source = self._source(exported.get("source"))
         errors: list[FieldError] = []
@@ -353,7 +353,7 @@ class BatchImporter:
         # gets one derived from its content and line: a re-run finds the same keys.
         derived = None
         if record.get("idempotency_key") is None and exported.get("id") is None:
-            derived = f"import:{line}:{hashlib.sha256(data.strip()).hexdigest()[:40]}"
+            derived = derived_key(line, data)
         try:
             item = parse_event(record, idempotency_header=derived)
         except InvalidInput as exc:
@@ -365,7 +365,7 @@ class BatchImporter:
             expected = exported.get("hash")
             if expected and expected != hash_for(source=source, item=item, event_id=event_id, received_at=received_at):
                 raise InvalidInput([FieldError("hash", "hash_mismatch", "The fields do not give this hash.")])
-        return _Pending(line, item, source, text, data)
+        return source, item
 
     def _source(self, name: Any) -> Source:
         if self.default_source is not None:
@@ -383,18 +383,17 @@ class BatchImporter:
 
 @dataclass(slots=True)
 class _Pending:
-    line: int
+    raw: RawRecord
     item: EventIn
-    source: Source
-    csv_text: str | None
-    data: bytes
-
-    def text(self) -> str:
-        return self.csv_text if self.csv_text is not None else self.data.decode("utf-8", errors="replace")
 
 
 def _text_of(raw: RawRecord) -> str:
     return raw[2] if len(raw) == 3 else raw[1].decode("utf-8", errors="replace")
+
+
+def derived_key(line: int, data: bytes) -> str:
+    """The idempotency key of a record that has none: a re-run of the file finds the same."""
+    return f"import:{line}:{hashlib.sha256(data.strip()).hexdigest()[:40]}"
 
 
 def refresh_statistics(stored: int) -> bool:

@@ -83,19 +83,6 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-_last_receipt: tuple[datetime | None, str] = (None, "")
-
-
-def _format_receipt_time(value: datetime) -> str:
-    """format_time, remembering the last value: the events of a batch share one receipt time."""
-    global _last_receipt  # noqa: PLW0603 - a one-entry memo, replaced whole, so thread-safe
-    last = _last_receipt
-    if last[0] is value:
-        return last[1]
-    _last_receipt = (value, text := format_time(value))
-    return text
-
-
 def envelope(  # noqa: PLR0917 - positional on purpose, see the docstring
     event_id: uuid.UUID | str,
     type_name: str,
@@ -117,7 +104,7 @@ def envelope(  # noqa: PLR0917 - positional on purpose, see the docstring
         "customer": customer,
         "actor": actor,
         "occurred_at": format_time(occurred_at),
-        "received_at": _format_receipt_time(received_at),
+        "received_at": format_time(received_at),
         "description": description,
         "payload": payload,
     }

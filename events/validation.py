@@ -129,7 +129,6 @@ def _parse_batch(document: dict[str, Any], idempotency_header: str | None, max_e
     return events
 
 
-_UNPARSED: Any = object()
 _FAST_CHECK_MAX_BYTES = 1 << 20  # beyond this, serialising again costs memory for little gain
 
 
@@ -159,7 +158,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
-def reject_duplicate_keys(body: bytes, parsed: Any = _UNPARSED) -> None:
+def reject_duplicate_keys(body: bytes, parsed: Any) -> None:
     """Refuse JSON objects that repeat a key (parsers disagree on which value wins, and an
     audit record must mean one thing) and integers too large to be exact. orjson, the fast
     parser, keeps the last key and floats huge integers silently, so the stdlib's C scanner
@@ -170,7 +169,7 @@ def reject_duplicate_keys(body: bytes, parsed: Any = _UNPARSED) -> None:
     Compact JSON from most serialisers (orjson, JSON.stringify) passes this way, at a tenth
     of the cost of the second parse.
     """
-    if parsed is not _UNPARSED and len(body) < _FAST_CHECK_MAX_BYTES and orjson.dumps(parsed) == body:
+    if len(body) < _FAST_CHECK_MAX_BYTES and orjson.dumps(parsed) == body:
         return
     try:
         json.loads(body, object_pairs_hook=_no_duplicates, parse_int=_exact_int)

@@ -68,6 +68,11 @@ def billing(db) -> Source:
     return SourceFactory.create(slug="billing")
 
 
+def numbered(numbers: range) -> list[str]:
+    """NDJSON lines of distinct events, {"payload": {"n": n}} for each n."""
+    return [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in numbers]
+
+
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -131,7 +136,7 @@ def test_gzip_and_stdin(billing, tmp_path, monkeypatch):
 
 
 def test_a_truncated_gzip_file_stores_what_it_could_read_and_says_so(billing, tmp_path):
-    whole = gzip.compress(("\n".join(json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(2000))).encode())
+    whole = gzip.compress(("\n".join(numbered(range(2000)))).encode())
     path = tmp_path / "cut.ndjson.gz"
     path.write_bytes(whole[: len(whole) // 2])
 
@@ -181,12 +186,8 @@ def test_cloudevents_input(billing, tmp_path):
 
 def test_a_large_import_refreshes_the_planner_statistics(billing, tmp_path, monkeypatch):
     monkeypatch.setattr("events.importing.ANALYZE_MIN_EVENTS", 20)
-    large = write_lines(
-        tmp_path / "large.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(30)]
-    )
-    small = write_lines(
-        tmp_path / "small.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(100, 105)]
-    )
+    large = write_lines(tmp_path / "large.ndjson", numbered(range(30)))
+    small = write_lines(tmp_path / "small.ndjson", numbered(range(100, 105)))
 
     def planner_rows() -> float:
         with connection.cursor() as cursor:
@@ -210,7 +211,7 @@ def test_records_may_name_an_existing_source_only(billing, tmp_path):
 
 
 def test_an_interrupted_import_resumes_without_duplicates(billing, tmp_path):
-    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(25)])
+    path = write_lines(tmp_path / "e.ndjson", numbered(range(25)))
     seen = {"records": 0}
 
     def stop_after_ten() -> bool:
@@ -276,25 +277,46 @@ def _database_url() -> str:
     return f"postgresql://{quote(settings['USER'] or '')}@{host}{port}/{settings['NAME']}"
 
 
+class _ImportProcess:
+    """import_events on a file of `total` distinct records, as its own process (for real signals)."""
+
+    def __init__(self, tmp_path: Path, *, total: int, batch_size: int) -> None:
+        path = write_lines(tmp_path / "e.ndjson", numbered(range(total)))
+        self.command = [sys.executable, "manage.py", "import_events", str(path), "--source", "billing",
+                        "--batch-size", str(batch_size)]  # fmt: skip
+        self.environment = {**os.environ, "DATABASE_URL": _database_url()}
+
+    def interrupt(self, *, signals: int) -> subprocess.CompletedProcess[str]:
+        """Start it, send SIGINT `signals` times once events are being stored, wait for its end."""
+        process = subprocess.Popen(self.command, env=self.environment, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not Event.objects.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for n in range(signals):
+            if n:
+                time.sleep(0.3)  # the first is handled (signals do not queue), the import still busy
+            process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        return subprocess.CompletedProcess(self.command, process.returncode, out, err)
+
+    def rerun(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command, env=self.environment, capture_output=True, text=True, cwd=ROOT, check=False)
+
+
 def test_ctrl_c_stops_after_storing_what_was_read_and_a_rerun_completes(billing, tmp_path):
     total = 60_000
-    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(total)])
-    command = [sys.executable, "manage.py", "import_events", str(path), "--source", "billing", "--batch-size", "500"]
-    environment = {**os.environ, "DATABASE_URL": _database_url()}
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while not Event.objects.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=60)
+    run = _ImportProcess(tmp_path, total=total, batch_size=500)
 
-    stored = int(re.search(r"stored (\d+)", out).group(1))  # type: ignore[union-attr]
-    assert process.returncode == 1, out
-    assert "Stopped by Ctrl-C" in out and "interrupted after line" in out
+    stopped = run.interrupt(signals=1)
+
+    stored = int(re.search(r"stored (\d+)", stopped.stdout).group(1))  # type: ignore[union-attr]
+    assert stopped.returncode == 1, stopped.stdout
+    assert "Stopped by Ctrl-C" in stopped.stdout and "interrupted after line" in stopped.stdout
     assert 0 < stored < total
     assert Event.objects.count() == stored  # no half-stored batch, nothing unreported
 
-    rerun = subprocess.run(command, env=environment, capture_output=True, text=True, cwd=ROOT, check=False)
+    rerun = run.rerun()
 
     assert rerun.returncode == 0, rerun.stderr
     assert f"stored {total - stored}, duplicates skipped {stored}, rejected 0" in rerun.stdout
@@ -307,7 +329,7 @@ def test_a_worker_error_stops_the_import_with_a_message_instead_of_hanging(billi
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr("events.importing.ingest_events", broken)  # inherited by the forked workers
-    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(50)])
+    path = write_lines(tmp_path / "e.ndjson", numbered(range(50)))
 
     with pytest.raises(CommandError, match="disk on fire") as failure:
         call_command("import_events", str(path), "--source", "billing", "--batch-size", "5", stdout=StringIO())
@@ -330,32 +352,15 @@ def test_a_worker_that_dies_is_reported(billing, tmp_path, monkeypatch):
 
 def test_a_second_ctrl_c_aborts_at_once_and_a_rerun_still_stores_everything_once(billing, tmp_path):
     total = 60_000
-    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(total)])
-    command = [
-        sys.executable,
-        "manage.py",
-        "import_events",
-        str(path),
-        "--source",
-        "billing",
-        "--batch-size",
-        "5000",
-    ]  # ~2 s of batches in flight
-    environment = {**os.environ, "DATABASE_URL": _database_url()}
-    process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while not Event.objects.exists() and time.monotonic() < deadline:
-        time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
+    run = _ImportProcess(tmp_path, total=total, batch_size=5000)  # ~2 s of batches in flight
 
-    assert process.returncode == 1
-    assert "Ctrl-C again to abort now" in err and "Aborted by a second Ctrl-C" in err
+    aborted = run.interrupt(signals=2)
+
+    assert aborted.returncode == 1
+    assert "Ctrl-C again to abort now" in aborted.stderr and "Aborted by a second Ctrl-C" in aborted.stderr
     assert Event.objects.count() < total
 
-    rerun = subprocess.run(command, env=environment, capture_output=True, text=True, cwd=ROOT, check=False)
+    rerun = run.rerun()
 
     assert rerun.returncode == 0, rerun.stderr
     assert Event.objects.count() == total
