@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 HOST ?= 127.0.0.1
 PORT ?= 8000
+VAR_DIR := $(or $(AUDITSVC_VAR_DIR),var)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
@@ -20,8 +21,11 @@ install: $(VENV)/.installed ## create .venv and install the pinned dependencies
 migrate: install ## apply database migrations (starts the embedded PostgreSQL if DATABASE_URL is unset)
 	$(PY) manage.py migrate --noinput
 
-run: migrate ## serve on http://127.0.0.1:8000 (HOST, PORT) with gunicorn, printing a development API key
-	$(PY) manage.py collectstatic --noinput -v0 && $(PY) manage.py ensure_dev_api_key --url http://$(HOST):$(PORT) && exec $(VENV)/bin/gunicorn auditsvc.wsgi -c gunicorn.conf.py -b $(HOST):$(PORT)
+# Development only: a signing key under var/ and sealing in the workers, so proofs verify.
+run: export AUDIT_SIGNING_KEY_FILE ?= $(VAR_DIR)/dev-signing-key
+run: export AUDITSVC_AUTO_SEAL_SECONDS ?= 10
+run: migrate ## serve on http://127.0.0.1:8000 (HOST, PORT) with gunicorn, printing a development API key; seals every 10 s
+	$(PY) manage.py collectstatic --noinput -v0 && $(PY) manage.py create_signing_key --if-missing --output $(AUDIT_SIGNING_KEY_FILE) && $(PY) manage.py ensure_dev_api_key --url http://$(HOST):$(PORT) && exec $(VENV)/bin/gunicorn auditsvc.wsgi -c gunicorn.conf.py -b $(HOST):$(PORT)
 
 test: lint check pytest ## lint, type check, Django checks, then the whole test suite
 

@@ -17,9 +17,17 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 
 
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Refuse to start a production server that lacks a setting, before any worker boots."""
+    from auditsvc.deployment import production_problem  # noqa: PLC0415
+
+    if problem := production_problem():
+        raise SystemExit(problem)
+
+
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """AUDITSVC_AUTO_SEAL_SECONDS > 0: seal from a daemon thread in each worker (one at a
     time across workers, by the sealer's advisory lock) instead of from cron."""
-    from events.autoseal import start_auto_sealing  # noqa: PLC0415 - Django is set up by now
+    from events.integrity.autoseal import start_auto_sealing  # noqa: PLC0415 - Django is set up by now
 
     start_auto_sealing()

@@ -6,7 +6,7 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 
-from events.sealing import oldest_unsealed_age_seconds
+from events.integrity.sealing import oldest_unsealed_age_seconds
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -6,12 +6,21 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
+from auditsvc.deployment import deployment_environment, production_problem
 from auditsvc.embedded_db import embedded_database_settings
 from auditsvc.env import env_bool, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("AUDITSVC_VAR_DIR", str(BASE_DIR / "var")))
+
+# development (the default): an embedded database, a generated secret key, unsigned seals
+# allowed. production: none of these; a missing setting stops the process here.
+AUDITSVC_ENV = deployment_environment()
+PRODUCTION = AUDITSVC_ENV == "production"
+if _problem := production_problem():
+    raise ImproperlyConfigured(_problem)
 
 DEBUG = env_bool("DEBUG", default=False)
 
@@ -81,7 +90,8 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------
-# DATABASE_URL set → that server; unset → the embedded PostgreSQL under var/pg.
+# DATABASE_URL set → that server; unset (development only) → the embedded PostgreSQL under
+# var/pg, which the entry points start (auditsvc.embedded_db), not this import.
 DATABASE_URL = env_str("DATABASE_URL")
 EMBEDDED_DATABASE = not DATABASE_URL
 _database = dict(dj_database_url.parse(DATABASE_URL)) if DATABASE_URL else embedded_database_settings(VAR_DIR / "pg")
@@ -195,12 +205,22 @@ AUDITSVC_API_KEY_CACHE_SECONDS = env_int("AUDITSVC_API_KEY_CACHE_SECONDS", 5, mi
 # Event-type counters are added up in memory and written at most this often (0: every commit).
 AUDITSVC_TYPE_COUNT_FLUSH_SECONDS = env_int("AUDITSVC_TYPE_COUNT_FLUSH_SECONDS", 1, minimum=0)
 # Tamper evidence (docs/integrity.md). Ed25519 private key: PEM or base64 of the 32-byte seed.
+# Only the sealer needs it (seal_events --loop, or auto-sealing in development).
 AUDIT_SIGNING_KEY = env_secret("AUDIT_SIGNING_KEY")
+# Public keys verification trusts besides the signing key's own (hex, base64 or PEM, comma or
+# newline separated): earlier keys after a rotation; the sealer's key in processes that only verify.
+AUDIT_PUBLIC_KEYS = env_secret("AUDIT_PUBLIC_KEYS") or ""
 # Seal only events received at least this long ago (a margin for clock skew between workers).
 AUDITSVC_SEAL_LAG_SECONDS = env_int("AUDITSVC_SEAL_LAG_SECONDS", 5, minimum=0)
 AUDITSVC_SEAL_MAX_EVENTS = env_int("AUDITSVC_SEAL_MAX_EVENTS", 100_000, minimum=1)
 # > 0: each gunicorn worker also seals every N seconds (instead of cron); 0: cron only.
 AUDITSVC_AUTO_SEAL_SECONDS = env_int("AUDITSVC_AUTO_SEAL_SECONDS", 0, minimum=0)
+if PRODUCTION and AUDITSVC_AUTO_SEAL_SECONDS and not AUDIT_SIGNING_KEY:
+    raise ImproperlyConfigured(
+        "auditsvc: AUDITSVC_AUTO_SEAL_SECONDS is set but AUDIT_SIGNING_KEY is not: production seals are "
+        "always signed. Run the sealer where the key is (manage.py seal_events --loop) and set "
+        "AUDITSVC_AUTO_SEAL_SECONDS=0 here."
+    )
 
 LOGGING = {
     "version": 1,

@@ -8,7 +8,7 @@ from rest_framework.routers import SimpleRouter
 from auditsvc import health
 from auditsvc.admin_login import admin_login
 from customers.views import CustomerViewSet
-from events.views import EventTypeViewSet, EventViewSet, IntegrityViewSet, SourceViewSet, StatsViewSet
+from events.api.views import EventTypeViewSet, EventViewSet, IntegrityViewSet, SourceViewSet, StatsViewSet
 
 api = SimpleRouter(trailing_slash=False)
 api.register("events", EventViewSet, basename="event")  # POST ingest; GET list, {id}, {id}/proof, export

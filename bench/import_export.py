@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def same_rows_copy_rate(url: str, path: Path, count: int) -> float:
     """Events/s of a raw COPY of path's events, as the importer would store them, into events_event."""
     from events.ids import uuid7  # noqa: PLC0415
-    from events.importing import derived_key  # noqa: PLC0415
-    from events.integrity import event_hash  # noqa: PLC0415
+    from events.ingest.importing import DerivedKeys  # noqa: PLC0415
+    from events.integrity.hashing import event_hash  # noqa: PLC0415
 
     received = datetime.now(UTC)
     with psycopg.connect(url, autocommit=True) as db:
@@ -51,6 +51,7 @@ def same_rows_copy_rate(url: str, path: Path, count: int) -> float:
         type_ids: dict[str, int] = dict(db.execute("SELECT name, id FROM events_eventtype").fetchall())
         source_id = db.execute("SELECT id FROM events_source WHERE slug = 'bench'").fetchone()[0]  # type: ignore[index]
         rows = []
+        keys = DerivedKeys()
         for number, (event, raw) in enumerate(zip(events, path.open("rb"), strict=True), start=1):
             event_id = uuid7()
             occurred = datetime.fromisoformat(event["occurred_at"])
@@ -58,7 +59,7 @@ def same_rows_copy_rate(url: str, path: Path, count: int) -> float:
                                 customer=event.get("customer"), actor=event.get("actor"), occurred_at=occurred,
                                 received_at=received, description=event.get("description"),
                                 payload=event["payload"])  # fmt: skip
-            key = derived_key(number, raw)
+            key = keys.next_key((number, raw.strip()))
             customer = customer_ids[event["customer"]] if event.get("customer") else None
             rows.append((event_id, type_ids[event["type"]], source_id, customer, event.get("actor"), occurred,
                          received, event.get("description"), orjson.dumps(event["payload"]).decode(), key, digest))  # fmt: skip
@@ -114,7 +115,7 @@ def main() -> None:
                    "SELECT 'ref_' || n, '', '' FROM generate_series(1, 1000) AS n")  # fmt: skip
     same_rows_rate = same_rows_copy_rate(url, source_file, args.count)
     copy_rate = copy_reference(url, args.copy_rows)
-    from events.importing import default_workers  # noqa: PLC0415
+    from events.ingest.importing import default_workers  # noqa: PLC0415
 
     workers = default_workers()
     import_seconds, import_rss, import_pss, import_out = measured(

@@ -91,7 +91,7 @@ def event_bodies(count: int, batch: int | None) -> list[str]:
 def timed_copy(connection: psycopg.Connection[Any], table: str, rows: list[tuple[Any, ...]]) -> float:
     """Seconds a raw COPY of events_event rows into table takes, in one transaction, commit
     (and deferred foreign key checks) included; the text is formatted before the clock starts."""
-    from events.ingest import EVENT_COLUMNS, copy_texts  # noqa: PLC0415
+    from events.ingest.copy import EVENT_COLUMNS, copy_texts  # noqa: PLC0415
 
     data = copy_texts(rows)[0].encode()
     started = time.perf_counter()
@@ -109,7 +109,7 @@ def copy_reference(url: str, rows: int) -> float:
     """Events/s of a raw COPY of service-shaped rows into a copy of events_event (same indexes)."""
     from events.demo import Corpus  # noqa: PLC0415
     from events.ids import uuid7  # noqa: PLC0415
-    from events.integrity import event_hash  # noqa: PLC0415
+    from events.integrity.hashing import event_hash  # noqa: PLC0415
 
     corpus = Corpus(seed=7)
     now = datetime.now(UTC)

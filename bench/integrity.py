@@ -28,8 +28,9 @@ def main() -> None:
         load_seconds = seal_seconds = float("nan")
     else:
         load_seconds = load(count=args.count)
+    from events.integrity.sealing import seal_events  # noqa: PLC0415 - after django.setup()
+    from events.integrity.verification import verify_integrity  # noqa: PLC0415
     from events.models import Seal  # noqa: PLC0415
-    from events.sealing import seal_events, verify_integrity  # noqa: PLC0415 - after django.setup()
 
     started = time.perf_counter()
     if not args.verify_only:

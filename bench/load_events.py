@@ -19,9 +19,9 @@ from bench.django_setup import setup
 def _load(worker: int, count: int, batch: int, progress: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     setup()
     from events.demo import Corpus  # noqa: PLC0415 - after django.setup()
-    from events.ingest import ingest_events  # noqa: PLC0415
+    from events.ingest.validation import parse_event  # noqa: PLC0415
+    from events.ingest.write import ingest_events  # noqa: PLC0415
     from events.models import Source  # noqa: PLC0415
-    from events.validation import parse_event  # noqa: PLC0415
 
     corpus = Corpus(seed=1000 + worker)
     sources = list(Source.objects.filter(slug__in=("billing", "auth", "shop")).order_by("slug"))
@@ -75,7 +75,7 @@ def load(*, count: int, workers: int = 2, batch: int = 5000) -> float:
     for process in processes:
         process.join()
     elapsed = time.perf_counter() - started
-    from events.type_counts import rebuild_event_type_counts  # noqa: PLC0415
+    from events.ingest.type_counts import rebuild_event_type_counts  # noqa: PLC0415
 
     rebuild_event_type_counts()
     with connections["default"].cursor() as cursor:

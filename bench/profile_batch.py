@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.profile_batch [--batches 20]
 
 Runs what a batch POST of 1,000 events runs after the body is read: parse and validate
-(events.validation.parse_ingest_body), then events.ingest.ingest_events (ids, hashes, bulk
+(events.ingest.validation.parse_ingest_body), then events.ingest.ingest_events (ids, hashes, bulk
 upserts, COPY), then the response rendering, in-process against DATABASE_URL (or the
 embedded database). CPU time is process time, so the database's own work is excluded.
 """
@@ -25,11 +25,11 @@ def main() -> None:
     setup()
     from pyinstrument import Profiler  # noqa: PLC0415
 
+    from events.api.serializers import event_output  # noqa: PLC0415
     from events.demo import Corpus  # noqa: PLC0415
-    from events.ingest import ingest_events  # noqa: PLC0415
+    from events.ingest.validation import parse_ingest_body  # noqa: PLC0415
+    from events.ingest.write import ingest_events  # noqa: PLC0415
     from events.models import Source  # noqa: PLC0415
-    from events.serializers import event_output  # noqa: PLC0415
-    from events.validation import parse_ingest_body  # noqa: PLC0415
 
     corpus = Corpus(seed=31)
     run = f"profile{time.time_ns()}"

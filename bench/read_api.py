@@ -58,7 +58,7 @@ def measure(client: Client, requests: list[tuple[str, dict[str, Any]]]) -> dict[
 def explain(params: dict[str, Any], *, customer_id: int | None = None) -> str:
     from django.http import QueryDict  # noqa: PLC0415
 
-    from events.filters import EventFilterSet  # noqa: PLC0415
+    from events.api.filters import EventFilterSet  # noqa: PLC0415
     from events.queries import events_queryset  # noqa: PLC0415
 
     data = QueryDict(mutable=True)

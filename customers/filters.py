@@ -3,9 +3,10 @@ from __future__ import annotations
 import django_filters
 from django.db.models import QuerySet
 
+from customers.identities import parse_identity
 from customers.models import Customer, CustomerIdentity
 from customers.queries import search_customers
-from events.filters import StrictCharFilter
+from events.api.filters import StrictCharFilter
 
 
 class CustomerFilterSet(django_filters.FilterSet):
@@ -21,7 +22,10 @@ class CustomerFilterSet(django_filters.FilterSet):
         fields: list[str] = []
 
     def filter_identity(self, queryset: QuerySet[Customer], name: str, value: str) -> QuerySet[Customer]:
-        system, _, external_id = value.partition(":")
+        identity = parse_identity(value)
+        if identity is None:
+            return queryset.none()
+        system, external_id = identity
         return queryset.filter(
             id__in=CustomerIdentity.objects.filter(system=system, external_id=external_id).values("customer_id")
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Max, Min, Q, QuerySet
 
+from customers.identities import parse_identity
 from customers.models import Customer, CustomerIdentity
 from events.models import Event
 
@@ -35,8 +36,8 @@ def customer_ids_for(reference: str, *, any_system: bool = False) -> list[int]:
         return []
     # A UNION of two unique-index lookups; an OR across the join would scan customers.
     by_external_id = Customer.objects.filter(external_id=reference).values_list("id", flat=True)
-    system, _, external_id = reference.partition(":")
-    identity = Q(system=system, external_id=external_id) if external_id else Q(pk__in=[])
+    parsed = parse_identity(reference)
+    identity = Q(system=parsed[0], external_id=parsed[1]) if parsed else Q(pk__in=[])
     if any_system:
         identity |= Q(external_id=reference)  # customer_identity_external_id
     by_identity = CustomerIdentity.objects.filter(identity).values_list("customer_id", flat=True)

@@ -16,10 +16,10 @@ from customers.filters import CustomerFilterSet
 from customers.models import Customer
 from customers.queries import customer_with_event_summary, customers_queryset
 from customers.serializers import CustomerDetailSerializer, CustomerSerializer
-from events.filters import EventFilterSet
+from events.api.filters import EventFilterSet
+from events.api.views import ERRORS, EVENT_PAGE, PAGINATION_PARAMETERS, event_page
 from events.models import SCOPE_READ
 from events.queries import events_queryset
-from events.views import ERRORS, EVENT_PAGE, PAGINATION_PARAMETERS, event_page
 
 CUSTOMER_ORDERINGS = {
     "external_id": Ordering("external_id", ('"customers_customer".external_id',), ("external_id",), False),

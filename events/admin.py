@@ -15,7 +15,7 @@ from django.utils.text import Truncator
 from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[import-untyped]
 
 from auditsvc.counting import EstimatedCountPaginator
-from events.integrity import format_time
+from events.integrity.hashing import format_time
 from events.json_html import json_html
 from events.keys import create_api_key, revoke_api_key
 from events.models import SCOPES, ApiKey, Event, EventType, Seal, Source

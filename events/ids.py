@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 _lock = threading.Lock()
 _last_timestamp = 0  # (unix_ms << 12) | sub-millisecond fraction of the last id
@@ -25,3 +26,11 @@ def uuid7() -> uuid.UUID:
     random_bits = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (millis << 80) | (0x7 << 76) | (fraction << 64) | (0b10 << 62) | random_bits
     return uuid.UUID(int=value)
+
+
+def uuid7_time(value: uuid.UUID) -> datetime | None:
+    """The instant a UUIDv7 was made, to the millisecond; None for any other UUID version."""
+    if value.version != 7:
+        return None
+    seconds, millis = divmod(value.int >> 80, 1000)
+    return datetime.fromtimestamp(seconds, tz=UTC) + timedelta(milliseconds=millis)

@@ -61,7 +61,7 @@ class EventType(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True, default="")
     first_seen_at = models.DateTimeField(db_default=Now())
-    # Kept by events.ingest after each commit (not in the event transaction, so that no
+    # Kept by events.ingest.write after each commit (not in the event transaction, so that no
     # ingest waits on a hot counter row); `manage.py rebuild_event_type_counts` recounts.
     event_count = models.BigIntegerField(default=0, db_default=0)
     last_seen_at = models.DateTimeField(null=True, blank=True)
@@ -71,7 +71,7 @@ class EventType(models.Model):
 
 
 class Event(models.Model):
-    """One audit event. Written only by events.ingest; never updated or deleted."""
+    """One audit event. Written only by events.ingest.write; never updated or deleted."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     type = models.ForeignKey(EventType, on_delete=models.PROTECT, related_name="events")

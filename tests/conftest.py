@@ -13,7 +13,9 @@ from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 from rest_framework.test import APIClient
 
-from events.ingest import clear_caches
+from auditsvc.embedded_db import start_embedded_database_if_configured
+from events.ingest.write import clear_caches
+from events.integrity import signing
 from events.keys import create_api_key, forget_cached_keys
 from events.models import Source
 from tests.factories import SourceFactory
@@ -29,6 +31,19 @@ class KeyedClient:
 
     def post_json(self, path: str, body: object, **headers: str):  # type: ignore[no-untyped-def]
         return self.client.post(path, body, format="json", headers=headers)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The explicit start step of the test session: settings only describe the embedded server.
+    start_embedded_database_if_configured()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_signing_keys() -> Iterator[None]:
+    # Key settings are read once per process; tests that change them must not leak them.
+    signing.forget_keys()
+    yield
+    signing.forget_keys()
 
 
 @receiver(connection_created)

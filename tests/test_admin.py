@@ -7,9 +7,9 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 
-from events.ingest import ingest_events
+from events.ingest.validation import parse_event
+from events.ingest.write import ingest_events
 from events.models import ApiKey, Event
-from events.validation import parse_event
 from tests.factories import SourceFactory
 
 XSS = "<script>alert('owned')</script>"

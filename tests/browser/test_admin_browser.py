@@ -5,21 +5,21 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connections
 
-from events.ingest import ingest_events
-from events.validation import parse_event
+from events.ingest.validation import parse_event
+from events.ingest.write import ingest_events
+from tests import paths
 from tests.factories import SourceFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARTIFACTS = paths.ARTIFACTS
 XSS = "<script>window.__owned = true; alert('owned')</script>"
 
 

@@ -27,8 +27,10 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from tests.paths import REPO_ROOT
+
 pytestmark = pytest.mark.faults
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 
 @dataclass

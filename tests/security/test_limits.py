@@ -6,7 +6,6 @@ import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -14,8 +13,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from events.models import Event
+from tests.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 
 def test_the_cache_is_redis_in_ci():

@@ -10,8 +10,8 @@ from tqdm import tqdm
 
 from auditsvc.counting import bounded_count
 from auditsvc.errors import ProblemError
+from events.api.filters import EventFilterSet
 from events.export import FORMATS, stream_events
-from events.filters import EventFilterSet
 from events.queries import events_queryset
 
 # Command-line option → API filter name (the same FilterSet as GET /api/v1/events).

@@ -9,17 +9,8 @@ from typing import IO, Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from events.importing import (
-    FORMATS,
-    Importer,
-    ImportFailed,
-    ImportStats,
-    Reject,
-    bytes_read,
-    default_workers,
-    open_input,
-    refresh_statistics,
-)
+from events.ingest.formats import FORMATS, bytes_read, open_input
+from events.ingest.importing import Importer, ImportFailed, ImportStats, Reject, default_workers, refresh_statistics
 from events.models import Source
 
 

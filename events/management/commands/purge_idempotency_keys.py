@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from events.ingest import purge_expired_idempotency_keys
+from events.ingest.idempotency import purge_expired_idempotency_keys
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from events.type_counts import rebuild_event_type_counts
+from events.ingest.type_counts import rebuild_event_type_counts
 
 
 class Command(BaseCommand):

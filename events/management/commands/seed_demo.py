@@ -5,9 +5,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from events.demo import Corpus
-from events.ingest import ingest_events
+from events.ingest.validation import parse_event
+from events.ingest.write import ingest_events
 from events.models import Source
-from events.validation import parse_event
 
 SOURCES = {"billing": "Billing service", "auth": "Identity service", "shop": "Web shop", "support": "Helpdesk"}
 

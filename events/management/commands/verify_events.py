@@ -2,40 +2,54 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from events.sealing import verify_integrity
+from auditsvc.times import parse_rfc3339
+from events.integrity import signing
+from events.integrity.verification import verify_integrity
 
 
 class Command(BaseCommand):
     help = (
-        "Recompute every event hash, every seal's Merkle root and the seal chain (and signatures). "
+        "Recompute every event hash, every seal's Merkle root and the seal chain, and check every seal's "
+        "signature against the trusted public keys (a missing or foreign signature is a finding). "
         "Exits non-zero on any finding; --json for machine-readable output."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--since", help="ISO 8601: only seals and events received from then on")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
+        parser.add_argument(
+            "--public-key",
+            action="append",
+            default=[],
+            help="trust this Ed25519 public key (hex, base64 or PEM) instead of the configured ones; repeatable",
+        )
 
-    def handle(self, *args: Any, since: str | None, json: bool, **options: Any) -> None:
+    def handle(self, *args: Any, since: str | None, json: bool, public_key: list[str], **options: Any) -> None:
+        try:
+            keys = {signing.key_id(k): k for text in public_key for k in signing.parse_public_keys(text)} or None
+        except ValueError as exc:
+            raise CommandError(f"--public-key: {exc}") from None
         start = None
         if since:
             try:
-                start = datetime.fromisoformat(since)
+                start = parse_rfc3339(since)
             except ValueError:
-                raise CommandError(f"--since: not an ISO 8601 time: {since}") from None
-            if start.tzinfo is None:
-                raise CommandError("--since needs an offset, e.g. 2026-11-01T00:00:00Z")
+                raise CommandError(
+                    f"--since: not an RFC 3339 time with an offset (2026-11-01T00:00:00Z): {since}"
+                ) from None
         bar = tqdm(unit=" events", disable=json or not sys.stderr.isatty(), file=sys.stderr)
-        report = verify_integrity(since=start, progress=bar.update)
+        report = verify_integrity(since=start, progress=bar.update, public_keys=keys)
         bar.close()
         if json:
             self.stdout.write(_json_dumps(report.as_dict()))
         else:
+            if not report.signatures_checked:
+                self.stderr.write("Signatures not checked: no public key is configured or given (--public-key).")
             for finding in report.findings:
                 self.stdout.write(f"{finding.kind}: {finding.detail}")
             self.stdout.write(

@@ -1,0 +1,116 @@
+"""Output shapes of the events API. Ingest input is validated by events.ingest.validation; these
+serializers document the output in the OpenAPI schema, and render the small listings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from events.integrity.hashing import format_time
+from events.models import EventType, Source
+from events.queries import StoredEvent
+
+
+def event_output(event: StoredEvent) -> dict[str, Any]:
+    """An event as the API returns it; times in the same RFC 3339 form the hash uses."""
+    return {
+        "id": str(event.id),
+        "type": event.type,
+        "source": event.source,
+        "customer": event.customer,
+        "actor": event.actor,
+        "occurred_at": format_time(event.occurred_at),
+        "received_at": format_time(event.received_at),
+        "description": event.description,
+        "payload": event.payload,
+        "idempotency_key": event.idempotency_key,
+        "hash": event.hash,
+    }
+
+
+class EventOutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """Documents event_output() for the schema (rendering itself skips DRF for speed)."""
+
+    id = serializers.UUIDField(help_text="UUIDv7 assigned on receipt")
+    type = serializers.CharField()
+    source = serializers.CharField(help_text="slug of the sending service")  # type: ignore[assignment]
+    customer = serializers.CharField(allow_null=True, help_text="the customer's external id")
+    actor = serializers.CharField(allow_null=True)
+    occurred_at = serializers.DateTimeField()
+    received_at = serializers.DateTimeField()
+    description = serializers.CharField(allow_null=True)
+    payload = serializers.JSONField()
+    idempotency_key = serializers.CharField(allow_null=True)
+    hash = serializers.CharField(help_text="SHA-256 (hex) of the RFC 8785 envelope; see docs/integrity.md")
+
+
+class EventInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """Documents the ingest body; events.ingest.validation enforces it."""
+
+    type = serializers.CharField(max_length=200, help_text="dotted name, e.g. billing.charged")
+    customer = serializers.CharField(required=False, max_length=200)
+    customer_identities = serializers.ListField(child=serializers.DictField(), required=False, max_length=20)
+    actor = serializers.CharField(required=False, max_length=200)
+    occurred_at = serializers.DateTimeField(required=False, help_text="RFC 3339 with offset; default: now")
+    description = serializers.CharField(required=False, max_length=2000)
+    payload = serializers.JSONField(required=False, help_text="a JSON object, ≤ 32 levels")
+    idempotency_key = serializers.CharField(required=False, max_length=200)
+
+
+class EventBatchInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    events = EventInputSerializer(many=True, help_text="1 to 1,000 events, stored all or none")
+
+
+class EventBatchOutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    events = EventOutputSerializer(many=True)
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+
+
+class EventTypeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = EventType
+        fields = ["name", "description", "first_seen_at", "last_seen_at", "event_count"]
+
+
+class SourceSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = Source
+        fields = ["slug", "name", "is_active", "created_at"]
+
+
+class CountSeriesSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    interval = serializers.ChoiceField(choices=["hour", "day", "week"])
+    group_by = serializers.ChoiceField(choices=["none", "type", "source"])
+    series = serializers.ListField(child=serializers.DictField(), help_text="[{time, type|source?, count}]")
+
+
+class DurationStatsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    count = serializers.IntegerField(help_text="customers with both events")
+    median_seconds = serializers.FloatField(allow_null=True)
+    p90_seconds = serializers.FloatField(allow_null=True)
+    max_seconds = serializers.FloatField(allow_null=True)
+
+
+class ErrorItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    field = serializers.CharField(allow_null=True, help_text='path into the request, e.g. "events[3].occurred_at"')
+    code = serializers.CharField(help_text="stable machine-readable code")
+    message = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    errors = ErrorItemSerializer(many=True)  # type: ignore[assignment]
+
+
+class PublicKeyItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    algorithm = serializers.CharField()
+    key_id = serializers.CharField()
+    public_key_hex = serializers.CharField()
+    public_key_pem = serializers.CharField()
+
+
+class PublicKeySerializer(PublicKeyItemSerializer):
+    """The current signing key's fields, and every trusted key (current and rotated out)."""
+
+    keys = PublicKeyItemSerializer(many=True)

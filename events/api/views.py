@@ -1,0 +1,337 @@
+"""Events API: ingest (POST), list, detail, export, and stats. Parse → call → format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from auditsvc.api.filtering import StrictFilterBackend, reject_unknown_params
+from auditsvc.api.pagination import PAGINATION_PARAMS, Ordering, choose_ordering, paginate
+from auditsvc.api.permissions import HasScope
+from auditsvc.api.request_body import read_json_body
+from auditsvc.errors import FieldError, InvalidInput, ProblemError
+from events import export
+from events.api import stats
+from events.api.filters import DurationParamsFilterSet, EventFilterSet
+from events.api.serializers import (
+    CountSeriesSerializer,
+    DurationStatsSerializer,
+    ErrorSerializer,
+    EventBatchInputSerializer,
+    EventBatchOutputSerializer,
+    EventInputSerializer,
+    EventOutputSerializer,
+    EventTypeSerializer,
+    PublicKeySerializer,
+    SourceSerializer,
+    event_output,
+)
+from events.ingest.validation import parse_ingest_body
+from events.ingest.write import ingest_events
+from events.integrity import proofs, signing
+from events.models import SCOPE_INGEST, SCOPE_READ, ApiKey, Event, EventType, Seal, Source
+from events.queries import StoredEvent, event_by_id, event_type_ids, events_queryset, stored_event_from_row
+
+_E = '"events_event"'
+EVENT_ORDERINGS = {
+    "-occurred_at": Ordering("-occurred_at", (f"{_E}.occurred_at", f"{_E}.id"), ("occurred_at", "id"), True),
+    "occurred_at": Ordering("occurred_at", (f"{_E}.occurred_at", f"{_E}.id"), ("occurred_at", "id"), False),
+    "-received_at": Ordering("-received_at", (f"{_E}.received_at", f"{_E}.id"), ("received_at", "id"), True),
+    "received_at": Ordering("received_at", (f"{_E}.received_at", f"{_E}.id"), ("received_at", "id"), False),
+    # By type name, then time: pair it with a type or time filter on large tables (it sorts).
+    "type": Ordering(
+        "type", ('"events_eventtype".name', f"{_E}.occurred_at", f"{_E}.id"), ("type__name", "occurred_at", "id"), False
+    ),
+    "-type": Ordering(
+        "-type", ('"events_eventtype".name', f"{_E}.occurred_at", f"{_E}.id"), ("type__name", "occurred_at", "id"), True
+    ),
+}
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid parameter or body; `errors[].field` names it."),
+    401: OpenApiResponse(ErrorSerializer, description="Missing, unknown or revoked API key."),
+    403: OpenApiResponse(ErrorSerializer, description="The key lacks the scope."),
+}
+PAGINATION_PARAMETERS = [
+    OpenApiParameter("ordering", str, enum=list(EVENT_ORDERINGS), description="default -occurred_at"),
+    OpenApiParameter("cursor", str, description="opaque; from `next`/`previous` (default mode)"),
+    OpenApiParameter("page", int, description="page-number mode instead of cursors"),
+    OpenApiParameter("page_size", int, description="1 to 1,000; default 50"),
+    OpenApiParameter(
+        "payload.<path>",
+        str,
+        description="Equality on a nested payload key, e.g. `payload.invoice.currency=EUR`.",
+    ),
+]
+EVENT_PAGE = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="Cursor mode: `{next, previous, results}`; page mode: `{metadata, results}`.",
+    examples=[
+        OpenApiExample(
+            "cursor page",
+            {"next": "https://audit.example/api/v1/events?cursor=eyJv...", "previous": None, "results": []},
+        ),
+        OpenApiExample(
+            "page mode",
+            {
+                "metadata": {
+                    "current_page": 2,
+                    "page_size": 50,
+                    "first_page": 1,
+                    "last_page": 9,
+                    "total_records": 431,
+                    "total_is_estimate": False,
+                },
+                "results": [],
+            },
+        ),
+    ],
+)
+
+
+def render_event(event: Event) -> dict[str, Any]:
+    return event_output(stored_event_from_row(event))
+
+
+def _event_or_404(event_id: str) -> StoredEvent:
+    event = event_by_id(event_id)
+    if event is None:
+        raise ProblemError([FieldError("id", "not_found", "No event with this id.")], status=404)
+    return event
+
+
+def event_page(request: Request, events: QuerySet[Event]) -> Response:
+    """A page of events: shared by /events and a customer's timeline."""
+    ordering = choose_ordering(request, EVENT_ORDERINGS, "-occurred_at")
+    return Response(paginate(request, events, ordering=ordering, render=render_event))
+
+
+class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """Events. POST stores one event or a batch (scope `ingest`); reads need scope `read`."""
+
+    permission_classes = [HasScope]
+    required_scopes = {
+        "create": SCOPE_INGEST,
+        "list": SCOPE_READ,
+        "retrieve": SCOPE_READ,
+        "export": SCOPE_READ,
+        "proof": SCOPE_READ,
+    }
+    filter_backends = [StrictFilterBackend]
+    filterset_class = EventFilterSet
+    extra_query_params: tuple[str, ...] = ()  # per action, beyond the filters (export: format)
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> QuerySet[Event]:
+        return events_queryset()
+
+    @extend_schema(
+        request=PolymorphicProxySerializer(
+            component_name="EventOrBatchInput",
+            serializers=[EventInputSerializer, EventBatchInputSerializer],
+            resource_type_field_name=None,
+        ),
+        responses={
+            201: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="EventOrBatchOutput",
+                    serializers=[EventOutputSerializer, EventBatchOutputSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="Stored: the event, or for a batch {events, created, duplicates}.",
+            ),
+            200: OpenApiResponse(description="Every event was a retry of a stored one (same idempotency key)."),
+            409: OpenApiResponse(ErrorSerializer, description="Idempotency key reused with another body."),
+            413: OpenApiResponse(ErrorSerializer, description="Body over the cap."),
+            **ERRORS,
+        },
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )
+    def create(self, request: Request) -> Response:
+        # Parsed by events.ingest.validation, not a DRF serializer: see that module for why.
+        body = read_json_body(request, max_bytes=settings.AUDITSVC_MAX_BODY_BYTES)
+        parsed = parse_ingest_body(body, idempotency_header=request.headers.get("Idempotency-Key"))
+        api_key = request.auth
+        assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
+        result = ingest_events(source=api_key.source, items=parsed.events, is_batch=parsed.is_batch)
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        if not parsed.is_batch:
+            return Response(event_output(result.events[0]), status=code)
+        return Response(
+            {
+                "events": [event_output(event) for event in result.events],
+                "created": result.created,
+                "duplicates": result.duplicates,
+            },
+            status=code,
+        )
+
+    @extend_schema(parameters=PAGINATION_PARAMETERS, responses={200: EVENT_PAGE, **ERRORS})
+    def list(self, request: Request) -> Response:
+        return event_page(request, self.filter_queryset(self.get_queryset()))
+
+    @extend_schema(responses={200: EventOutputSerializer, 404: ErrorSerializer, **ERRORS})
+    def retrieve(self, request: Request, pk: str) -> Response:
+        event = _event_or_404(pk)
+        return Response(event_output(event))
+
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERRORS},
+        description="The event, its Merkle inclusion proof, its seal (with signature) and the previous seal. "
+        "Check it offline with `python -m events.integrity.verify_proof proof.json`. 404 `not_sealed` until sealed.",
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def proof(self, request: Request, pk: str) -> Response:
+        event = _event_or_404(pk)
+        proof = proofs.inclusion_proof_for(event.id)
+        if proof is None:
+            raise ProblemError(
+                [FieldError("id", "not_sealed", "This event is not sealed yet; retry later.")], status=404
+            )
+        return Response({"event": event_output(event), "proof": proof})
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=[*export.FORMATS], description="default ndjson")],
+        responses={(200, "application/x-ndjson"): OpenApiTypes.STR, (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
+        description="Every matching event, streamed (gzip when accepted). Same filters as the list.",
+    )
+    @action(detail=False, methods=["get"], extra_query_params=("format",))
+    def export(self, request: Request) -> StreamingHttpResponse:
+        export_format = request.query_params.get("format", "ndjson")
+        if export_format not in export.FORMATS:
+            raise InvalidInput([FieldError("format", "invalid_choice", "format is ndjson or csv.")])
+        events = self.filter_queryset(self.get_queryset()).order_by("-occurred_at", "-id")
+        chunks = export.stream_events(events, export_format=export_format)
+        content_type = "application/x-ndjson" if export_format == "ndjson" else "text/csv; charset=utf-8"
+        gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+        response = StreamingHttpResponse(export.gzip_stream(chunks) if gzip else chunks, content_type=content_type)
+        if gzip:
+            response["Content-Encoding"] = "gzip"
+        response["Vary"] = "Accept-Encoding"
+        response["Content-Disposition"] = f'attachment; filename="events.{export_format}"'
+        return response
+
+
+class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
+    """Event types with their description, first/last seen and event count."""
+
+    permission_classes = [HasScope]
+    required_scope = SCOPE_READ
+    queryset = EventType.objects.order_by("name")
+    serializer_class = EventTypeSerializer
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    pagination_class = None  # bounded: one row per type, a few hundred at most
+
+
+class SourceViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
+    """The services that send events."""
+
+    permission_classes = [HasScope]
+    required_scope = SCOPE_READ
+    queryset = Source.objects.order_by("slug")
+    serializer_class = SourceSerializer
+    lookup_field = "slug"
+    pagination_class = None  # bounded: one row per service
+
+
+class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """Aggregates computed by PostgreSQL."""
+
+    permission_classes = [HasScope]
+    required_scope = SCOPE_READ
+    filter_backends = [StrictFilterBackend]
+    filterset_class = EventFilterSet
+    extra_query_params: tuple[str, ...] = ()
+
+    def get_queryset(self) -> QuerySet[Event]:
+        return Event.objects.all()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("interval", str, enum=[*stats.INTERVALS], description="default day"),
+            OpenApiParameter("group_by", str, enum=[*stats.GROUPS], description="default none"),
+        ],
+        responses={200: CountSeriesSerializer, **ERRORS},
+        description="Counts per time bucket over occurred_after..occurred_before (default: the last "
+        "168 hours / 90 days / 104 weeks; at most 2,000 buckets). Takes every event filter.",
+    )
+    @action(detail=False, methods=["get"], extra_query_params=("interval", "group_by"))
+    def counts(self, request: Request) -> Response:
+        filterset = StrictFilterBackend().valid_filterset(request, self.get_queryset(), self)
+        series = stats.count_series(
+            events=filterset.qs,
+            interval=request.query_params.get("interval", "day"),
+            group_by=request.query_params.get("group_by", "none"),
+            occurred_after=filterset.form.cleaned_data.get("occurred_after"),
+            occurred_before=filterset.form.cleaned_data.get("occurred_before"),
+        )
+        return Response(series)
+
+    @extend_schema(responses={200: DurationStatsSerializer, **ERRORS})
+    @action(detail=False, methods=["get"], filterset_class=DurationParamsFilterSet)
+    def durations(self, request: Request) -> Response:
+        params = StrictFilterBackend().valid_filterset(request, self.get_queryset(), self).form.cleaned_data
+        result = stats.duration_stats(
+            from_type_ids=event_type_ids(names=[params["from_type"]]),
+            to_type_ids=event_type_ids(names=[params["to_type"]]),
+            occurred_after=params.get("occurred_after"),
+            occurred_before=params.get("occurred_before"),
+        )
+        return Response(DurationStatsSerializer(result).data)
+
+
+SEAL_ORDERINGS = {"-sequence": Ordering("-sequence", ('"events_seal".sequence',), ("sequence",), True)}
+
+
+class IntegrityViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """Seals and the public key that signs them (docs/integrity.md)."""
+
+    permission_classes = [HasScope]
+    required_scope = SCOPE_READ
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS}, description="Newest first, cursor-paginated.")
+    @action(detail=False, methods=["get"])
+    def seals(self, request: Request) -> Response:
+        reject_unknown_params(request, set(PAGINATION_PARAMS))
+        ordering = choose_ordering(request, SEAL_ORDERINGS, "-sequence")
+        return Response(paginate(request, Seal.objects.all(), ordering=ordering, render=proofs.seal_output))
+
+    @extend_schema(
+        responses={200: PublicKeySerializer, 404: ErrorSerializer, **ERRORS},
+        description="The key that signs new seals, and every key trusted for older seals (rotation).",
+    )
+    @action(detail=False, methods=["get"], url_path="public-key")
+    def public_key(self, request: Request) -> Response:
+        reject_unknown_params(request, set())
+        keys = signing.trusted_public_keys()
+        if not keys:
+            message = "No signing or public key is configured (AUDIT_SIGNING_KEY, AUDIT_PUBLIC_KEYS)."
+            raise ProblemError([FieldError(None, "not_configured", message)], status=404)
+        private = signing.signing_key()
+        current = private.public_key() if private else next(iter(keys.values()))
+        return Response({**_key_output(current), "keys": [_key_output(key) for key in keys.values()]})
+
+
+def _key_output(key: Ed25519PublicKey) -> dict[str, str]:
+    return {
+        "algorithm": "Ed25519",
+        "key_id": signing.key_id(key),
+        "public_key_hex": signing.public_key_bytes(key).hex(),
+        "public_key_pem": signing.public_key_pem(key),
+    }

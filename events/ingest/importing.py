@@ -1,0 +1,443 @@
+"""Bulk import: records from NDJSON, CSV or CloudEvents files through the one write path.
+
+Each record is validated by the same rules as the API (events.ingest.validation) and stored by
+events.ingest.ingest_events in batches. Records that fail go to a rejects list with their
+line number and field errors; the rest of the file goes on. Re-running a file stores nothing
+twice: records keep their idempotency key, exported events keep their id, and any other
+record gets a key derived from its content and line number.
+
+Validating and hashing cost more Python time per record than PostgreSQL spends storing it,
+so that work runs in worker processes (one GIL each): the importing process only reads
+lines, hands out batches and collects the outcome.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import multiprocessing
+import os
+import queue
+import re
+import signal
+import sys
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from multiprocessing.process import BaseProcess
+from typing import IO, Any
+
+import orjson
+from django.db import connection, connections
+
+from auditsvc.errors import FieldError, InvalidInput, ProblemError
+from events.ids import uuid7_time
+from events.ingest import type_counts
+from events.ingest.formats import RawRecord, from_cloudevent, from_csv_row, read_raw_records
+from events.ingest.validation import EventIn, parse_event, parse_time, reject_duplicate_keys
+from events.ingest.write import hash_for, ingest_events
+from events.models import Source
+
+_INDEX = re.compile(r"^events\[(\d+)\]")
+# An import storing fewer events than this leaves the statistics to autovacuum.
+ANALYZE_MIN_EVENTS = 10_000
+# Import-only fields of an exported event; the API refuses them.
+_EXPORT_FIELDS = ("id", "received_at", "source", "hash")
+
+
+def default_workers() -> int:
+    """One worker per CPU, at most four: beyond that PostgreSQL's index upkeep is the limit."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class ImportFailed(RuntimeError):
+    """A worker met an error that is not about one record (e.g. the database went away)."""
+
+
+@dataclass
+class Reject:
+    line: int
+    errors: list[FieldError]
+    record: str
+
+    def as_json(self) -> bytes:
+        return orjson.dumps({"line": self.line, "errors": [e.as_dict() for e in self.errors], "record": self.record})
+
+
+@dataclass
+class ImportStats:
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    last_line: int = 0
+    interrupted: bool = False
+
+    def summary(self) -> str:
+        return (
+            f"read {self.read}, stored {self.stored}, duplicates skipped {self.duplicates}, rejected {self.rejected}"
+            + (f" (interrupted after line {self.last_line})" if self.interrupted else "")
+        )
+
+
+@dataclass
+class BatchOutcome:
+    """What a worker reports for one batch."""
+
+    records: int
+    stored: int = 0
+    duplicates: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+
+
+class Importer:
+    """Reads records and hands them, in batches, to worker processes that validate and store
+    them (see BatchImporter); collects the counts and the rejects.
+
+    Batches may commit out of order; each is still all-or-nothing and deduplicated. The
+    task queue is bounded, so memory stays constant whatever the file's size.
+    """
+
+    def __init__(
+        self,
+        *,
+        default_source: Source | None,
+        batch_size: int,
+        on_reject: Callable[[Reject], None],
+        workers: int | None = None,
+    ) -> None:
+        self.default_source = default_source
+        self.batch_size = batch_size
+        self.workers = workers or default_workers()
+        self.stats = ImportStats()
+        self._on_reject = on_reject
+
+    def run(
+        self, stream: IO[bytes], export_format: str, *, stop: Callable[[], bool], progress: Callable[[int], object]
+    ) -> ImportStats:
+        """Import every record of stream; when stop() turns true, store what was read and end.
+
+        progress(n) is called as batches of n records are done.
+        """
+        context = multiprocessing.get_context("fork")  # workers inherit the configured Django
+        tasks: Any = context.Queue(maxsize=self.workers)
+        outcomes: Any = context.Queue()
+        connections.close_all()  # a forked worker must not share this process's connection
+        batch_importer = BatchImporter(self.default_source, export_format)
+        processes = [
+            context.Process(
+                target=_work, args=(batch_importer, tasks, outcomes), name=f"import-worker-{n}", daemon=True
+            )
+            for n in range(self.workers)
+        ]
+        gc.freeze()  # the workers' collections then leave the inherited objects' pages shared
+        for process in processes:
+            process.start()
+        gc.unfreeze()
+        pool = _Pool(processes, tasks, outcomes, self._collect, progress)
+        try:
+            self._feed(pool, stream, export_format, stop)
+        except KeyboardInterrupt:  # a second Ctrl-C: no waiting
+            pool.abort()
+            raise
+        except BaseException:  # e.g. an unreadable file: store what was read, then say why
+            _finish_or_abort(pool)
+            raise
+        _finish_or_abort(pool)
+        return self.stats
+
+    def _feed(self, pool: _Pool, stream: IO[bytes], export_format: str, stop: Callable[[], bool]) -> None:
+        batch: list[KeyedRecord] = []
+        derived_keys = DerivedKeys()
+        for record in read_raw_records(stream, export_format):
+            batch.append((record, derived_keys.next_key(record)))
+            self.stats.read += 1
+            self.stats.last_line = record[0]
+            if len(batch) >= self.batch_size:
+                if not pool.submit(batch):
+                    return  # a worker failed: finish() says why
+                batch = []
+            if stop():
+                self.stats.interrupted = True
+                break
+        if batch:  # the rest, also when interrupted
+            pool.submit(batch)
+
+    def _collect(self, outcome: BatchOutcome) -> None:
+        self.stats.stored += outcome.stored
+        self.stats.duplicates += outcome.duplicates
+        self.stats.rejected += len(outcome.rejects)
+        for reject in outcome.rejects:
+            self._on_reject(reject)
+
+
+class _Pool:
+    """The worker processes seen from the importing process: submit batches, gather outcomes."""
+
+    def __init__(
+        self,
+        processes: Sequence[BaseProcess],
+        tasks: Any,
+        outcomes: Any,
+        collect: Callable[[BatchOutcome], None],
+        progress: Callable[[int], object],
+    ) -> None:
+        self.processes, self.tasks, self.outcomes = processes, tasks, outcomes
+        self.collect, self.progress = collect, progress
+        self.running = len(processes)
+        self.error: str | None = None
+
+    def submit(self, batch: list[KeyedRecord]) -> bool:
+        """Queue a batch (waiting while the queue is full); False once the import has failed."""
+        while self.error is None:
+            self._gather(block=False)
+            try:
+                self.tasks.put(batch, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def finish(self) -> None:
+        """Let the workers store what was submitted, then end them; raise what went wrong."""
+        sentinels = len(self.processes)
+        while sentinels and self.running:
+            try:
+                self.tasks.put(None, timeout=0.5)
+                sentinels -= 1
+            except queue.Full:
+                self._gather(block=False)
+        while self.running:
+            self._gather(block=True)
+        for process in self.processes:
+            process.join()
+        if self.error is not None:
+            raise ImportFailed(self.error)
+
+    def abort(self) -> None:
+        """End the workers at once: a batch being stored rolls back with its transaction."""
+        self.tasks.cancel_join_thread()  # batches nobody will read must not hold up the exit
+        for process in self.processes:
+            process.kill()
+        for process in self.processes:
+            process.join()
+        self.running = 0
+
+    def _gather(self, *, block: bool) -> None:
+        while self.running:
+            try:
+                kind, value = self.outcomes.get(timeout=0.5) if block else self.outcomes.get_nowait()
+            except queue.Empty:
+                if any(process.exitcode not in (None, 0) for process in self.processes):
+                    self.running = 0
+                    self.error = self.error or "An import worker died unexpectedly (out of memory?)."
+                    for process in self.processes:
+                        process.kill()
+                if not block:
+                    return
+                continue
+            if kind == "batch":
+                self.collect(value)
+                self.progress(value.records)
+            elif kind == "error":
+                self.error = self.error or value
+            else:  # "done"
+                self.running -= 1
+            if block:
+                return
+
+
+def _finish_or_abort(pool: _Pool) -> None:
+    try:
+        pool.finish()
+    except KeyboardInterrupt:
+        pool.abort()
+        raise
+
+
+def _work(batch_importer: BatchImporter, tasks: Any, outcomes: Any) -> None:
+    """A worker process: import batches until the None sentinel, then flush and report done."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the importing process's to handle
+    failed = False
+    try:
+        while (batch := tasks.get()) is not None:
+            if failed:
+                continue  # keep draining so the importing process is never blocked
+            try:
+                outcomes.put(("batch", batch_importer.import_batch(batch)))
+            except Exception:
+                failed = True
+                outcomes.put(("error", "".join(traceback.format_exception_only(sys.exc_info()[1])).strip()))
+        type_counts.flush()
+    finally:
+        connection.close()
+        outcomes.put(("done", None))
+
+
+class BatchImporter:
+    """Parses, validates and stores one batch of raw records (in a worker process)."""
+
+    def __init__(self, default_source: Source | None, export_format: str) -> None:
+        self.default_source = default_source
+        self.export_format = export_format
+        self._sources: dict[str, Source | None] = {}
+
+    def import_batch(self, batch: list[KeyedRecord]) -> BatchOutcome:
+        outcome = BatchOutcome(records=len(batch))
+        by_source: dict[int, tuple[Source, list[_Pending]]] = {}
+        for raw, derived in batch:
+            try:
+                source, item = self._parse_raw(raw, derived)
+            except InvalidInput as exc:
+                outcome.rejects.append(Reject(raw[0], exc.errors, _text_of(raw)))
+                continue
+            by_source.setdefault(source.pk, (source, []))[1].append(_Pending(raw, item))
+        for source, pendings in by_source.values():
+            self._store(source, pendings, outcome)
+        return outcome
+
+    def _parse_raw(self, raw: RawRecord, derived: str) -> tuple[Source, EventIn]:
+        if len(raw) == 3:  # CSV: split into fields by the reader already
+            line, row, _ = raw
+            return self._parse(line, from_csv_row(row), derived)
+        line, data = raw
+        try:
+            record = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise InvalidInput([FieldError(None, "malformed_record", "Not a JSON object.")])
+        reject_duplicate_keys(data, record)  # the API's check of the same JSON text
+        if self.export_format == "cloudevents":
+            record = from_cloudevent(record)
+        return self._parse(line, record, derived)
+
+    def _store(self, source: Source, batch: list[_Pending], outcome: BatchOutcome) -> None:
+        """Store a batch; records the database refuses are rejected, the rest retried."""
+        while batch:
+            try:
+                result = ingest_events(source=source, items=[p.item for p in batch], is_batch=True, permanent_keys=True)
+            except ProblemError as exc:
+                failed = {int(m.group(1)) for e in exc.errors if e.field and (m := _INDEX.match(e.field))}
+                if not failed:  # an error about the whole batch: reject it whole
+                    failed = set(range(len(batch)))
+                for index in sorted(failed):
+                    errors = [_strip_index(e) for e in exc.errors if e.field is None or _index_of(e) in (index, None)]
+                    outcome.rejects.append(Reject(batch[index].raw[0], errors, _text_of(batch[index].raw)))
+                batch = [p for i, p in enumerate(batch) if i not in failed]
+                continue
+            outcome.stored += result.created
+            outcome.duplicates += result.duplicates
+            return
+
+    def _parse(self, line: int, record: dict[str, Any], derived: str) -> tuple[Source, EventIn]:
+        """The re-run rule: a record is the same event again when it carries the same
+        idempotency key; else the same id; else the same content (see DerivedKeys)."""
+        exported = {name: record.pop(name) for name in _EXPORT_FIELDS if name in record}
+        source = self._source(exported.get("source"))
+        errors: list[FieldError] = []
+        event_id = received_at = None
+        if exported.get("id") is not None:
+            try:
+                event_id = uuid.UUID(str(exported["id"]))
+            except ValueError:
+                errors.append(FieldError("id", "invalid", "Not a UUID."))
+        if exported.get("received_at") is not None:
+            received_at = parse_time(exported["received_at"], "received_at", errors)
+        elif event_id is not None:
+            # The id alone must give the same event on a re-run: a UUIDv7 says when it was received.
+            received_at = uuid7_time(event_id)
+            if received_at is None:
+                errors.append(FieldError("received_at", "required", "An id that is not a UUIDv7 needs received_at."))
+        has_own_key = record.get("idempotency_key") is not None or exported.get("id") is not None
+        try:
+            item = parse_event(record, idempotency_header=None if has_own_key else derived)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.errors + errors) from None
+        if errors:
+            raise InvalidInput(errors)
+        if event_id is not None and received_at is not None:
+            item = replace(item, event_id=event_id, received_at=received_at)
+            expected = exported.get("hash")
+            if expected and expected != hash_for(source=source, item=item, event_id=event_id, received_at=received_at):
+                raise InvalidInput([FieldError("hash", "hash_mismatch", "The fields do not give this hash.")])
+        return source, item
+
+    def _source(self, name: Any) -> Source:
+        if self.default_source is not None:
+            return self.default_source  # --source wins; the record's own is ignored
+        if not isinstance(name, str) or not name:
+            raise InvalidInput([FieldError("source", "required", "Give --source, or a source in every record.")])
+        if name not in self._sources:
+            self._sources[name] = Source.objects.filter(slug=name).first()
+        source = self._sources[name]
+        if source is None:
+            message = f"No source '{name}' (manage.py create_source)."
+            raise InvalidInput([FieldError("source", "unknown_source", message)])
+        return source
+
+
+@dataclass(slots=True)
+class _Pending:
+    raw: RawRecord
+    item: EventIn
+
+
+def _text_of(raw: RawRecord) -> str:
+    return raw[2] if len(raw) == 3 else raw[1].decode("utf-8", errors="replace")
+
+
+# What the reader hands a worker: the record, and the key it gets if it carries none.
+KeyedRecord = tuple[RawRecord, str]
+
+
+class DerivedKeys:
+    """Idempotency keys for records that carry neither a key nor an id: the digest of their
+    content, plus which repeat of that content in the file this is. Inserting or removing
+    other lines changes no key, so a re-run of an edited file stores only what is new, and a
+    file that holds the same record twice stores it twice, once per run.
+
+    Remembers one 8-byte digest per distinct record (about 60 bytes each in memory).
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+        self._repeats: dict[bytes, int] = {}
+
+    def next_key(self, raw: RawRecord) -> str:
+        content = raw[2].encode() if len(raw) == 3 else raw[1]
+        digest = hashlib.sha256(content).digest()
+        short = digest[:8]
+        if short not in self._seen:
+            self._seen.add(short)
+            return derived_key(digest)
+        repeat = self._repeats.get(short, 0) + 1
+        self._repeats[short] = repeat
+        return derived_key(digest, repeat)
+
+
+def derived_key(digest: bytes, repeat: int = 0) -> str:
+    return f"import:{digest.hex()[:40]}" + (f":{repeat}" if repeat else "")
+
+
+def refresh_statistics(stored: int) -> bool:
+    """ANALYZE the tables an import grew by a tenth or more, as autovacuum would, only later:
+    until then the planner takes them for their old size and may plan searches and exports
+    badly. True when it ran."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'events_event'::regclass")
+        known = max(0.0, cursor.fetchone()[0])  # -1: never analysed
+        if stored < max(ANALYZE_MIN_EVENTS, 0.1 * known):
+            return False
+        cursor.execute("ANALYZE events_event, events_pendingseal")
+    return True
+
+
+def _index_of(error: FieldError) -> int | None:
+    match = _INDEX.match(error.field or "")
+    return int(match.group(1)) if match else None
+
+
+def _strip_index(error: FieldError) -> FieldError:
+    return replace(error, field=_INDEX.sub("", error.field or "").lstrip(".") or None)

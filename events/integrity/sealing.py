@@ -1,0 +1,108 @@
+"""Seals (chained, signed Merkle roots over runs of events) and their verification.
+
+Sealing follows commit order: ingest writes each event's id into events_pendingseal in the
+event's own transaction; a sealer takes the committed rows, so no in-flight transaction
+can land inside a seal that was already made, and every event is sealed exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.utils import timezone
+
+from events.integrity import merkle, signing
+from events.integrity.canonical import canonical_json
+from events.integrity.hashing import format_time
+from events.models import Seal
+
+GENESIS_HASH = "0" * 64
+# pg_try_advisory_xact_lock key: one sealer at a time, across every process and host.
+SEAL_LOCK = 0x5EA15EA1
+
+
+def seal_document(seal: Seal) -> dict[str, Any]:
+    """The fields a seal's hash covers (RFC 8785, like events)."""
+    return {
+        "sequence": seal.sequence,
+        "created_at": format_time(seal.created_at),
+        "event_count": seal.event_count,
+        "first_received_at": format_time(seal.first_received_at),
+        "last_received_at": format_time(seal.last_received_at),
+        "merkle_root": seal.merkle_root,
+        "previous_hash": seal.previous_hash,
+    }
+
+
+def seal_hash(seal: Seal) -> str:
+    return hashlib.sha256(canonical_json(seal_document(seal))).hexdigest()
+
+
+def seal_events(*, lag_seconds: int | None = None, max_events: int | None = None) -> list[Seal]:
+    """Seal every committed, unsealed event older than the lag; several seals if many.
+
+    Returns [] at once when another sealer holds the lock: concurrent runs never overlap.
+    """
+    if settings.PRODUCTION and signing.signing_key() is None:
+        raise ImproperlyConfigured(
+            "Production seals are signed, and this process has no AUDIT_SIGNING_KEY: "
+            "run the sealer where the key is (manage.py seal_events --loop)."
+        )
+    lag = timedelta(seconds=settings.AUDITSVC_SEAL_LAG_SECONDS if lag_seconds is None else lag_seconds)
+    limit = max_events or settings.AUDITSVC_SEAL_MAX_EVENTS
+    seals: list[Seal] = []
+    while True:
+        seal = _seal_once(cutoff=timezone.now() - lag, limit=limit)
+        if seal is None:
+            return seals
+        seals.append(seal)
+        if seal.event_count < limit:
+            return seals
+
+
+def _seal_once(*, cutoff: datetime, limit: int) -> Seal | None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SEAL_LOCK])
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute(
+            "SELECT p.event_id, e.hash, p.received_at FROM events_pendingseal p "
+            "JOIN events_event e ON e.id = p.event_id "
+            "WHERE p.received_at < %s ORDER BY p.received_at, p.event_id LIMIT %s",
+            [cutoff, limit],
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            return None
+        previous = Seal.objects.order_by("-sequence").first()
+        leaves = [merkle.leaf_hash(bytes.fromhex(row[1])) for row in rows]
+        seal = Seal(
+            sequence=(previous.sequence + 1) if previous else 1,
+            created_at=timezone.now(),
+            event_count=len(rows),
+            first_received_at=rows[0][2],
+            last_received_at=rows[-1][2],
+            merkle_root=merkle.merkle_root(leaves).hex(),
+            previous_hash=previous.hash if previous else GENESIS_HASH,
+        )
+        seal.hash = seal_hash(seal)
+        seal.signature, seal.key_id = signing.sign(bytes.fromhex(seal.hash))
+        seal.save(force_insert=True)
+        raw_cursor: Any = cursor.cursor
+        with raw_cursor.copy("COPY events_sealentry (event_id, seal_id, position, event_hash) FROM STDIN") as copy:
+            for position, (event_id, hash_hex, _) in enumerate(rows):
+                copy.write_row((event_id, seal.sequence, position, hash_hex))
+        cursor.execute("DELETE FROM events_pendingseal WHERE event_id = ANY(%s)", [[row[0] for row in rows]])
+        return seal
+
+
+def oldest_unsealed_age_seconds() -> float | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(received_at) FROM events_pendingseal")
+        oldest = cursor.fetchone()[0]
+    return (timezone.now() - oldest).total_seconds() if oldest else None
