@@ -41,6 +41,20 @@ POST_CASES: list[tuple[str, bytes, dict[str, str], int, str]] = [
         400,
         "nesting_too_deep",
     ),
+    (  # beyond orjson's 254 levels of output: once a 500
+        "deep nesting 300",
+        b'{"type": "a.b", "payload": ' + b'{"a":' * 300 + b"1" + b"}" * 300 + b"}",
+        {},
+        400,
+        "nesting_too_deep",
+    ),
+    (  # parsed by orjson (limit 1,024), beyond the stdlib's recursion limit in the duplicate-key check
+        "deep nesting 1000 in a batch",
+        b'{"events": [{"type": "a.b", "payload": ' + b'{"a": ' * 1000 + b"1" + b"}" * 1000 + b"}]}",
+        {},
+        400,
+        "nesting_too_deep",
+    ),
     (
         "deep nesting 2000",
         b'{"type": "a.b", "payload": ' + b'{"a":' * 2000 + b"1" + b"}" * 2000 + b"}",

@@ -1,0 +1,165 @@
+"""import_events: a re-run is exact for every record shape, one bad record never aborts the
+run, and the importer and the API agree on idempotency keys."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from events.ids import uuid7, uuid7_time
+from events.models import Event, IdempotencyKey
+from tests.events.ingest.test_import_export import run_import, write_lines
+from tests.factories import SourceFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the importer's workers commit for real
+
+
+@pytest.fixture
+def billing(db):
+    return SourceFactory.create(slug="billing")
+
+
+def deeply_nested(levels: int) -> str:
+    """A payload nested `levels` deep, as JSON text (json.dumps itself gives up near 1,000)."""
+    return '{"a": ' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+def test_a_record_with_its_own_id_but_no_received_at_is_stored_once(billing, tmp_path):
+    event_id = uuid7()
+    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"id": str(event_id), "type": "a.b", "payload": {"n": 1}})])
+
+    first, second = run_import(str(path), "--source", "billing"), run_import(str(path), "--source", "billing")
+
+    stored = Event.objects.get()
+    assert first[1].endswith("stored 1, duplicates skipped 0, rejected 0\n")
+    assert second[1].endswith("stored 0, duplicates skipped 1, rejected 0\n")
+    assert stored.id == event_id
+    assert stored.received_at == uuid7_time(event_id)  # the instant its id encodes
+
+
+def test_an_id_that_is_not_a_uuid7_needs_its_received_at(billing, tmp_path):
+    path = write_lines(tmp_path / "e.ndjson", [json.dumps({"id": str(uuid.uuid4()), "type": "a.b"})])
+
+    status, _ = run_import(str(path), "--source", "billing", "--rejects", str(tmp_path / "r.ndjson"))
+
+    reject = json.loads((tmp_path / "r.ndjson").read_text())
+    assert (status, Event.objects.count()) == (1, 0)
+    assert reject["errors"] == [
+        {"field": "received_at", "code": "required", "message": "An id that is not a UUIDv7 needs received_at."}
+    ]
+
+
+def test_a_line_inserted_at_the_top_changes_no_other_records_key(billing, tmp_path):
+    lines = [json.dumps({"type": "a.b", "payload": {"n": n}}) for n in range(5)]
+    path = write_lines(tmp_path / "e.ndjson", lines)
+    run_import(str(path), "--source", "billing")
+
+    write_lines(path, [json.dumps({"type": "a.new"}), *lines])
+    status, out = run_import(str(path), "--source", "billing")
+
+    assert (status, Event.objects.count()) == (0, 6)
+    assert out.endswith("read 6, stored 1, duplicates skipped 5, rejected 0\n")
+
+
+def test_identical_records_without_keys_are_each_stored_once(billing, tmp_path):
+    same = json.dumps({"type": "user.logged_in", "customer": "cus_1"})
+    path = write_lines(tmp_path / "e.ndjson", [same, json.dumps({"type": "other"}), same])
+    run_import(str(path), "--source", "billing")
+
+    write_lines(path, [same, json.dumps({"type": "other"}), same, same])  # one more login
+    status, out = run_import(str(path), "--source", "billing")
+
+    assert status == 0
+    assert Event.objects.filter(type__name="user.logged_in").count() == 3
+    assert out.endswith("read 4, stored 1, duplicates skipped 3, rejected 0\n")
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "code"),
+    [
+        ({"id": "0190a000-0000-7000-8000-000000000000", "received_at": "2026-02-30T10:00:00Z"}, "received_at",
+         "invalid_datetime"),
+        ({"id": "0190a000-0000-7000-8000-000000000000", "received_at": "2026-01-01T24:00:00Z"}, "received_at",
+         "invalid_datetime"),
+        ({"occurred_at": "2026-02-30T10:00:00Z"}, "occurred_at", "invalid_datetime"),
+        ({"payload": json.loads(deeply_nested(40))}, "payload", "nesting_too_deep"),
+        (deeply_nested(300), None, "nesting_too_deep"),  # beyond what orjson writes
+        (deeply_nested(1000), None, "nesting_too_deep"),  # beyond Python's recursion limit
+    ],
+    ids=["feb-30", "hour-24", "occurred-feb-30", "deep-40", "deep-300", "deep-1000"],
+)  # fmt: skip
+def test_an_impossible_record_is_a_reject_with_its_line_and_the_run_goes_on(billing, tmp_path, record, field, code):
+    line = (
+        json.dumps({"type": "a.b", **record}) if isinstance(record, dict) else f'{{"type": "x", "payload": {record}}}'
+    )
+
+    lines = [json.dumps({"type": "ok.before"}), line, json.dumps({"type": "ok.after"})]
+    path = write_lines(tmp_path / "e.ndjson", lines)
+
+    status, out = run_import(str(path), "--source", "billing", "--rejects", str(tmp_path / "r.ndjson"))
+
+    reject = json.loads((tmp_path / "r.ndjson").read_text())
+    assert status == 1, out
+    assert sorted(Event.objects.values_list("type__name", flat=True)) == ["ok.after", "ok.before"]
+    assert (reject["line"], reject["errors"][0]["field"], reject["errors"][0]["code"]) == (2, field, code)
+
+
+def test_one_duplicate_id_in_a_batch_rejects_only_that_record(billing, tmp_path):
+    event_id = str(uuid7())
+    received = "2026-11-30T10:00:00.000000Z"
+    lines = [
+        json.dumps({"id": event_id, "received_at": received, "type": "a.b", "payload": {"n": 1}}),
+        json.dumps({"type": "c.d"}),
+        json.dumps({"id": event_id, "received_at": received, "type": "a.b", "payload": {"n": 2}}),  # another event
+        json.dumps({"id": event_id, "received_at": received, "type": "a.b", "payload": {"n": 1}}),  # the same again
+    ]
+    path = write_lines(tmp_path / "e.ndjson", lines)
+
+    status, out = run_import(str(path), "--source", "billing", "--rejects", str(tmp_path / "r.ndjson"))
+
+    reject = json.loads((tmp_path / "r.ndjson").read_text())
+    assert status == 1
+    assert "read 4, stored 2, duplicates skipped 1, rejected 1\n" in out
+    assert (reject["line"], reject["errors"][0]["code"], reject["errors"][0]["field"]) == (3, "duplicate_id", "id")
+
+
+def test_reimporting_an_export_where_the_api_keys_still_live_counts_duplicates(api, tmp_path):
+    for n in range(3):  # as the service sent them: no occurred_at, its own keys
+        assert (
+            api.post_json(
+                "/api/v1/events", {"type": "a.b", "payload": {"n": n}, "idempotency_key": f"k{n}"}
+            ).status_code
+            == 201
+        )
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"".join(api.client.get("/api/v1/events/export").streaming_content))  # type: ignore[attr-defined]
+
+    status, out = run_import(str(export))
+
+    assert (status, Event.objects.count()) == (0, 3), out
+    assert out.endswith("read 3, stored 0, duplicates skipped 3, rejected 0\n")
+
+
+def test_an_api_retry_of_an_imported_event_is_a_repeat_not_a_409(api, tmp_path):
+    body = {"type": "a.b", "payload": {"n": 1}, "idempotency_key": "order-7"}
+    path = write_lines(tmp_path / "e.ndjson", [json.dumps({**body, "occurred_at": "2026-11-30T10:00:00Z"})])
+    run_import(str(path), "--source", "billing")
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(days=90))  # long ago, for good
+
+    retry = api.post_json("/api/v1/events", body)  # the service's own retry, without occurred_at
+    other = api.post_json("/api/v1/events", {**body, "payload": {"n": 2}})
+
+    assert retry.status_code == 200
+    assert retry.json()["occurred_at"] == "2026-11-30T10:00:00.000000Z"
+    assert other.status_code == 409
+    assert Event.objects.count() == 1
+
+
+def test_uuid7_time_is_exact_to_the_millisecond():
+    event_id = uuid7()
+    assert abs(uuid7_time(event_id) - datetime.now(UTC)) < timedelta(seconds=1)  # type: ignore[operator]
+    assert uuid7_time(uuid.uuid4()) is None
