@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -55,6 +56,7 @@ INSTALLED_APPS = [
     "rangefilter",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from here, not a CDN
+    "axes",  # admin login lockout (AccessAttempt rows, shown in the admin)
     "auditsvc",
     "events",
     "customers",
@@ -69,6 +71,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # answers a locked-out login attempt (last, as axes asks)
+]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses to authenticate a locked-out client first
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "auditsvc.urls"
@@ -197,9 +204,22 @@ AUDITSVC_API_KEY_HASH_SECRET = env_secret("AUDITSVC_API_KEY_HASH_SECRET") or SEC
 AUDITSVC_DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"
 # Per API key, per minute (0: unlimited). Generous: a batch counts once.
 AUDITSVC_RATE_LIMIT_PER_MINUTE = env_int("AUDITSVC_RATE_LIMIT_PER_MINUTE", 120_000, minimum=0)
+# Requests naming an unknown (or malformed) API key, per client address per minute (0: unlimited).
+AUDITSVC_UNKNOWN_KEY_LIMIT_PER_MINUTE = env_int("AUDITSVC_UNKNOWN_KEY_LIMIT_PER_MINUTE", 60, minimum=0)
 # Admin login: this many failures per username or client address lock it for the window.
 AUDITSVC_LOGIN_MAX_FAILURES = env_int("AUDITSVC_LOGIN_MAX_FAILURES", 5, minimum=1)
 AUDITSVC_LOGIN_LOCKOUT_SECONDS = env_int("AUDITSVC_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+# The TLS proxies in front of the service (addresses or networks, "10.0.0.0/8"): only from them
+# is X-Forwarded-For believed, so the lockout counts clients, not the proxy they all share.
+AUDITSVC_TRUSTED_PROXIES = env_list("AUDITSVC_TRUSTED_PROXIES", [])
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = AUDITSVC_LOGIN_MAX_FAILURES
+AXES_COOLOFF_TIME = timedelta(seconds=AUDITSVC_LOGIN_LOCKOUT_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one reaching the limit locks
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "auditsvc.admin_login.locked_out"
+AXES_CLIENT_IP_CALLABLE = "auditsvc.client_ip.client_ip"
+AXES_VERBOSE = False
 # API keys are cached per process this long: a revocation reaches every worker within it.
 AUDITSVC_API_KEY_CACHE_SECONDS = env_int("AUDITSVC_API_KEY_CACHE_SECONDS", 5, minimum=0)
 # Event-type counters are added up in memory and written at most this often (0: every commit).

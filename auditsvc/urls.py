@@ -6,7 +6,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from auditsvc import health
-from auditsvc.admin_login import admin_login
 from customers.views import CustomerViewSet
 from events.api.views import EventTypeViewSet, EventViewSet, IntegrityViewSet, SourceViewSet, StatsViewSet
 
@@ -24,7 +23,6 @@ urlpatterns = [
     path("api/v1/", include(api.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("admin/login/", admin_login, name="admin-login"),  # admin.site.login behind a lockout
     path("admin/", admin.site.urls),
 ]
 

@@ -17,9 +17,8 @@ from customers.models import Customer
 from customers.queries import customer_with_event_summary, customers_queryset
 from customers.serializers import CustomerDetailSerializer, CustomerSerializer
 from events.api.filters import EventFilterSet
-from events.api.views import ERRORS, EVENT_PAGE, PAGINATION_PARAMETERS, event_page
+from events.api.views import ERRORS, EVENT_PAGE, PAGINATION_PARAMETERS, event_page, readable_events
 from events.models import SCOPE_READ
-from events.queries import events_queryset
 
 CUSTOMER_ORDERINGS = {
     "external_id": Ordering("external_id", ('"customers_customer".external_id',), ("external_id",), False),
@@ -66,6 +65,7 @@ class CustomerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     serializer_class = CustomerSerializer
     lookup_field = "external_id"
     lookup_value_regex = "[^/]+"
+    read_own_actions = ("events",)  # a read:own key sees its own events of the customer, nothing else
 
     def get_queryset(self) -> QuerySet[Customer]:
         return customers_queryset()
@@ -90,4 +90,4 @@ class CustomerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         customer = None if "\x00" in external_id else Customer.objects.filter(external_id=external_id).first()
         if customer is None:
             raise _not_found()
-        return event_page(request, self.filter_queryset(events_queryset().filter(customer_id=customer.id)))
+        return event_page(request, self.filter_queryset(readable_events(request).filter(customer_id=customer.id)))

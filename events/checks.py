@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django.conf import settings
@@ -26,3 +27,20 @@ def check_secret_key_configured(app_configs: Any, **kwargs: Any) -> list[Warning
             )
         ]
     return []
+
+
+@register()
+def check_trusted_proxies(app_configs: Any, **kwargs: Any) -> list[Error]:
+    errors = []
+    for proxy in settings.AUDITSVC_TRUSTED_PROXIES:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            errors.append(
+                Error(
+                    f"AUDITSVC_TRUSTED_PROXIES: {proxy!r} is not an IP address or network.",
+                    hint="Comma-separated addresses or CIDR networks, e.g. 10.0.0.1,10.1.0.0/16.",
+                    id="auditsvc.E002",
+                )
+            )
+    return errors

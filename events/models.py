@@ -10,7 +10,9 @@ from events.ids import uuid7
 
 SCOPE_INGEST = "ingest"
 SCOPE_READ = "read"
-SCOPES = (SCOPE_INGEST, SCOPE_READ)
+# Reads limited to the key's own source's events (a service reading back its own log).
+SCOPE_READ_OWN = "read:own"
+SCOPES = (SCOPE_INGEST, SCOPE_READ, SCOPE_READ_OWN)
 
 
 class Source(models.Model):

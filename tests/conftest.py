@@ -71,6 +71,12 @@ def _plain_static_files(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # Logins in tests (the lockout) need not cost PBKDF2's million rounds each.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(settings: Any) -> None:
     # Rate-limit and lockout counters live in the shared cache (Redis in CI): a key prefix of
     # the test's own keeps them from leaking between tests and runs.

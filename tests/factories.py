@@ -4,7 +4,7 @@ from factory.declarations import LazyAttribute, Sequence, SubFactory
 from factory.django import DjangoModelFactory
 
 from customers.models import Customer, CustomerIdentity
-from events.models import EventType, Source
+from events.models import Source
 
 
 class SourceFactory(DjangoModelFactory[Source]):
@@ -14,14 +14,6 @@ class SourceFactory(DjangoModelFactory[Source]):
 
     slug = Sequence(lambda n: f"service-{n}")
     name = LazyAttribute(lambda o: o.slug.title())
-
-
-class EventTypeFactory(DjangoModelFactory[EventType]):
-    class Meta:
-        model = EventType
-        django_get_or_create = ("name",)
-
-    name = Sequence(lambda n: f"thing.happened.v{n}")
 
 
 class CustomerFactory(DjangoModelFactory[Customer]):

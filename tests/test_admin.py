@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from events.ingest.validation import parse_event
 from events.ingest.write import ingest_events
@@ -108,12 +109,18 @@ def test_a_superuser_creates_a_key_that_is_shown_once(superuser, events):
 
 
 def test_a_superuser_revokes_keys(superuser, events):
-    superuser.post(reverse("admin:events_apikey_add"), {"source": events[0].source.pk, "scopes": ["ingest"]})
-    api_key = ApiKey.objects.get()
+    created = superuser.post(reverse("admin:events_apikey_add"), {"source": events[0].source.pk, "scopes": ["ingest"]})
+    service = APIClient()
+    service.credentials(HTTP_AUTHORIZATION=f"Bearer {created.context['secret']}")
+    assert service.post("/api/v1/events", {"type": "a.b"}, format="json").status_code == 201
 
-    superuser.post(reverse("admin:events_apikey_changelist"), {"action": "revoke", "_selected_action": [api_key.pk]})
+    superuser.post(
+        reverse("admin:events_apikey_changelist"), {"action": "revoke", "_selected_action": [ApiKey.objects.get().pk]}
+    )
+    refused = service.post("/api/v1/events", {"type": "a.b"}, format="json")
 
-    assert ApiKey.objects.get().revoked_at is not None
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["code"] == "key_revoked"
 
 
 @pytest.mark.parametrize(

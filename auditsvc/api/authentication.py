@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
 import auditsvc.api.schema  # noqa: F401 - registers the OpenAPI description of this scheme
+from auditsvc.api.throttling import count_unknown_key
 from events.keys import find_api_key, touch_api_key
 
 
@@ -41,10 +42,10 @@ class ApiKeyAuthentication(BaseAuthentication):
         try:
             raw = header[1].decode("ascii")
         except UnicodeDecodeError:
-            raise exceptions.AuthenticationFailed("Invalid API key.", code="authentication_failed") from None
+            refuse_unknown_key(request)
         api_key = find_api_key(raw)
         if api_key is None:
-            raise exceptions.AuthenticationFailed("Invalid API key.", code="authentication_failed")
+            refuse_unknown_key(request)
         if api_key.is_revoked:
             raise exceptions.AuthenticationFailed("This API key has been revoked.", code="key_revoked")
         if not api_key.source.is_active:
@@ -54,3 +55,12 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return f'{self.keyword} realm="api"'
+
+
+def refuse_unknown_key(request: Request) -> NoReturn:
+    """401, or 429 once a client has sent too many unknown keys this minute: guessing keys
+    costs a lookup each, and must not go unbounded."""
+    wait = count_unknown_key(request)
+    if wait is not None:
+        raise exceptions.Throttled(wait=wait, detail="Too many unknown API keys from this address; slow down.")
+    raise exceptions.AuthenticationFailed("Invalid API key.", code="authentication_failed")

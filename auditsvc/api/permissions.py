@@ -8,6 +8,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 READ_SCOPE = "read"
+READ_OWN_SCOPE = "read:own"
 READ_PERMISSION = "events.view_event"
 
 
@@ -19,7 +20,10 @@ class DenyAll(BasePermission):
 
 
 class HasScope(BasePermission):
-    """Requires the API key scope in view.required_scopes[action] (or view.required_scope)."""
+    """Requires the API key scope in view.required_scopes[action] (or view.required_scope).
+
+    A `read:own` key passes for "read" on the actions in view.read_own_actions, which then
+    show it only its own source's events (events.api.views.own_source_only)."""
 
     message = "This API key does not have the scope this endpoint needs."
     code = "permission_denied"
@@ -39,4 +43,9 @@ class HasScope(BasePermission):
             )
         self.message = f"This API key lacks the '{scope}' scope."
         scopes_held: list[str] = getattr(request.auth, "scopes", [])
-        return scope in scopes_held
+        if scope in scopes_held:
+            return True
+        if scope == READ_SCOPE and READ_OWN_SCOPE in scopes_held:
+            self.message = "A 'read:own' key reads its own source's events; this endpoint needs 'read'."
+            return getattr(view, "action", None) in getattr(view, "read_own_actions", ())
+        return False

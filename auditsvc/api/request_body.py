@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from rest_framework.request import Request
 
@@ -26,7 +27,7 @@ def read_json_body(request: Request, *, max_bytes: int) -> bytes:
     if declared > max_bytes:
         raise too_large
     # Read at most one byte past the cap: a chunked body without Content-Length is cut off too.
-    body = request._request.read(max_bytes + 1)
+    body: bytes = _body_stream(request).read(max_bytes + 1)
     if len(body) > max_bytes:
         raise too_large
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -38,6 +39,16 @@ def read_json_body(request: Request, *, max_bytes: int) -> bytes:
             status=415,
         )
     return body
+
+
+def _body_stream(request: Request) -> Any:
+    """The body's stream. Django reads Content-Length bytes, so a chunked body (no length)
+    would read as empty; gunicorn decodes chunked bodies and marks its input as terminated,
+    and then the input itself is read (still within the cap)."""
+    meta = request.META
+    if not meta.get("CONTENT_LENGTH") and meta.get("wsgi.input_terminated"):
+        return meta["wsgi.input"]
+    return request._request
 
 
 def _gunzip(body: bytes, max_bytes: int, too_large: ProblemError) -> bytes:

@@ -11,11 +11,13 @@ from django.core.cache import caches
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from auditsvc.client_ip import client_ip
+
 
 class ApiKeyRateThrottle(BaseThrottle):
     """AUDITSVC_RATE_LIMIT_PER_MINUTE requests per key and minute (0: unlimited); 429 beyond,
-    with Retry-After set to the end of the window. Requests without a key are not counted
-    (they are refused anyway)."""
+    with Retry-After set to the end of the window. Requests with an unknown key are counted
+    per client address instead (count_unknown_key), before they are refused."""
 
     def allow_request(self, request: Request, view: Any) -> bool:
         limit = settings.AUDITSVC_RATE_LIMIT_PER_MINUTE
@@ -26,14 +28,28 @@ class ApiKeyRateThrottle(BaseThrottle):
         window = int(now // 60)
         self.retry_after = 60 - (now % 60)
         key = f"throttle:{prefix}:{window}"
-        cache = caches["default"]
-        # One atomic increment per request; the window's first request creates the counter
-        # (add() loses a race gracefully: then the other request's counter is incremented).
-        try:
-            count = cache.incr(key)
-        except ValueError:
-            count = 1 if cache.add(key, 1, timeout=90) else cache.incr(key)
-        return bool(count <= limit)
+        return _increment(caches["default"], key) <= limit
 
     def wait(self) -> float | None:
         return self.retry_after
+
+
+def count_unknown_key(request: Request) -> float | None:
+    """Count a request that named no known key, per client address and minute; the seconds to
+    wait once AUDITSVC_UNKNOWN_KEY_LIMIT_PER_MINUTE is passed, else None."""
+    limit = settings.AUDITSVC_UNKNOWN_KEY_LIMIT_PER_MINUTE
+    if not limit:
+        return None
+    now = time.time()
+    key = f"unknown-key:{client_ip(request)}:{int(now // 60)}"
+    count = _increment(caches["default"], key)
+    return 60 - (now % 60) if count > limit else None
+
+
+def _increment(cache: Any, key: str) -> int:
+    # One atomic increment; the window's first request creates the counter (add() loses a
+    # race gracefully: then the other request's counter is incremented).
+    try:
+        return int(cache.incr(key))
+    except ValueError:
+        return 1 if cache.add(key, 1, timeout=90) else int(cache.incr(key))

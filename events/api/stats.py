@@ -11,7 +11,7 @@ from django.db.models import Count, F, QuerySet
 from django.db.models.functions import Trunc
 
 from auditsvc.errors import FieldError, InvalidInput
-from events.models import Event
+from events.models import Event, Source
 
 INTERVALS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
 GROUPS = {"none": None, "type": "type__name", "source": "source__slug"}
@@ -69,8 +69,10 @@ def duration_stats(
     to_type_ids: list[int],
     occurred_after: datetime | None,
     occurred_before: datetime | None,
+    source: Source | None = None,
 ) -> DurationStats:
-    """For customers with both: time from their first from-type event to the next to-type event."""
+    """For customers with both: time from their first from-type event to the next to-type event
+    (counting only source's events when given)."""
     if not from_type_ids or not to_type_ids:
         return DurationStats(0, None, None, None)
     # Raw SQL: a LATERAL "next event" lookup and ordered-set aggregates (percentile_cont)
@@ -81,6 +83,7 @@ def duration_stats(
             FROM events_event
             WHERE type_id = ANY(%(from_ids)s) AND customer_id IS NOT NULL
               AND occurred_at >= %(after)s AND occurred_at < %(before)s
+              AND (%(source)s::bigint IS NULL OR source_id = %(source)s)
             GROUP BY customer_id
         ), durations AS (
             SELECT extract(epoch FROM following.occurred_at - firsts.started) AS seconds
@@ -89,6 +92,7 @@ def duration_stats(
                 SELECT occurred_at FROM events_event e
                 WHERE e.customer_id = firsts.customer_id AND e.type_id = ANY(%(to_ids)s)
                   AND e.occurred_at >= firsts.started
+                  AND (%(source)s::bigint IS NULL OR e.source_id = %(source)s)
                 ORDER BY e.occurred_at LIMIT 1
             ) AS following ON true
         )
@@ -103,6 +107,7 @@ def duration_stats(
         "to_ids": to_type_ids,
         "after": occurred_after or datetime(1970, 1, 1, tzinfo=UTC),
         "before": occurred_before or datetime(9999, 1, 1, tzinfo=UTC),
+        "source": source.pk if source else None,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -108,9 +108,25 @@ def render_event(event: Event) -> dict[str, Any]:
     return event_output(stored_event_from_row(event))
 
 
-def _event_or_404(event_id: str) -> StoredEvent:
+def own_source_only(request: Request) -> Source | None:
+    """The source a `read:own` key is limited to; None for keys and sessions that read all."""
+    key = request.auth
+    if isinstance(key, ApiKey) and SCOPE_READ not in key.scopes:
+        return key.source
+    return None
+
+
+def readable_events(request: Request) -> QuerySet[Event]:
+    """Every event the caller may read: all of them, or its own source's (`read:own`)."""
+    events = events_queryset()
+    source = own_source_only(request)
+    return events if source is None else events.filter(source_id=source.pk)
+
+
+def _event_or_404(event_id: str, request: Request) -> StoredEvent:
     event = event_by_id(event_id)
-    if event is None:
+    source = own_source_only(request)
+    if event is None or (source is not None and event.source != source.slug):
         raise ProblemError([FieldError("id", "not_found", "No event with this id.")], status=404)
     return event
 
@@ -132,13 +148,14 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         "export": SCOPE_READ,
         "proof": SCOPE_READ,
     }
+    read_own_actions = ("list", "retrieve", "export", "proof")
     filter_backends = [StrictFilterBackend]
     filterset_class = EventFilterSet
     extra_query_params: tuple[str, ...] = ()  # per action, beyond the filters (export: format)
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet[Event]:
-        return events_queryset()
+        return readable_events(self.request)
 
     @extend_schema(
         request=PolymorphicProxySerializer(
@@ -187,7 +204,7 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     @extend_schema(responses={200: EventOutputSerializer, 404: ErrorSerializer, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
-        event = _event_or_404(pk)
+        event = _event_or_404(pk, request)
         return Response(event_output(event))
 
     @extend_schema(
@@ -197,7 +214,7 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     )
     @action(detail=True, methods=["get"], filter_backends=[])
     def proof(self, request: Request, pk: str) -> Response:
-        event = _event_or_404(pk)
+        event = _event_or_404(pk, request)
         proof = proofs.inclusion_proof_for(event.id)
         if proof is None:
             raise ProblemError(
@@ -244,10 +261,15 @@ class SourceViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
 
     permission_classes = [HasScope]
     required_scope = SCOPE_READ
-    queryset = Source.objects.order_by("slug")
+    read_own_actions = ("list", "retrieve")
     serializer_class = SourceSerializer
     lookup_field = "slug"
     pagination_class = None  # bounded: one row per service
+
+    def get_queryset(self) -> QuerySet[Source]:
+        source = own_source_only(self.request)
+        sources = Source.objects.order_by("slug")
+        return sources if source is None else sources.filter(pk=source.pk)
 
 
 class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
@@ -258,9 +280,11 @@ class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     filter_backends = [StrictFilterBackend]
     filterset_class = EventFilterSet
     extra_query_params: tuple[str, ...] = ()
+    read_own_actions = ("counts", "durations")
 
     def get_queryset(self) -> QuerySet[Event]:
-        return Event.objects.all()
+        source = own_source_only(self.request)
+        return Event.objects.all() if source is None else Event.objects.filter(source_id=source.pk)
 
     @extend_schema(
         parameters=[
@@ -292,6 +316,7 @@ class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             to_type_ids=event_type_ids(names=[params["to_type"]]),
             occurred_after=params.get("occurred_after"),
             occurred_before=params.get("occurred_before"),
+            source=own_source_only(request),
         )
         return Response(DurationStatsSerializer(result).data)
 
@@ -304,6 +329,7 @@ class IntegrityViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     permission_classes = [HasScope]
     required_scope = SCOPE_READ
+    read_own_actions = ("seals", "public_key")  # hashes and counts, no event's content
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS}, description="Newest first, cursor-paginated.")
     @action(detail=False, methods=["get"])

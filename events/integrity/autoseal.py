@@ -31,15 +31,15 @@ def seal_periodically(
             connection.close()  # a broken connection is not reused, a fresh one is made next time
 
 
-def start_auto_sealing() -> threading.Thread | None:
+def start_auto_sealing(stop: threading.Event | None = None) -> threading.Thread | None:
     """The development convenience: a daemon thread per worker (the advisory lock lets one
-    sealer at a time through)."""
+    sealer at a time through), until stop is set (never, in a worker)."""
     interval = settings.AUDITSVC_AUTO_SEAL_SECONDS
     if interval <= 0:
         return None
     thread = threading.Thread(
         target=seal_periodically,
-        kwargs={"interval": interval, "stop": threading.Event()},
+        kwargs={"interval": interval, "stop": stop or threading.Event()},
         name="auto-seal",
         daemon=True,
     )

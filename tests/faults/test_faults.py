@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import psycopg
 import pytest
 
 from tests.paths import REPO_ROOT
+from tests.processes import free_port
 
 pytestmark = pytest.mark.faults
 ROOT = REPO_ROOT
@@ -62,12 +62,6 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     database = Database(server, f"postgresql://postgres@{quote(socket_dir, safe='')}/faults", admin_url)
     yield database
     server.cleanup()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Service:

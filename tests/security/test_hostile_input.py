@@ -9,6 +9,7 @@ import json
 import pytest
 
 from events.models import Event
+from tests.factories import CustomerFactory
 
 URL = "/api/v1/events"
 BIG_ARRAY = {"type": "a.b", "payload": {"items": list(range(10_000))}}
@@ -199,10 +200,9 @@ QUERY_CASES = [
 
 @pytest.mark.parametrize(("parameter", "value", "status"), QUERY_CASES)
 def test_hostile_query_parameters(api, parameter, value, status):
-    for path in (URL, "/api/v1/customers/cus_1/events" if parameter != "page" else URL):
+    CustomerFactory.create(external_id="cus_1")  # the timeline exists: its filters are reached
+    for path in (URL, "/api/v1/customers/cus_1/events"):
         response = api.client.get(path, {parameter: value})
-        if path != URL and response.status_code == 404:
-            continue  # no such customer: the timeline is a 404 before any filter
         assert response.status_code == status, (path, parameter, value, response.content[:300])
         body = response.json()
         if status == 400:

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from events.keys import create_api_key, find_api_key
-from events.models import SCOPES, Source
+from events.models import SCOPE_INGEST, SCOPE_READ, Source
 
 CURL_EXAMPLE = """\
 curl -sS -X POST {url}/api/v1/events \\
@@ -29,11 +29,13 @@ class Command(BaseCommand):
         api_key = find_api_key(key) if key else None
         if api_key is None or api_key.is_revoked or api_key.source.slug != "demo":
             source, _ = Source.objects.get_or_create(slug="demo", defaults={"name": "Demo service"})
-            key = create_api_key(source=source, scopes=list(SCOPES), name="development key").plaintext
+            key = create_api_key(source=source, scopes=[SCOPE_INGEST, SCOPE_READ], name="development key").plaintext
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(key)
             path.chmod(0o600)
-        self.stdout.write(f"\nDevelopment API key for source 'demo' (scopes: {', '.join(SCOPES)}):\n\n  {key}\n")
+        self.stdout.write(
+            f"\nDevelopment API key for source 'demo' (scopes: {SCOPE_INGEST}, {SCOPE_READ}):\n\n  {key}\n"
+        )
         self.stdout.write("\nStore an event:\n\n" + CURL_EXAMPLE.format(url=url, key=key) + "\n")
         self.stdout.write(
             f"\nAdmin: create a user with `.venv/bin/python manage.py createsuperuser`, then open {url}/admin/\n\n"

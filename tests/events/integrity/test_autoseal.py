@@ -62,10 +62,15 @@ def test_it_logs_an_error_and_goes_on_sealing(api, monkeypatch, caplog):
 def test_the_development_thread_seals_in_the_background(api):
     assert api.post_json("/api/v1/events", {"type": "a.b"}).status_code == 201
 
-    thread = start_auto_sealing()
+    stop = threading.Event()
+    thread = start_auto_sealing(stop)
+    sealed = wait_for(Seal.objects.exists)
+    stop.set()
 
     assert thread is not None and thread.daemon
-    assert wait_for(Seal.objects.exists)
+    assert sealed
+    thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def test_auto_sealing_is_off_by_default():
