@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -17,7 +17,7 @@ from customers.models import Customer
 from customers.queries import customer_with_event_summary, customers_queryset
 from customers.serializers import CustomerDetailSerializer, CustomerSerializer
 from events.api.filters import EventFilterSet
-from events.api.views import ERRORS, EVENT_PAGE, PAGINATION_PARAMETERS, event_page, readable_events
+from events.api.views import ERRORS, EVENT_PAGE, NOT_FOUND, PAGINATION_PARAMETERS, event_page, readable_events
 from events.models import SCOPE_READ
 
 CUSTOMER_ORDERINGS = {
@@ -70,20 +70,26 @@ class CustomerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     def get_queryset(self) -> QuerySet[Customer]:
         return customers_queryset()
 
-    @extend_schema(responses={200: CUSTOMER_PAGE, **ERRORS})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("ordering", str, enum=list(CUSTOMER_ORDERINGS), description="default external_id"),
+            *PAGINATION_PARAMETERS[1:],  # cursor, page, page_size
+        ],
+        responses={200: CUSTOMER_PAGE, **ERRORS},
+    )
     def list(self, request: Request) -> Response:
         ordering = choose_ordering(request, CUSTOMER_ORDERINGS, "external_id")
         customers = self.filter_queryset(self.get_queryset())
         return Response(paginate(request, customers, ordering=ordering, render=lambda c: CustomerSerializer(c).data))
 
-    @extend_schema(responses={200: CustomerDetailSerializer, 404: ERRORS[400], **ERRORS})
+    @extend_schema(responses={200: CustomerDetailSerializer, 404: NOT_FOUND, **ERRORS})
     def retrieve(self, request: Request, external_id: str) -> Response:
         customer = customer_with_event_summary(external_id)
         if customer is None:
             raise _not_found()
         return Response(CustomerDetailSerializer(customer).data)
 
-    @extend_schema(parameters=PAGINATION_PARAMETERS, responses={200: EVENT_PAGE, 404: ERRORS[400], **ERRORS})
+    @extend_schema(parameters=PAGINATION_PARAMETERS, responses={200: EVENT_PAGE, 404: NOT_FOUND, **ERRORS})
     @action(detail=True, methods=["get"], filterset_class=EventFilterSet)
     def events(self, request: Request, external_id: str) -> Response:
         """The customer's timeline across all services: the event filters and pagination apply."""

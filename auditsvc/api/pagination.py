@@ -111,7 +111,7 @@ def paginate(
 ) -> dict[str, Any]:
     """One page of queryset as a response body: {"results": [...], "next", "previous"} or page mode."""
     if "page" in request.query_params:
-        if "cursor" in request.query_params:
+        if request.query_params.get("cursor"):  # an empty cursor is no cursor, as in cursor mode
             raise _bad("page", "invalid_pagination", "Use either cursor or page, not both.")
         return _number_page(request, queryset, ordering, render)
     return _cursor_page(request, queryset, ordering, render)

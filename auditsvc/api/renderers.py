@@ -6,6 +6,8 @@ from typing import Any
 import orjson
 from rest_framework.renderers import BaseRenderer
 
+from events.integrity.canonical import big_ints_as_floats
+
 
 class ORJSONRenderer(BaseRenderer):
     """JSON via orjson: several times faster than the stdlib encoder DRF uses by default."""
@@ -22,4 +24,9 @@ class ORJSONRenderer(BaseRenderer):
     ) -> bytes:
         if data is None:
             return b""
-        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+        try:
+            return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError:
+            # jsonb writes a large float as its digits (1e20 → 100000000000000000000), which
+            # read back as an integer orjson cannot write: the float it was, like the hash.
+            return orjson.dumps(big_ints_as_floats(data), option=orjson.OPT_NON_STR_KEYS)

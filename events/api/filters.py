@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import django_filters
@@ -10,9 +11,12 @@ from django import forms
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db.models import Q, QuerySet
 from django.http import QueryDict
+from drf_spectacular.utils import extend_schema_field
 
 from auditsvc.errors import FieldError, InvalidInput
+from auditsvc.times import parse_rfc3339
 from customers.queries import customer_ids_for
+from events.api import openapi
 from events.ingest.validation import contains_nul
 from events.models import Event
 from events.queries import event_type_ids, source_ids
@@ -35,6 +39,7 @@ class MultipleCharField(forms.Field):
         return values
 
 
+@extend_schema_field({"type": "array", "items": openapi.TEXT_PARAMETER})
 class MultipleCharFilter(django_filters.Filter):
     field_class = MultipleCharField
 
@@ -47,8 +52,29 @@ class StrictCharField(forms.CharField):
         return text
 
 
+@extend_schema_field(openapi.TEXT_PARAMETER)
 class StrictCharFilter(django_filters.CharFilter):
     field_class = StrictCharField
+
+
+class Rfc3339DateTimeField(forms.Field):
+    """A time in the one accepted form (auditsvc.times): an RFC 3339 time with an offset. An
+    empty value is an error like any other malformed time, not an absent filter."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return parse_rfc3339(str(value))
+        except ValueError:
+            raise forms.ValidationError(
+                "Must be an RFC 3339 time with an offset, e.g. 2026-11-24T09:30:00Z.", code="invalid_datetime"
+            ) from None
+
+
+@extend_schema_field(openapi.TIME_PARAMETER)
+class Rfc3339DateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = Rfc3339DateTimeField  # type: ignore[assignment]
 
 
 class EventFilterSet(django_filters.FilterSet):
@@ -60,18 +86,10 @@ class EventFilterSet(django_filters.FilterSet):
         method="filter_customer", help_text="Customer external id, or an identity as `system:id`."
     )
     actor = StrictCharFilter(field_name="actor", lookup_expr="exact")
-    occurred_after = django_filters.IsoDateTimeFilter(
-        field_name="occurred_at", lookup_expr="gte", help_text="Inclusive."
-    )
-    occurred_before = django_filters.IsoDateTimeFilter(
-        field_name="occurred_at", lookup_expr="lt", help_text="Exclusive."
-    )
-    received_after = django_filters.IsoDateTimeFilter(
-        field_name="received_at", lookup_expr="gte", help_text="Inclusive."
-    )
-    received_before = django_filters.IsoDateTimeFilter(
-        field_name="received_at", lookup_expr="lt", help_text="Exclusive."
-    )
+    occurred_after = Rfc3339DateTimeFilter(field_name="occurred_at", lookup_expr="gte", help_text="Inclusive.")
+    occurred_before = Rfc3339DateTimeFilter(field_name="occurred_at", lookup_expr="lt", help_text="Exclusive.")
+    received_after = Rfc3339DateTimeFilter(field_name="received_at", lookup_expr="gte", help_text="Inclusive.")
+    received_before = Rfc3339DateTimeFilter(field_name="received_at", lookup_expr="lt", help_text="Exclusive.")
     q = StrictCharFilter(method="filter_text", help_text="Words of the description (full-text, all must match).")
     payload = StrictCharFilter(
         method="filter_payload", help_text='JSON containment, e.g. `{"plan":"pro"}`. See also payload.<path>=<value>.'
@@ -149,8 +167,8 @@ class DurationParamsFilterSet(django_filters.FilterSet):
 
     from_type = StrictCharFilter(method="parameter_only", required=True, help_text="e.g. customer.created")
     to_type = StrictCharFilter(method="parameter_only", required=True, help_text="e.g. customer.deactivated")
-    occurred_after = django_filters.IsoDateTimeFilter(method="parameter_only", help_text="bounds the first from_type")
-    occurred_before = django_filters.IsoDateTimeFilter(method="parameter_only")
+    occurred_after = Rfc3339DateTimeFilter(method="parameter_only", help_text="bounds the first from_type")
+    occurred_before = Rfc3339DateTimeFilter(method="parameter_only")
 
     class Meta:
         model = Event

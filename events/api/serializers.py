@@ -1,5 +1,6 @@
-"""Output shapes of the events API. Ingest input is validated by events.ingest.validation; these
-serializers document the output in the OpenAPI schema, and render the small listings."""
+"""Output shapes of the events API. Ingest input is validated by events.ingest.validation (and
+described for OpenAPI in events.api.openapi); these serializers document the output in the
+schema, and render the small listings."""
 
 from __future__ import annotations
 
@@ -43,23 +44,6 @@ class EventOutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
     payload = serializers.JSONField()
     idempotency_key = serializers.CharField(allow_null=True)
     hash = serializers.CharField(help_text="SHA-256 (hex) of the RFC 8785 envelope; see docs/integrity.md")
-
-
-class EventInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """Documents the ingest body; events.ingest.validation enforces it."""
-
-    type = serializers.CharField(max_length=200, help_text="dotted name, e.g. billing.charged")
-    customer = serializers.CharField(required=False, max_length=200)
-    customer_identities = serializers.ListField(child=serializers.DictField(), required=False, max_length=20)
-    actor = serializers.CharField(required=False, max_length=200)
-    occurred_at = serializers.DateTimeField(required=False, help_text="RFC 3339 with offset; default: now")
-    description = serializers.CharField(required=False, max_length=2000)
-    payload = serializers.JSONField(required=False, help_text="a JSON object, ≤ 32 levels")
-    idempotency_key = serializers.CharField(required=False, max_length=200)
-
-
-class EventBatchInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    events = EventInputSerializer(many=True, help_text="1 to 1,000 events, stored all or none")
 
 
 class EventBatchOutputSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -15,6 +15,7 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
+    extend_schema_view,
 )
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -22,20 +23,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from auditsvc.api.filtering import StrictFilterBackend, reject_unknown_params
-from auditsvc.api.pagination import PAGINATION_PARAMS, Ordering, choose_ordering, paginate
+from auditsvc.api.pagination import MAX_PAGE, MAX_PAGE_SIZE, PAGINATION_PARAMS, Ordering, choose_ordering, paginate
 from auditsvc.api.permissions import HasScope
 from auditsvc.api.request_body import read_json_body
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from events import export
-from events.api import stats
+from events.api import openapi, stats
 from events.api.filters import DurationParamsFilterSet, EventFilterSet
 from events.api.serializers import (
     CountSeriesSerializer,
     DurationStatsSerializer,
     ErrorSerializer,
-    EventBatchInputSerializer,
     EventBatchOutputSerializer,
-    EventInputSerializer,
     EventOutputSerializer,
     EventTypeSerializer,
     PublicKeySerializer,
@@ -66,18 +65,26 @@ ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid parameter or body; `errors[].field` names it."),
     401: OpenApiResponse(ErrorSerializer, description="Missing, unknown or revoked API key."),
     403: OpenApiResponse(ErrorSerializer, description="The key lacks the scope."),
+    429: OpenApiResponse(ErrorSerializer, description="Rate limited (per key, or per address for unknown keys)."),
+    503: OpenApiResponse(ErrorSerializer, description="The database is unreachable; retry after `Retry-After`."),
 }
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such resource (`not_found`).")
 PAGINATION_PARAMETERS = [
     OpenApiParameter("ordering", str, enum=list(EVENT_ORDERINGS), description="default -occurred_at"),
-    OpenApiParameter("cursor", str, description="opaque; from `next`/`previous` (default mode)"),
-    OpenApiParameter("page", int, description="page-number mode instead of cursors"),
-    OpenApiParameter("page_size", int, description="1 to 1,000; default 50"),
+    OpenApiParameter("cursor", openapi.TEXT_PARAMETER, description="opaque; from `next`/`previous` (default mode)"),
     OpenApiParameter(
-        "payload.<path>",
-        str,
-        description="Equality on a nested payload key, e.g. `payload.invoice.currency=EUR`.",
+        "page",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+        description="page-number mode instead of cursors",
+    ),
+    OpenApiParameter(
+        "page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}, description="default 50"
     ),
 ]
+PAYLOAD_PATH_NOTE = (
+    "Besides the parameters below, `payload.<path>=<value>` filters on a nested payload key, "
+    "e.g. `payload.invoice.currency=EUR` (repeatable)."
+)
 EVENT_PAGE = OpenApiResponse(
     OpenApiTypes.OBJECT,
     description="Cursor mode: `{next, previous, results}`; page mode: `{metadata, results}`.",
@@ -158,11 +165,7 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         return readable_events(self.request)
 
     @extend_schema(
-        request=PolymorphicProxySerializer(
-            component_name="EventOrBatchInput",
-            serializers=[EventInputSerializer, EventBatchInputSerializer],
-            resource_type_field_name=None,
-        ),
+        request={"application/json": openapi.INGEST_BODY},
         responses={
             201: OpenApiResponse(
                 PolymorphicProxySerializer(
@@ -175,9 +178,19 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             200: OpenApiResponse(description="Every event was a retry of a stored one (same idempotency key)."),
             409: OpenApiResponse(ErrorSerializer, description="Idempotency key reused with another body."),
             413: OpenApiResponse(ErrorSerializer, description="Body over the cap."),
+            415: OpenApiResponse(
+                ErrorSerializer, description="Not `application/json`, or an unknown Content-Encoding."
+            ),
             **ERRORS,
         },
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                openapi.IDEMPOTENCY_HEADER,
+                OpenApiParameter.HEADER,
+                description="for a single event: the same as its `idempotency_key` field (give one, or equal ones)",
+            )
+        ],
     )
     def create(self, request: Request) -> Response:
         # Parsed by events.ingest.validation, not a DRF serializer: see that module for why.
@@ -198,7 +211,9 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             status=code,
         )
 
-    @extend_schema(parameters=PAGINATION_PARAMETERS, responses={200: EVENT_PAGE, **ERRORS})
+    @extend_schema(
+        parameters=PAGINATION_PARAMETERS, responses={200: EVENT_PAGE, **ERRORS}, description=PAYLOAD_PATH_NOTE
+    )
     def list(self, request: Request) -> Response:
         return event_page(request, self.filter_queryset(self.get_queryset()))
 
@@ -244,6 +259,10 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         return response
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: EventTypeSerializer(many=True), **ERRORS}),
+    retrieve=extend_schema(responses={200: EventTypeSerializer, 404: NOT_FOUND, **ERRORS}),
+)
 class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
     """Event types with their description, first/last seen and event count."""
 
@@ -256,6 +275,10 @@ class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
     pagination_class = None  # bounded: one row per type, a few hundred at most
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: SourceSerializer(many=True), **ERRORS}),
+    retrieve=extend_schema(responses={200: SourceSerializer, 404: NOT_FOUND, **ERRORS}),
+)
 class SourceViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
     """The services that send events."""
 
@@ -307,7 +330,18 @@ class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         )
         return Response(series)
 
-    @extend_schema(responses={200: DurationStatsSerializer, **ERRORS})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "from_type", openapi.REQUIRED_TEXT_PARAMETER, required=True, description="customer.created"
+            ),
+            OpenApiParameter("to_type", openapi.REQUIRED_TEXT_PARAMETER, required=True, description="customer.left"),
+            OpenApiParameter("occurred_after", openapi.TIME_PARAMETER, description="bounds the first from_type"),
+            OpenApiParameter("occurred_before", openapi.TIME_PARAMETER),
+        ],
+        responses={200: DurationStatsSerializer, **ERRORS},
+        filters=False,
+    )
     @action(detail=False, methods=["get"], filterset_class=DurationParamsFilterSet)
     def durations(self, request: Request) -> Response:
         params = StrictFilterBackend().valid_filterset(request, self.get_queryset(), self).form.cleaned_data

@@ -27,17 +27,17 @@ def canonical_json(value: Any) -> bytes:
     """
     prepared = _prepare(value)
     if prepared is _SLOW:
-        return rfc8785.dumps(_big_ints_as_floats(value))
+        return rfc8785.dumps(big_ints_as_floats(value))
     return orjson.dumps(prepared, option=orjson.OPT_SORT_KEYS)
 
 
-def _big_ints_as_floats(value: Any) -> Any:
+def big_ints_as_floats(value: Any) -> Any:
     """Ingest refuses integers beyond 2^53, so one read back from jsonb that large was a float
     (1e16 is stored as 10000000000000000): hash it as the float it was."""
     if isinstance(value, dict):
-        return {key: _big_ints_as_floats(item) for key, item in value.items()}
+        return {key: big_ints_as_floats(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_big_ints_as_floats(item) for item in value]
+        return [big_ints_as_floats(item) for item in value]
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _EXACT_INTEGER:
         return float(value)
     return value

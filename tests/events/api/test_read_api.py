@@ -371,8 +371,11 @@ def test_stats_durations(api):
 
 BAD_PARAMS = [
     ({"ordering": "payload"}, "ordering", "invalid_ordering"),
-    ({"occurred_after": "last tuesday"}, "occurred_after", "invalid"),
-    ({"received_before": "2026-13-01T00:00:00Z"}, "received_before", "invalid"),
+    ({"occurred_after": "last tuesday"}, "occurred_after", "invalid_datetime"),
+    ({"occurred_after": ""}, "occurred_after", "invalid_datetime"),
+    ({"received_before": "2026-02-30T00:00:00Z"}, "received_before", "invalid_datetime"),
+    ({"occurred_before": "2026-11-24T09:30:00"}, "occurred_before", "invalid_datetime"),
+    ({"received_before": "2026-13-01T00:00:00Z"}, "received_before", "invalid_datetime"),
     ({"page_size": "0"}, "page_size", "invalid_page_size"),
     ({"page_size": "1001"}, "page_size", "invalid_page_size"),
     ({"page_size": "ten"}, "page_size", "invalid_page_size"),

@@ -1,0 +1,79 @@
+"""Rules of the ingest body that OpenAPI 3.0 cannot state, for schemathesis (SCHEMATHESIS_HOOKS).
+
+Each filter drops only generated requests that break one of these rules, all documented in
+the README and enforced (with a 400 naming the field) by events.ingest.validation:
+- the Idempotency-Key header names a single event's key: it must equal the body's
+  `idempotency_key` when both are sent, and a batch carries keys per event, not in the header;
+- `customer_identities` need a `customer`;
+- `occurred_at` lies at most 5 minutes in the future (relative to now, which no schema knows);
+- no NUL in object keys (JSON Schema's propertyNames is not OpenAPI 3.0), and no integral
+  number beyond ±(2^53-1) where the schema says `number`; at most 32 levels of nesting;
+- a cursor is one the service issued (filter_query).
+Everything else a schema-valid request holds, the service must accept.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import schemathesis
+
+SAFE_INTEGER = 2**53 - 1
+MAX_DEPTH = 32
+
+
+def _json_ok(value: Any, depth: int = 1) -> bool:
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all("\x00" not in key and _json_ok(item, depth + 1) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_json_ok(item, depth + 1) for item in value)
+    if isinstance(value, float) and value.is_integer():
+        return abs(value) <= SAFE_INTEGER or abs(value) >= 1e16  # beyond, JSON writes it with an exponent
+    return not (isinstance(value, int) and not isinstance(value, bool) and abs(value) > SAFE_INTEGER)
+
+
+def _event_ok(event: Any) -> bool:
+    if not isinstance(event, dict):
+        return True  # a negative case: the service refuses it, as it should
+    if event.get("customer_identities") and event.get("customer") is None:
+        return False
+    occurred = event.get("occurred_at")
+    if isinstance(occurred, str):
+        try:
+            if datetime.fromisoformat(occurred.upper()) > datetime.now(UTC) + timedelta(minutes=4):
+                return False
+        except ValueError:
+            return True
+    return _json_ok(event.get("payload"))
+
+
+@schemathesis.hook
+def filter_case(ctx: Any, case: Any) -> bool:
+    if case.method != "POST" or not isinstance(case.body, dict):
+        return True
+    header = (case.headers or {}).get("Idempotency-Key")
+    if "events" in case.body:
+        events = case.body["events"] if isinstance(case.body["events"], list) else []
+        return header is None and all(_event_ok(event) for event in events)
+    if header is not None and case.body.get("idempotency_key") not in (None, header):
+        return False
+    return _event_ok(case.body)
+
+
+@schemathesis.hook
+def filter_query(ctx: Any, query: Any) -> bool:
+    """A cursor is an opaque token the service signs and issues in `next`: made-up ones are
+    `400 invalid_cursor`, as they must be. The `payload` filter's JSON keeps the body's rules."""
+    if not query:
+        return True
+    payload = query.get("payload")
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return True  # a negative case
+    return not query.get("cursor") and _json_ok(payload)
