@@ -199,6 +199,11 @@ SPECTACULAR_SETTINGS = {
 AUDITSVC_MAX_BODY_BYTES = env_int("AUDITSVC_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = AUDITSVC_MAX_BODY_BYTES
 AUDITSVC_BATCH_MAX_EVENTS = env_int("AUDITSVC_BATCH_MAX_EVENTS", 1000, minimum=1)
+# Group commit (events.ingest.group_commit): single-event POSTs of one worker share a transaction.
+AUDITSVC_GROUP_COMMIT = env_bool("AUDITSVC_GROUP_COMMIT", default=True)
+AUDITSVC_GROUP_COMMIT_MAX_EVENTS = env_int("AUDITSVC_GROUP_COMMIT_MAX_EVENTS", 256, minimum=1)
+# A request waits this long for its group's commit before answering 503 (retry with the key).
+AUDITSVC_GROUP_COMMIT_TIMEOUT_SECONDS = env_int("AUDITSVC_GROUP_COMMIT_TIMEOUT_SECONDS", 20, minimum=1)
 AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS = env_int("AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS", 7 * 24 * 3600, minimum=60)
 AUDITSVC_MAX_FUTURE_SKEW_SECONDS = env_int("AUDITSVC_MAX_FUTURE_SKEW_SECONDS", 300, minimum=0)
 # Strict deployments refuse event types nobody registered (manage.py create_event_type).

@@ -51,6 +51,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             error_body([FieldError(None, "invalid_value", "A value in the request cannot be stored or searched.")]),
             status=status.HTTP_400_BAD_REQUEST,
         )
+    if isinstance(exc, TimeoutError):
+        # The group commit did not answer in time: the event may or may not be stored, as
+        # after a timeout on the wire; the retry with the same idempotency key is safe.
+        late = Response(
+            error_body([FieldError(None, "commit_timeout", "The commit did not finish in time; retry shortly.")]),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        late["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return late
     if isinstance(exc, OperationalError | InterfaceError):
         logger.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         unavailable = Response(

@@ -41,6 +41,7 @@ from events.api.serializers import (
     SourceSerializer,
     event_output,
 )
+from events.ingest.group_commit import store_single_event
 from events.ingest.validation import parse_ingest_body
 from events.ingest.write import ingest_events
 from events.integrity import proofs, signing
@@ -198,10 +199,13 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         parsed = parse_ingest_body(body, idempotency_header=request.headers.get("Idempotency-Key"))
         api_key = request.auth
         assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
-        result = ingest_events(source=api_key.source, items=parsed.events, is_batch=parsed.is_batch)
-        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         if not parsed.is_batch:
-            return Response(event_output(result.events[0]), status=code)
+            stored = store_single_event(source=api_key.source, item=parsed.events[0])
+            return Response(
+                event_output(stored), status=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
+            )
+        result = ingest_events(source=api_key.source, items=parsed.events, is_batch=True)
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(
             {
                 "events": [event_output(event) for event in result.events],

@@ -18,7 +18,6 @@ import hashlib
 import multiprocessing
 import os
 import queue
-import re
 import signal
 import sys
 import traceback
@@ -35,11 +34,17 @@ from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from events.ids import uuid7_time
 from events.ingest import type_counts
 from events.ingest.formats import RawRecord, from_cloudevent, from_csv_row, read_raw_records
-from events.ingest.validation import EventIn, parse_event, parse_time, reject_duplicate_keys
+from events.ingest.validation import (
+    EventIn,
+    errors_of_item,
+    failed_items,
+    parse_event,
+    parse_time,
+    reject_duplicate_keys,
+)
 from events.ingest.write import hash_for, ingest_events
 from events.models import Source
 
-_INDEX = re.compile(r"^events\[(\d+)\]")
 # An import storing fewer events than this leaves the statistics to autovacuum.
 ANALYZE_MIN_EVENTS = 10_000
 # Import-only fields of an exported event; the API refuses them.
@@ -319,11 +324,11 @@ class BatchImporter:
             try:
                 result = ingest_events(source=source, items=[p.item for p in batch], is_batch=True, permanent_keys=True)
             except ProblemError as exc:
-                failed = {int(m.group(1)) for e in exc.errors if e.field and (m := _INDEX.match(e.field))}
+                failed = failed_items(exc.errors)
                 if not failed:  # an error about the whole batch: reject it whole
                     failed = set(range(len(batch)))
                 for index in sorted(failed):
-                    errors = [_strip_index(e) for e in exc.errors if e.field is None or _index_of(e) in (index, None)]
+                    errors = errors_of_item(exc.errors, index)
                     outcome.rejects.append(Reject(batch[index].raw[0], errors, _text_of(batch[index].raw)))
                 batch = [p for i, p in enumerate(batch) if i not in failed]
                 continue
@@ -432,12 +437,3 @@ def refresh_statistics(stored: int) -> bool:
             return False
         cursor.execute("ANALYZE events_event, events_pendingseal")
     return True
-
-
-def _index_of(error: FieldError) -> int | None:
-    match = _INDEX.match(error.field or "")
-    return int(match.group(1)) if match else None
-
-
-def _strip_index(error: FieldError) -> FieldError:
-    return replace(error, field=_INDEX.sub("", error.field or "").lstrip(".") or None)

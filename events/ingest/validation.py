@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,6 +77,26 @@ class ItemPaths:
 
     def __call__(self, index: int, name: str) -> str:
         return f"events[{index}].{name}" if self.is_batch else name
+
+
+_ITEM_INDEX = re.compile(r"^events\[(\d+)\]")
+
+
+def failed_items(errors: list[FieldError]) -> set[int]:
+    """The batch indexes that errors name ("events[3].type" → 3)."""
+    return {int(m.group(1)) for e in errors if e.field and (m := _ITEM_INDEX.match(e.field))}
+
+
+def errors_of_item(errors: list[FieldError], index: int) -> list[FieldError]:
+    """A batch's errors about item index (and about the whole batch), named as for that item
+    alone: "events[3].type" → "type"."""
+    mine = [e for e in errors if e.field is None or _item_index(e) in (index, None)]
+    return [replace(e, field=_ITEM_INDEX.sub("", e.field or "").lstrip(".") or None) for e in mine]
+
+
+def _item_index(error: FieldError) -> int | None:
+    match = _ITEM_INDEX.match(error.field or "")
+    return int(match.group(1)) if match else None
 
 
 class _Errors:

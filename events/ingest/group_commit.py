@@ -1,0 +1,153 @@
+"""Group commit: concurrent single-event requests of one worker share one transaction.
+
+A request thread hands its validated event to the worker's committer thread and waits. The
+committer takes every event that has gathered meanwhile, stores them through ingest_events
+in one transaction per source (one COPY or INSERT, idempotency claims included), commits,
+and only then answers each waiter: nothing is acknowledged before its commit. An event the
+write path refuses (a 409 on a reused key, an identity of another customer) is answered
+alone and the others are stored again without it, so one bad event never fails the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from auditsvc.errors import ProblemError
+from events.ingest.validation import EventIn, errors_of_item, failed_items
+from events.ingest.write import ingest_events
+from events.models import Source
+from events.queries import StoredEvent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    source: Source
+    item: EventIn
+    done: threading.Event = field(default_factory=threading.Event)
+    result: StoredEvent | None = None
+    error: BaseException | None = None
+
+    def answer(self, result: StoredEvent | None = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class GroupCommitter:
+    """One per worker process; its thread starts with the first event (after gunicorn forks)."""
+
+    def __init__(self, *, max_group: int) -> None:
+        self.max_group = max_group
+        self._queue: queue.SimpleQueue[_Waiter] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def store(self, *, source: Source, item: EventIn, timeout: float) -> StoredEvent:
+        """Store one event in the next group; raise what the write path raised for it."""
+        self._ensure_running()
+        waiter = _Waiter(source, item)
+        self._queue.put(waiter)
+        if not waiter.done.wait(timeout):
+            # Not answered in time: it may still commit, as after a timeout on the wire; the
+            # client's retry with the same idempotency key is safe either way.
+            raise TimeoutError("the group commit did not answer in time")
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.result is not None
+        return waiter.result
+
+    def _ensure_running(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            while len(group) < self.max_group:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._commit(group)
+            except BaseException as exc:  # the thread must answer every waiter, whatever happens
+                logger.exception("group commit failed")
+                for waiter in group:
+                    if not waiter.done.is_set():
+                        waiter.answer(error=exc)
+                connection.close()  # a broken connection is not reused by the next group
+            finally:
+                close_old_connections()  # as after a request: CONN_MAX_AGE and health checks apply
+
+    def _commit(self, group: list[_Waiter]) -> None:
+        for _, same_source in groupby(sorted(group, key=lambda w: w.source.pk), key=lambda w: w.source.pk):
+            for round_ in _rounds(list(same_source)):
+                _store_group(round_)
+
+
+def _rounds(waiters: list[_Waiter]) -> list[list[_Waiter]]:
+    """Waiters split so that no idempotency key appears twice in one transaction: the second
+    request with a key (a client's retry racing its first try) is stored after the first, as
+    if they had come one after the other, and is answered as a repeat (or a 409)."""
+    rounds: list[list[_Waiter]] = []
+    seen: dict[str, int] = {}
+    for waiter in waiters:
+        key = waiter.item.idempotency_key
+        index = 0 if key is None else seen.get(key, -1) + 1
+        if key is not None:
+            seen[key] = index
+        while len(rounds) <= index:
+            rounds.append([])
+        rounds[index].append(waiter)
+    return rounds
+
+
+def _store_group(waiters: list[_Waiter]) -> None:
+    """Store waiters (one source) in one transaction; those refused get their own error and
+    the rest is stored again without them."""
+    while waiters:
+        try:
+            result = ingest_events(source=waiters[0].source, items=[w.item for w in waiters], is_batch=True)
+        except ProblemError as exc:
+            failed = failed_items(exc.errors)
+            if not failed and len(waiters) > 1:
+                for waiter in waiters:  # about the whole group, so about none in particular
+                    _store_group([waiter])
+                return
+            for index in failed or {0}:
+                waiters[index].answer(error=type(exc)(errors_of_item(exc.errors, index), status=exc.status))
+            waiters = [w for i, w in enumerate(waiters) if i not in (failed or {0})]
+            continue
+        for waiter, stored in zip(waiters, result.events, strict=True):
+            waiter.answer(stored)
+        return
+
+
+_committer: GroupCommitter | None = None
+_committer_lock = threading.Lock()
+
+
+def store_single_event(*, source: Source, item: EventIn) -> StoredEvent:
+    """The write path of one event from an API request: in the worker's next group when
+    AUDITSVC_GROUP_COMMIT is on and the caller is outside any transaction, else on its own.
+
+    Inside a transaction (a caller that must see or roll back the event with its own work,
+    or a test) the event is written in that transaction, as ingest_events always does.
+    """
+    if not settings.AUDITSVC_GROUP_COMMIT or connection.in_atomic_block:
+        return ingest_events(source=source, items=[item], is_batch=False).events[0]
+    global _committer  # noqa: PLW0603 - one committer per worker process
+    with _committer_lock:
+        if _committer is None:
+            _committer = GroupCommitter(max_group=settings.AUDITSVC_GROUP_COMMIT_MAX_EVENTS)
+    return _committer.store(source=source, item=item, timeout=settings.AUDITSVC_GROUP_COMMIT_TIMEOUT_SECONDS)
