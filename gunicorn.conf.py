@@ -31,3 +31,10 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     from events.integrity.autoseal import start_auto_sealing  # noqa: PLC0415 - Django is set up by now
 
     start_auto_sealing()
+
+
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A worker leaving gracefully commits what its group committer still holds."""
+    from events.ingest.group_commit import stop_group_commit  # noqa: PLC0415
+
+    stop_group_commit()

@@ -14,6 +14,7 @@ from django.dispatch import receiver
 from rest_framework.test import APIClient
 
 from auditsvc.embedded_db import start_embedded_database_if_configured
+from events.ingest.group_commit import stop_group_commit
 from events.ingest.write import clear_caches
 from events.integrity import signing
 from events.keys import create_api_key, forget_cached_keys
@@ -36,6 +37,14 @@ class KeyedClient:
 def pytest_configure(config: pytest.Config) -> None:
     # The explicit start step of the test session: settings only describe the embedded server.
     start_embedded_database_if_configured()
+
+
+@pytest.fixture(autouse=True)
+def _group_committer_stopped() -> Iterator[None]:
+    # The committer thread holds a connection of its own: closed after each test, so that the
+    # test database can be flushed and, at the end, dropped.
+    yield
+    stop_group_commit()
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from auditsvc.errors import ProblemError
 from events.ingest.validation import EventIn, errors_of_item, failed_items
@@ -46,7 +46,7 @@ class GroupCommitter:
 
     def __init__(self, *, max_group: int) -> None:
         self.max_group = max_group
-        self._queue: queue.SimpleQueue[_Waiter] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -70,14 +70,30 @@ class GroupCommitter:
                 self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
                 self._thread.start()
 
+    def stop(self) -> None:
+        """Commit what has gathered, then end the thread and close its connection."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join()
+
     def _run(self) -> None:
         while True:
-            group = [self._queue.get()]
+            first = self._queue.get()
+            if first is None:
+                connection.close()
+                return
+            group = [first]
             while len(group) < self.max_group:
                 try:
-                    group.append(self._queue.get_nowait())
+                    waiter = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if waiter is None:  # stop() after this group
+                    self._queue.put(None)
+                    break
+                group.append(waiter)
             try:
                 self._commit(group)
             except BaseException as exc:  # the thread must answer every waiter, whatever happens
@@ -85,9 +101,9 @@ class GroupCommitter:
                 for waiter in group:
                     if not waiter.done.is_set():
                         waiter.answer(error=exc)
-                connection.close()  # a broken connection is not reused by the next group
-            finally:
-                close_old_connections()  # as after a request: CONN_MAX_AGE and health checks apply
+                # A broken connection is not reused by the next group. (A healthy one is kept,
+                # without the per-request health check: it would cost a round trip a group.)
+                connection.close()
 
     def _commit(self, group: list[_Waiter]) -> None:
         for _, same_source in groupby(sorted(group, key=lambda w: w.source.pk), key=lambda w: w.source.pk):
@@ -135,6 +151,12 @@ def _store_group(waiters: list[_Waiter]) -> None:
 
 _committer: GroupCommitter | None = None
 _committer_lock = threading.Lock()
+
+
+def stop_group_commit() -> None:
+    """End this process's committer once what it holds is committed (tests, worker exit)."""
+    if _committer is not None:
+        _committer.stop()
 
 
 def store_single_event(*, source: Source, item: EventIn) -> StoredEvent:

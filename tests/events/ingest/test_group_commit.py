@@ -13,6 +13,7 @@ import pytest
 from django.db import connection, connections
 from rest_framework.test import APIClient
 
+from events.ingest.group_commit import stop_group_commit
 from events.models import Event
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the committer thread commits for real
@@ -124,3 +125,20 @@ def test_without_group_commit_each_event_commits_alone(api, settings):
 
     assert [status for status, _ in answered] == [201] * 4
     assert transactions_of_stored_events() == 4
+
+
+def test_the_committer_stops_after_committing_and_starts_again(api):
+    with commits_held():
+        answered = []
+        poster = threading.Thread(target=lambda: answered.extend(post_concurrently(api.key, [{"type": "last"}] * 3)))
+        poster.start()
+        time.sleep(0.5)
+        stopper = threading.Thread(target=stop_group_commit)  # a worker leaving, with events in hand
+        stopper.start()
+    stopper.join(timeout=30)
+    poster.join(timeout=30)
+
+    assert [status for status, _ in answered] == [201] * 3
+    assert not any(thread.name == "group-commit" for thread in threading.enumerate())
+    assert api.post_json(URL, {"type": "after"}).status_code == 201  # a new committer
+    assert Event.objects.count() == 4
