@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,10 +16,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def gunicorn(
-    port: int, *, workers: int = 2, worker_class: str = "gthread", threads: int = 4, app: str = "auditsvc.wsgi"
+    port: int,
+    *,
+    workers: int = 2,
+    worker_class: str = "gthread",
+    threads: int = 4,
+    app: str = "auditsvc.wsgi",
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """gunicorn on 127.0.0.1:port with gunicorn.conf.py; waits until /healthz answers."""
-    env = {**os.environ, "DEBUG": "false", "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)}
+    """gunicorn on 127.0.0.1:port with gunicorn.conf.py; waits until /healthz answers.
+    (The tests start theirs through this too: tests/processes.py.)"""
+    env = {
+        **os.environ, "DEBUG": "false", "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
+        **(environment or {}),
+    }  # fmt: skip
     command = [
         str(Path(sys.executable).parent / "gunicorn"), app, "-c", str(ROOT / "gunicorn.conf.py"),
         "-b", f"127.0.0.1:{port}", "-k", worker_class, "--log-level", "warning",

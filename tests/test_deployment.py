@@ -63,6 +63,7 @@ def test_gunicorn_refuses_to_start_in_production_without_its_settings(tmp_path):
 
     assert result.returncode != 0
     assert time.monotonic() - started < 20
+    assert "Traceback" not in result.stderr  # refused by the master, before any worker boots
     assert "these settings are missing: DATABASE_URL; AUDIT_SIGNING_KEY" in result.stderr
     assert "SECRET_KEY" not in result.stderr.split("missing:")[1]
 

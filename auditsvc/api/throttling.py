@@ -24,11 +24,8 @@ class ApiKeyRateThrottle(BaseThrottle):
         prefix = getattr(request.auth, "prefix", None)
         if not limit or prefix is None:
             return True
-        now = time.time()
-        window = int(now // 60)
-        self.retry_after = 60 - (now % 60)
-        key = f"throttle:{prefix}:{window}"
-        return _increment(caches["default"], key) <= limit
+        count, self.retry_after = _count_this_minute(f"throttle:{prefix}")
+        return count <= limit
 
     def wait(self) -> float | None:
         return self.retry_after
@@ -40,16 +37,20 @@ def count_unknown_key(request: Request) -> float | None:
     limit = settings.AUDITSVC_UNKNOWN_KEY_LIMIT_PER_MINUTE
     if not limit:
         return None
+    count, retry_after = _count_this_minute(f"unknown-key:{client_ip(request)}")
+    return retry_after if count > limit else None
+
+
+def _count_this_minute(name: str) -> tuple[int, float]:
+    """One more for name in this minute's window: (the count so far, seconds to the window's end).
+
+    One atomic increment; the window's first request creates the counter (add() loses a race
+    gracefully: then the other request's counter is incremented)."""
     now = time.time()
-    key = f"unknown-key:{client_ip(request)}:{int(now // 60)}"
-    count = _increment(caches["default"], key)
-    return 60 - (now % 60) if count > limit else None
-
-
-def _increment(cache: Any, key: str) -> int:
-    # One atomic increment; the window's first request creates the counter (add() loses a
-    # race gracefully: then the other request's counter is incremented).
+    key = f"{name}:{int(now // 60)}"
+    cache = caches["default"]
     try:
-        return int(cache.incr(key))
+        count = int(cache.incr(key))
     except ValueError:
-        return 1 if cache.add(key, 1, timeout=90) else int(cache.incr(key))
+        count = 1 if cache.add(key, 1, timeout=90) else int(cache.incr(key))
+    return count, 60 - (now % 60)

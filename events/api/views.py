@@ -124,9 +124,9 @@ def own_source_only(request: Request) -> Source | None:
     return None
 
 
-def readable_events(request: Request) -> QuerySet[Event]:
-    """Every event the caller may read: all of them, or its own source's (`read:own`)."""
-    events = events_queryset()
+def readable_events(request: Request, events: QuerySet[Event] | None = None) -> QuerySet[Event]:
+    """The events (default: every one) the caller may read: all, or its own source's (`read:own`)."""
+    events = events_queryset() if events is None else events
     source = own_source_only(request)
     return events if source is None else events.filter(source_id=source.pk)
 
@@ -310,8 +310,7 @@ class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     read_own_actions = ("counts", "durations")
 
     def get_queryset(self) -> QuerySet[Event]:
-        source = own_source_only(self.request)
-        return Event.objects.all() if source is None else Event.objects.filter(source_id=source.pk)
+        return readable_events(self.request, Event.objects.all())  # no joins: aggregates only
 
     @extend_schema(
         parameters=[

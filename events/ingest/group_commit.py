@@ -20,8 +20,8 @@ from django.conf import settings
 from django.db import connection
 
 from auditsvc.errors import ProblemError
-from events.ingest.validation import EventIn, errors_of_item, failed_items
-from events.ingest.write import ingest_events
+from events.ingest.validation import EventIn
+from events.ingest.write import ingest_each, ingest_events
 from events.models import Source
 from events.queries import StoredEvent
 
@@ -129,24 +129,14 @@ def _rounds(waiters: list[_Waiter]) -> list[list[_Waiter]]:
 
 
 def _store_group(waiters: list[_Waiter]) -> None:
-    """Store waiters (one source) in one transaction; those refused get their own error and
-    the rest is stored again without them."""
-    while waiters:
-        try:
-            result = ingest_events(source=waiters[0].source, items=[w.item for w in waiters], is_batch=True)
-        except ProblemError as exc:
-            failed = failed_items(exc.errors)
-            if not failed and len(waiters) > 1:
-                for waiter in waiters:  # about the whole group, so about none in particular
-                    _store_group([waiter])
-                return
-            for index in failed or {0}:
-                waiters[index].answer(error=type(exc)(errors_of_item(exc.errors, index), status=exc.status))
-            waiters = [w for i, w in enumerate(waiters) if i not in (failed or {0})]
-            continue
-        for waiter, stored in zip(waiters, result.events, strict=True):
-            waiter.answer(stored)
-        return
+    """Store waiters (one source) in one transaction; a refused one is answered with its own
+    error and the rest are stored without it (ingest_each)."""
+    outcomes = ingest_each(source=waiters[0].source, items=[w.item for w in waiters])
+    for waiter, outcome in zip(waiters, outcomes, strict=True):
+        if isinstance(outcome, ProblemError):
+            waiter.answer(error=outcome)
+        else:
+            waiter.answer(outcome)
 
 
 _committer: GroupCommitter | None = None

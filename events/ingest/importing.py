@@ -36,13 +36,11 @@ from events.ingest import type_counts
 from events.ingest.formats import RawRecord, from_cloudevent, from_csv_row, read_raw_records
 from events.ingest.validation import (
     EventIn,
-    errors_of_item,
-    failed_items,
     parse_event,
     parse_time,
     reject_duplicate_keys,
 )
-from events.ingest.write import hash_for, ingest_events
+from events.ingest.write import hash_for, ingest_each
 from events.models import Source
 
 # An import storing fewer events than this leaves the statistics to autovacuum.
@@ -319,22 +317,15 @@ class BatchImporter:
         return self._parse(line, record, derived)
 
     def _store(self, source: Source, batch: list[_Pending], outcome: BatchOutcome) -> None:
-        """Store a batch; records the database refuses are rejected, the rest retried."""
-        while batch:
-            try:
-                result = ingest_events(source=source, items=[p.item for p in batch], is_batch=True, permanent_keys=True)
-            except ProblemError as exc:
-                failed = failed_items(exc.errors)
-                if not failed:  # an error about the whole batch: reject it whole
-                    failed = set(range(len(batch)))
-                for index in sorted(failed):
-                    errors = errors_of_item(exc.errors, index)
-                    outcome.rejects.append(Reject(batch[index].raw[0], errors, _text_of(batch[index].raw)))
-                batch = [p for i, p in enumerate(batch) if i not in failed]
-                continue
-            outcome.stored += result.created
-            outcome.duplicates += result.duplicates
-            return
+        """Store a batch; records the write path refuses are rejected, the rest stored."""
+        results = ingest_each(source=source, items=[p.item for p in batch], permanent_keys=True)
+        for pending, result in zip(batch, results, strict=True):
+            if isinstance(result, ProblemError):
+                outcome.rejects.append(Reject(pending.raw[0], result.errors, _text_of(pending.raw)))
+            elif result.created:
+                outcome.stored += 1
+            else:
+                outcome.duplicates += 1
 
     def _parse(self, line: int, record: dict[str, Any], derived: str) -> tuple[Source, EventIn]:
         """The re-run rule: a record is the same event again when it carries the same
@@ -403,22 +394,17 @@ class DerivedKeys:
     other lines changes no key, so a re-run of an edited file stores only what is new, and a
     file that holds the same record twice stores it twice, once per run.
 
-    Remembers one 8-byte digest per distinct record (about 60 bytes each in memory).
+    Remembers one 8-byte digest per distinct record (about 100 bytes each in memory).
     """
 
     def __init__(self) -> None:
-        self._seen: set[bytes] = set()
-        self._repeats: dict[bytes, int] = {}
+        self._seen: dict[bytes, int] = {}  # 8 bytes of the digest → how often seen so far
 
     def next_key(self, raw: RawRecord) -> str:
         content = raw[2].encode() if len(raw) == 3 else raw[1]
         digest = hashlib.sha256(content).digest()
-        short = digest[:8]
-        if short not in self._seen:
-            self._seen.add(short)
-            return derived_key(digest)
-        repeat = self._repeats.get(short, 0) + 1
-        self._repeats[short] = repeat
+        repeat = self._seen.get(digest[:8], 0)
+        self._seen[digest[:8]] = repeat + 1
         return derived_key(digest, repeat)
 
 

@@ -202,11 +202,11 @@ def reject_duplicate_keys(body: bytes, parsed: Any) -> None:
         if len(body) < _FAST_CHECK_MAX_BYTES and orjson.dumps(parsed) == body:
             return
     except orjson.JSONEncodeError:  # nested beyond orjson's 254 levels, far beyond the limit
-        raise _too_deep(None) from None
+        raise _too_deep() from None
     try:
         json.loads(body, object_pairs_hook=_no_duplicates, parse_int=_exact_int)
     except RecursionError:
-        raise _too_deep(None) from None
+        raise _too_deep() from None
     except _DuplicateKey as exc:
         raise InvalidInput(
             [FieldError(None, "duplicate_key", f"The key '{exc}' appears twice in one JSON object.")]
@@ -219,8 +219,11 @@ def reject_duplicate_keys(body: bytes, parsed: Any) -> None:
         pass  # anything else was judged by orjson already
 
 
-def _too_deep(field: str | None) -> InvalidInput:
-    return InvalidInput([FieldError(field, "nesting_too_deep", f"Nested deeper than {PAYLOAD_MAX_DEPTH} levels.")])
+TOO_DEEP = f"Nested deeper than {PAYLOAD_MAX_DEPTH} levels."
+
+
+def _too_deep() -> InvalidInput:
+    return InvalidInput([FieldError(None, "nesting_too_deep", TOO_DEEP)])
 
 
 def parse_event(raw: Any, *, path: str = "", idempotency_header: str | None = None) -> EventIn:
@@ -348,7 +351,7 @@ def _identities(value: Any, path: str, errors: _Errors) -> tuple[tuple[str, str]
 def _occurred_at(value: Any, field: str, errors: _Errors) -> datetime | None:
     if value is None:
         return None
-    parsed = parse_time(value, field, errors)
+    parsed = parse_time(value, field, errors.items)
     if parsed is None:
         return None
     now = datetime.now(UTC)
@@ -361,7 +364,7 @@ def _occurred_at(value: Any, field: str, errors: _Errors) -> datetime | None:
     return parsed
 
 
-def parse_time(value: Any, field: str, errors: _Errors | list[FieldError]) -> datetime | None:
+def parse_time(value: Any, field: str, errors: list[FieldError]) -> datetime | None:
     """An RFC 3339 time, or None with an `invalid_datetime` error (also for 2026-02-30)."""
     message = "Must be an RFC 3339 time with an offset, e.g. 2026-11-24T09:30:00Z."
     if isinstance(value, str):
@@ -370,8 +373,7 @@ def parse_time(value: Any, field: str, errors: _Errors | list[FieldError]) -> da
         except ValueError as exc:
             if RFC3339_RE.fullmatch(value):
                 message = f"Not a valid date and time: {exc}."
-    error = FieldError(field, "invalid_datetime", message)
-    (errors.items if isinstance(errors, _Errors) else errors).append(error)
+    errors.append(FieldError(field, "invalid_datetime", message))
     return None
 
 
@@ -401,7 +403,7 @@ def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
     try:
         text = orjson.dumps(root)
     except orjson.JSONEncodeError:  # only a document nested beyond 254 levels gets here
-        errors.add(field, "nesting_too_deep", f"Nested deeper than {PAYLOAD_MAX_DEPTH} levels.")
+        errors.add(field, "nesting_too_deep", TOO_DEEP)
         return False
     if contains_nul(text):
         errors.add(field, "null_character", "NUL characters (\\u0000) are not allowed.")
@@ -411,7 +413,7 @@ def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
     while stack:
         value, depth = stack.pop()
         if depth > PAYLOAD_MAX_DEPTH:
-            errors.add(field, "nesting_too_deep", f"Nested deeper than {PAYLOAD_MAX_DEPTH} levels.")
+            errors.add(field, "nesting_too_deep", TOO_DEEP)
             return False
         if type(value) is dict:
             items = value.values()

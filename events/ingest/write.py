@@ -17,12 +17,12 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg import errors
 
-from auditsvc.errors import Conflict, FieldError, InvalidInput
+from auditsvc.errors import Conflict, FieldError, InvalidInput, ProblemError
 from events.ids import uuid7
 from events.ingest import type_counts
 from events.ingest.copy import write_events
 from events.ingest.idempotency import claim_idempotency_keys
-from events.ingest.validation import EventIn, ItemPaths
+from events.ingest.validation import EventIn, ItemPaths, errors_of_item, failed_items
 from events.integrity.hashing import event_hash
 from events.models import Source
 from events.queries import StoredEvent, stored_events_by_id
@@ -78,6 +78,37 @@ def ingest_events(
     return _ingest_once(source=source, items=items, is_batch=is_batch, permanent_keys=permanent_keys)
 
 
+def ingest_each(
+    *, source: Source, items: Sequence[EventIn], permanent_keys: bool = False
+) -> list[StoredEvent | ProblemError]:
+    """Store independent items together, except those the write path refuses: each of those
+    gets its own error, named as for that item alone, and the rest are stored without it.
+    For the import's records and the group commit's requests, where one bad item must not
+    fail the others (a batch POST stays all or nothing: ingest_events)."""
+    outcomes: list[StoredEvent | ProblemError | None] = [None] * len(items)
+    pending = list(range(len(items)))
+    while pending:
+        try:
+            result = ingest_events(
+                source=source, items=[items[i] for i in pending], is_batch=True, permanent_keys=permanent_keys
+            )
+        except ProblemError as exc:
+            refused = failed_items(exc.errors) or ({0} if len(pending) == 1 else set())
+            if not refused:  # about the batch, not one item: find out item by item
+                for i in pending:
+                    outcomes[i] = ingest_each(source=source, items=[items[i]], permanent_keys=permanent_keys)[0]
+                break
+            for n in refused:
+                outcomes[pending[n]] = type(exc)(errors_of_item(exc.errors, n), status=exc.status)
+            pending = [i for n, i in enumerate(pending) if n not in refused]
+            continue
+        for i, stored in zip(pending, result.events, strict=True):
+            outcomes[i] = stored
+        break
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
 def _worth_retrying(exc: IntegrityError) -> bool:
     cause = exc.__cause__
     if isinstance(cause, errors.ForeignKeyViolation):
@@ -101,9 +132,11 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
             results=results,
             permanent=permanent_keys,
         )
+        built: dict[int, StoredEvent] = {}  # imported events, hashed once by _skip_imported_duplicates
         fresh = _skip_imported_duplicates(
-            source=source, items=items, fresh=fresh, now=received_at, paths=paths, results=results, repeats=repeats
-        )
+            source=source, items=items, fresh=fresh, now=received_at, paths=paths, results=results, repeats=repeats,
+            built=built,
+        )  # fmt: skip
         type_ids = _resolve_event_types(items, fresh, paths)
         customer_ids = _resolve_customers([items[i].customer for i in fresh])
         _attach_identities(items, fresh, customer_ids, paths)
@@ -111,7 +144,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
         for index in fresh:
             item = items[index]
             id_text = str(event_ids[index])  # once: UUID.__str__ is slow, and the hash and COPY need it
-            stored = _new_event(source, item, event_ids[index], item.received_at or received_at, id_text)
+            stored = built.get(index) or _new_event(source, item, event_ids[index], received_at, id_text)
             results[index] = stored
             rows.append(
                 (
@@ -147,16 +180,18 @@ def _skip_imported_duplicates(
     paths: ItemPaths,
     results: dict[int, StoredEvent],
     repeats: dict[int, int],
+    built: dict[int, StoredEvent],
 ) -> list[int]:
     """Imported events that keep their id: one already stored, or met earlier in the batch,
-    is a repeat if identical (same hash); otherwise that record alone is refused."""
+    is a repeat if identical (same hash); otherwise that record alone is refused. Each is
+    built (and hashed) once, into built."""
     preset: dict[uuid.UUID, int] = {}
-    wanted: dict[int, StoredEvent] = {}
+    wanted = built
     for index in fresh:
         event_id = items[index].event_id
         if event_id is None:
             continue
-        wanted[index] = _new_event(source, items[index], event_id, items[index].received_at or now)
+        wanted[index] = _new_event(source, items[index], event_id, now)
         first = preset.setdefault(event_id, index)
         if first == index:
             continue
@@ -194,8 +229,10 @@ def hash_for(*, source: Source, item: EventIn, event_id: uuid.UUID | str, receiv
 
 
 def _new_event(
-    source: Source, item: EventIn, event_id: uuid.UUID, received_at: datetime, id_text: str | None = None
+    source: Source, item: EventIn, event_id: uuid.UUID, now: datetime, id_text: str | None = None
 ) -> StoredEvent:
+    """The event item becomes when stored now (or at its own receipt time, an import's)."""
+    received_at = item.received_at or now
     occurred_at = item.occurred_at or received_at
     return StoredEvent(
         id=event_id,

@@ -323,7 +323,7 @@ def test_a_worker_error_stops_the_import_with_a_message_instead_of_hanging(billi
     def broken(**kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("events.ingest.importing.ingest_events", broken)  # inherited by the forked workers
+    monkeypatch.setattr("events.ingest.write.ingest_events", broken)  # inherited by the forked workers
     path = write_lines(tmp_path / "e.ndjson", numbered(range(50)))
 
     with pytest.raises(CommandError, match="disk on fire") as failure:
@@ -338,7 +338,7 @@ def test_a_worker_that_dies_is_reported(billing, tmp_path, monkeypatch):
     def killed(**kwargs: object) -> None:
         os._exit(137)  # as the kernel's OOM killer would end it: no goodbye
 
-    monkeypatch.setattr("events.ingest.importing.ingest_events", killed)
+    monkeypatch.setattr("events.ingest.write.ingest_events", killed)
     path = write_lines(tmp_path / "e.ndjson", [json.dumps({"type": "a.b"})] * 20)
 
     with pytest.raises(CommandError, match="died unexpectedly"):
