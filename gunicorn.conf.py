@@ -23,6 +23,21 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
     if problem := production_problem():
         raise SystemExit(problem)
+    if os.environ.get("AUDITSVC_INGEST_MODE", "").strip().lower() == "stream":
+        _refuse_a_stream_that_could_lose_events()
+
+
+def _refuse_a_stream_that_could_lose_events() -> None:
+    import django  # noqa: PLC0415 - only stream mode sets Django up in the master
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditsvc.settings")
+    django.setup()
+    from events.ingest import stream  # noqa: PLC0415
+
+    problem = stream.durability_problem()
+    stream.forget_client()  # the workers open their own connections
+    if problem:
+        raise SystemExit(problem)
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]

@@ -1,13 +1,16 @@
-"""Liveness and readiness probes (no auth): /healthz is the process, /readyz its database."""
+"""Liveness and readiness probes (no auth): /healthz is the process, /readyz its database (or stream)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import redis
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 
+from events.ingest import stream
 from events.integrity.sealing import oldest_unsealed_age_seconds
 
 logger = logging.getLogger(__name__)
@@ -33,23 +36,60 @@ def _pending_migrations() -> int:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """200 when the database answers and every migration is applied, else 503."""
+    """200 when the service can take events: in direct mode its database answers with every
+    migration applied; in stream mode its Redis answers (the database may be away meanwhile:
+    the stream holds what arrives, and the lag shows it). Otherwise 503."""
+    if stream.is_enabled():
+        return _stream_readiness()
     try:
         pending = _pending_migrations()
         # Also the reachability check: one indexed query. Operators alert on a growing value
         # (the sealer, cron or auto-seal, is not running).
         oldest_unsealed = oldest_unsealed_age_seconds()
     except DatabaseError:
-        # The error text (host names, users, versions) is for the operator's log, not for
-        # whoever asks this unauthenticated endpoint.
-        logger.warning("readiness check: the database is unreachable", exc_info=True)
-        connection.close()  # do not keep a broken connection for the next request
-        response = JsonResponse({"status": "unavailable", "database": "unreachable"})
-        response.status_code = 503
-        response["Retry-After"] = "5"
-        return response
+        _log_database_unreachable()
+        return _unavailable({"status": "unavailable", "database": "unreachable"})
     if pending:
-        response = JsonResponse({"status": "unavailable", "database": "ok", "pending_migrations": pending})
-        response.status_code = 503
-        return response
+        return _unavailable({"status": "unavailable", "database": "ok", "pending_migrations": pending})
     return JsonResponse({"status": "ok", "database": "ok", "oldest_unsealed_seconds": oldest_unsealed})
+
+
+def _stream_readiness() -> JsonResponse:
+    try:
+        states = stream.shard_states()
+        window = stream.loss_window(stream.persistence())
+    except redis.RedisError:
+        logger.warning("readiness check: the stream's Redis is unreachable", exc_info=True)
+        return _unavailable({"status": "unavailable", "stream": "unreachable"})
+    lag = stream.total_lag(states)
+    body: dict[str, Any] = {
+        "status": "ok",
+        "mode": "stream",
+        "stream": "ok",
+        "lag": lag.as_dict(),
+        "dead_letters": sum(state.dead for state in states),
+        "durability": "relaxed" if window else "strict",
+    }
+    if window:
+        body["loss_window"] = window
+    try:
+        body["oldest_unsealed_seconds"] = oldest_unsealed_age_seconds()
+        body["database"] = "ok"
+    except DatabaseError:
+        _log_database_unreachable()
+        body["database"] = "unreachable"
+    return JsonResponse(body)
+
+
+def _log_database_unreachable() -> None:
+    # The error text (host names, users, versions) is for the operator's log, not for
+    # whoever asks this unauthenticated endpoint.
+    logger.warning("readiness check: the database is unreachable", exc_info=True)
+    connection.close()  # do not keep a broken connection for the next request
+
+
+def _unavailable(body: dict[str, Any]) -> JsonResponse:
+    response = JsonResponse(body)
+    response.status_code = 503
+    response["Retry-After"] = "5"
+    return response

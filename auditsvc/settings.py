@@ -11,7 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from auditsvc.deployment import deployment_environment, production_problem
 from auditsvc.embedded_db import embedded_database_settings
-from auditsvc.env import env_bool, env_int, env_list, env_secret, env_str
+from auditsvc.env import env_bool, env_choice, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("AUDITSVC_VAR_DIR", str(BASE_DIR / "var")))
@@ -204,6 +204,23 @@ AUDITSVC_GROUP_COMMIT = env_bool("AUDITSVC_GROUP_COMMIT", default=True)
 AUDITSVC_GROUP_COMMIT_MAX_EVENTS = env_int("AUDITSVC_GROUP_COMMIT_MAX_EVENTS", 256, minimum=1)
 # A request waits this long for its group's commit before answering 503 (retry with the key).
 AUDITSVC_GROUP_COMMIT_TIMEOUT_SECONDS = env_int("AUDITSVC_GROUP_COMMIT_TIMEOUT_SECONDS", 20, minimum=1)
+# Stream mode (events.ingest.stream, docs/ingest-modes.md): single events are accepted into a
+# durable Redis stream (202) and stored by manage.py drain_events; "direct" stores them in the request.
+AUDITSVC_INGEST_MODE = env_choice("AUDITSVC_INGEST_MODE", ("direct", "stream"), "direct")
+AUDITSVC_STREAM_URL = env_str("AUDITSVC_STREAM_URL") or REDIS_URL
+AUDITSVC_STREAM_CLUSTER = env_bool("AUDITSVC_STREAM_CLUSTER", default=False)  # a Redis Cluster's URL
+AUDITSVC_STREAM_SHARDS = env_int("AUDITSVC_STREAM_SHARDS", 1, minimum=1)
+AUDITSVC_STREAM_PREFIX = env_str("AUDITSVC_STREAM_PREFIX", "auditsvc")
+# strict: start only on a Redis that fsyncs every write before answering (appendfsync always);
+# relaxed: accept any persistence, and /readyz states the loss window.
+AUDITSVC_STREAM_DURABILITY = env_choice("AUDITSVC_STREAM_DURABILITY", ("strict", "relaxed"), "strict")
+AUDITSVC_STREAM_BATCH = env_int("AUDITSVC_STREAM_BATCH", 1000, minimum=1)
+# An entry a drainer took but has not acknowledged this long is taken over by another (XAUTOCLAIM).
+AUDITSVC_STREAM_CLAIM_IDLE_SECONDS = env_int("AUDITSVC_STREAM_CLAIM_IDLE_SECONDS", 60, minimum=1)
+# An entry delivered this many times without being stored goes to the dead-letter stream.
+AUDITSVC_STREAM_MAX_DELIVERIES = env_int("AUDITSVC_STREAM_MAX_DELIVERIES", 5, minimum=1)
+if AUDITSVC_INGEST_MODE == "stream" and not AUDITSVC_STREAM_URL:
+    raise ImproperlyConfigured("auditsvc: AUDITSVC_INGEST_MODE=stream needs AUDITSVC_STREAM_URL (or REDIS_URL).")
 AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS = env_int("AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS", 7 * 24 * 3600, minimum=60)
 AUDITSVC_MAX_FUTURE_SKEW_SECONDS = env_int("AUDITSVC_MAX_FUTURE_SKEW_SECONDS", 300, minimum=0)
 # Strict deployments refuse event types nobody registered (manage.py create_event_type).

@@ -14,12 +14,14 @@ from django.dispatch import receiver
 from rest_framework.test import APIClient
 
 from auditsvc.embedded_db import start_embedded_database_if_configured
+from events.ingest import stream
 from events.ingest.group_commit import stop_group_commit
 from events.ingest.write import clear_caches
 from events.integrity import signing
 from events.keys import create_api_key, forget_cached_keys
 from events.models import Source
 from tests.factories import SourceFactory
+from tests.redis_servers import RedisServer, redis_server
 
 
 @dataclass
@@ -120,6 +122,27 @@ def make_client(db: None) -> Callable[..., KeyedClient]:
 def api(make_client: Callable[..., KeyedClient]) -> KeyedClient:
     """A client with an ingest+read key of the 'billing' source."""
     return make_client()
+
+
+@pytest.fixture(scope="session")
+def durable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the tests' own with `appendfsync always` (stream mode's requirement)."""
+    with redis_server(tmp_path_factory.mktemp("redis-aof")) as server:
+        yield server
+
+
+@pytest.fixture
+def stream_mode(settings: Any, durable_redis: RedisServer) -> Iterator[RedisServer]:
+    """Stream mode on the durable Redis, under a key prefix of this test's own."""
+    settings.AUDITSVC_INGEST_MODE = "stream"
+    settings.AUDITSVC_STREAM_URL = durable_redis.url
+    settings.AUDITSVC_STREAM_CLUSTER = False
+    settings.AUDITSVC_STREAM_SHARDS = 1
+    settings.AUDITSVC_STREAM_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
+    stream.forget_client()
+    stream.ensure_groups()
+    yield durable_redis
+    stream.forget_client()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

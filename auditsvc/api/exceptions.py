@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
@@ -41,6 +42,31 @@ def _flatten(detail: Any, field: str | None) -> list[FieldError]:
 DATABASE_RETRY_AFTER_SECONDS = 5
 
 
+# What was asked for is not acknowledged, and the client's retry with the same idempotency key
+# is safe: a 503 with Retry-After, never a 500.
+_UNAVAILABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, str], ...] = (
+    # The group commit did not answer in time: the event may or may not be stored, as after a
+    # timeout on the wire.
+    (TimeoutError, "commit_timeout", "The commit did not finish in time; retry shortly."),
+    # Stream mode: the event was not appended to the stream (or its append not confirmed).
+    (redis.RedisError, "stream_unavailable", "The ingest stream is unavailable; retry shortly."),
+    ((OperationalError, InterfaceError), "database_unavailable", "The database is unavailable; retry shortly."),
+)
+
+
+def _unavailable(exc: Exception) -> Response | None:
+    for kinds, code, message in _UNAVAILABLE:
+        if isinstance(exc, kinds):
+            if code != "commit_timeout":
+                logger.warning("%s: %s", code, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            response = Response(
+                error_body([FieldError(None, code, message)]), status=status.HTTP_503_SERVICE_UNAVAILABLE
+            )
+            response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+            return response
+    return None
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ProblemError):
         return Response(error_body(exc.errors), status=exc.status)
@@ -51,22 +77,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             error_body([FieldError(None, "invalid_value", "A value in the request cannot be stored or searched.")]),
             status=status.HTTP_400_BAD_REQUEST,
         )
-    if isinstance(exc, TimeoutError):
-        # The group commit did not answer in time: the event may or may not be stored, as
-        # after a timeout on the wire; the retry with the same idempotency key is safe.
-        late = Response(
-            error_body([FieldError(None, "commit_timeout", "The commit did not finish in time; retry shortly.")]),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
-        late["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
-        return late
-    if isinstance(exc, OperationalError | InterfaceError):
-        logger.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        unavailable = Response(
-            error_body([FieldError(None, "database_unavailable", "The database is unavailable; retry shortly.")]),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
-        unavailable["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    if (unavailable := _unavailable(exc)) is not None:
         return unavailable
     response = drf_exception_handler(exc, context)
     if response is None:

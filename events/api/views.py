@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -41,10 +42,12 @@ from events.api.serializers import (
     SourceSerializer,
     event_output,
 )
+from events.ingest import stream
 from events.ingest.group_commit import store_single_event
 from events.ingest.validation import parse_ingest_body
 from events.ingest.write import ingest_events
 from events.integrity import proofs, signing
+from events.integrity.hashing import format_time
 from events.models import SCOPE_INGEST, SCOPE_READ, ApiKey, Event, EventType, Seal, Source
 from events.queries import StoredEvent, event_by_id, event_type_ids, events_queryset, stored_event_from_row
 
@@ -134,9 +137,30 @@ def readable_events(request: Request, events: QuerySet[Event] | None = None) -> 
 def _event_or_404(event_id: str, request: Request) -> StoredEvent:
     event = event_by_id(event_id)
     source = own_source_only(request)
+    if event is None and stream.is_enabled() and _is_queued(event_id):
+        message = "This event is accepted and waits in the stream to be stored; retry shortly."
+        raise ProblemError([FieldError("id", "queued", message)], status=404)
     if event is None or (source is not None and event.source != source.slug):
         raise ProblemError([FieldError("id", "not_found", "No event with this id.")], status=404)
     return event
+
+
+def _is_queued(event_id: str) -> bool:
+    try:
+        return stream.is_queued(uuid.UUID(event_id))
+    except ValueError:
+        return False
+
+
+def accepted_output(accepted: stream.Accepted) -> dict[str, Any]:
+    """Stream mode's answer: the id the event will be stored under, and the lag before it is."""
+    return {
+        "id": str(accepted.event_id),
+        "status": "queued",
+        "received_at": format_time(accepted.received_at) if accepted.received_at else None,
+        "hash": accepted.hash,
+        "lag": accepted.lag.as_dict() if accepted.lag else None,
+    }
 
 
 def event_page(request: Request, events: QuerySet[Event]) -> Response:
@@ -199,6 +223,11 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         parsed = parse_ingest_body(body, idempotency_header=request.headers.get("Idempotency-Key"))
         api_key = request.auth
         assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
+        if not parsed.is_batch and stream.is_enabled():
+            accepted = stream.accept_event(source=api_key.source, item=parsed.events[0])
+            return Response(
+                accepted_output(accepted), status=status.HTTP_202_ACCEPTED if accepted.created else status.HTTP_200_OK
+            )
         if not parsed.is_batch:
             stored = store_single_event(source=api_key.source, item=parsed.events[0])
             return Response(

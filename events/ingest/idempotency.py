@@ -44,7 +44,7 @@ def claim_idempotency_keys(
             fresh.append(index)
         elif key in first_index_of:
             if items[first_index_of[key]].fingerprint != item.fingerprint:
-                raise Conflict([_key_conflict(paths(index, "idempotency_key"))])
+                raise Conflict([key_conflict(paths(index, "idempotency_key"))])
             repeats[index] = first_index_of[key]
         else:
             first_index_of[key] = index
@@ -96,7 +96,7 @@ def claim_idempotency_keys(
         index = first_index_of[key]
         event_id, fingerprint = earlier[key]
         if fingerprint != items[index].fingerprint and not same_event(items[index], stored[event_id]):
-            raise Conflict([_key_conflict(paths(index, "idempotency_key"))])
+            raise Conflict([key_conflict(paths(index, "idempotency_key"))])
         results[index] = replace(stored[event_id], created=False)
         taken_indexes.add(index)
     return [index for index in fresh if index not in taken_indexes], repeats
@@ -126,7 +126,7 @@ def _json_param(values: list[Any]) -> str:
     return orjson.dumps(values).decode()
 
 
-def _key_conflict(field: str) -> FieldError:
+def key_conflict(field: str) -> FieldError:
     return FieldError(
         field,
         "idempotency_key_reused",

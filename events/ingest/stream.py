@@ -1,0 +1,322 @@
+"""Stream mode (AUDITSVC_INGEST_MODE=stream): a durable Redis stream between the API and PostgreSQL.
+
+A single-event POST is validated, given its id (UUIDv7), receipt time and hash, and appended
+to a Redis stream in one script that also holds its idempotency key; it is answered 202 once
+Redis has the append on disk (the start-up check demands `appendfsync always`, see
+durability_problem). `manage.py drain_events` (events.ingest.drain) stores the entries
+through the one write path and acknowledges them only after the commit.
+
+Layout, per shard n (AUDITSVC_STREAM_SHARDS), every key under one hash tag so that a shard's
+keys live in one Redis Cluster slot and one script may touch them all:
+  {prefix}:{sN}:events  the stream (one field, "e": the entry's JSON)
+  {prefix}:{sN}:queued  the set of event ids accepted and not yet stored (reads answer `queued`)
+  {prefix}:{sN}:dead    the dead-letter stream (entries the write path refused, or that failed
+                        AUDITSVC_STREAM_MAX_DELIVERIES times); the admin shows it
+  {prefix}:{sN}:key:<source id>:<idempotency key>  "<event id> <fingerprint>", for the dedupe window
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import orjson
+import redis
+from django.conf import settings
+from django.utils import timezone
+from redis.cluster import RedisCluster
+
+from auditsvc.errors import Conflict
+from events.ids import uuid7
+from events.ingest.idempotency import key_conflict
+from events.ingest.validation import EventIn
+from events.ingest.write import hash_for
+from events.models import Source
+
+GROUP = "drainers"
+# redis.Redis or RedisCluster. Typed Any: redis-py types every answer as "value or Awaitable"
+# (one class serves sync and async), which would need a cast at each of the calls below.
+Client = Any
+
+# Append the entry, remember its id as queued and claim its idempotency key, or answer with
+# the event that already holds the key. Returns {1, length, oldest entry id} or {0, held}.
+_ACCEPT = """
+if KEYS[3] then
+  local held = redis.call('GET', KEYS[3])
+  if held then return {0, held} end
+end
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[4]) end
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+return {1, redis.call('XLEN', KEYS[1]), oldest[1][1]}
+"""
+
+
+@dataclass(frozen=True)
+class Lag:
+    """What is accepted and not yet stored: entries, and the age of the oldest."""
+
+    entries: int
+    oldest_seconds: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"entries": self.entries, "oldest_seconds": round(self.oldest_seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event_id: uuid.UUID
+    received_at: datetime | None  # None for a repeat: the first acceptance's is not kept here
+    hash: str | None
+    created: bool  # False: a retry of an accepted event (same idempotency key and body)
+    lag: Lag | None  # of the event's shard, right after the append
+
+
+def is_enabled() -> bool:
+    return bool(settings.AUDITSVC_INGEST_MODE == "stream")
+
+
+@cache
+def client() -> Client:
+    """The process's Redis (or Redis Cluster) client; redis-py reconnects after a fork."""
+    options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2, "decode_responses": True}
+    if settings.AUDITSVC_STREAM_CLUSTER:
+        return RedisCluster.from_url(settings.AUDITSVC_STREAM_URL, **options)  # type: ignore[no-untyped-call]
+    return redis.Redis.from_url(settings.AUDITSVC_STREAM_URL, **options)
+
+
+def forget_client() -> None:
+    """Drop the cached client (tests that point the settings at another Redis)."""
+    if client.cache_info().currsize:
+        client().close()
+    client.cache_clear()
+    _accept_script.cache_clear()
+
+
+@cache
+def _accept_script() -> Any:
+    return client().register_script(_ACCEPT)
+
+
+def shard_count() -> int:
+    return int(settings.AUDITSVC_STREAM_SHARDS)
+
+
+def _base(shard: int) -> str:
+    return f"{settings.AUDITSVC_STREAM_PREFIX}:{{s{shard}}}"
+
+
+def stream_key(shard: int) -> str:
+    return f"{_base(shard)}:events"
+
+
+def queued_key(shard: int) -> str:
+    return f"{_base(shard)}:queued"
+
+
+def dead_key(shard: int) -> str:
+    return f"{_base(shard)}:dead"
+
+
+def _idempotency_key(shard: int, source: Source, key: str) -> str:
+    return f"{_base(shard)}:key:{source.pk}:{key}"
+
+
+def shard_of(source: Source, item: EventIn, event_id: uuid.UUID) -> int:
+    """A keyed event's shard follows its key (a retry meets its first try); others spread by id."""
+    if shard_count() == 1:
+        return 0
+    basis = f"{source.pk}:{item.idempotency_key}".encode() if item.idempotency_key else event_id.bytes
+    return zlib.crc32(basis) % shard_count()
+
+
+def entry_age_seconds(entry_id: str, now: float | None = None) -> float:
+    """An entry id is "<milliseconds>-<sequence>": its age from the Redis clock's stamp."""
+    millis = int(entry_id.split("-", 1)[0])
+    return max(0.0, (now if now is not None else time.time()) - millis / 1000)
+
+
+def accept_event(*, source: Source, item: EventIn) -> Accepted:
+    """Append one validated event to its shard; durable when this returns (see durability_problem).
+
+    Raises Conflict when the idempotency key is held by a different event, and redis.RedisError
+    when Redis is unreachable (the API answers 503; nothing was acknowledged).
+    """
+    event_id = uuid7()
+    received_at = timezone.now()
+    id_text = str(event_id)
+    digest = hash_for(source=source, item=item, event_id=id_text, received_at=received_at)
+    entry = encode_entry(source=source, item=item, event_id=id_text, received_at=received_at, digest=digest)
+    shard = shard_of(source, item, event_id)
+    keys = [stream_key(shard), queued_key(shard)]
+    if item.idempotency_key is not None:
+        keys.append(_idempotency_key(shard, source, item.idempotency_key))
+    args = [id_text, entry, item.fingerprint, settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS]
+    answer = _accept_script()(keys=keys, args=args)
+    if int(answer[0]) == 0:
+        held_id, _, fingerprint = str(answer[1]).partition(" ")
+        if fingerprint != item.fingerprint:
+            raise Conflict([key_conflict("idempotency_key")])
+        return Accepted(uuid.UUID(held_id), received_at=None, hash=None, created=False, lag=None)
+    lag = Lag(entries=int(answer[1]), oldest_seconds=entry_age_seconds(str(answer[2])))
+    return Accepted(event_id, received_at=received_at, hash=digest, created=True, lag=lag)
+
+
+def encode_entry(*, source: Source, item: EventIn, event_id: str, received_at: datetime, digest: str) -> bytes:
+    """The entry's JSON: the event as validated, with what the API assigned (id, receipt, hash)."""
+    return orjson.dumps(
+        {
+            "id": event_id,
+            "source": source.pk,
+            "received_at": received_at,
+            "type": item.type,
+            "customer": item.customer,
+            "identities": item.customer_identities,
+            "actor": item.actor,
+            "occurred_at": item.occurred_at,
+            "description": item.description,
+            "payload": item.payload,
+            "idempotency_key": item.idempotency_key,
+            "fingerprint": item.fingerprint,
+            "canonical": item.payload_is_canonical,
+            "hash": digest,
+        }
+    )
+
+
+def decode_entry(text: str) -> tuple[int, EventIn]:
+    """(source id, the event as the write path takes it: id and receipt time preset, like an
+    import's, so that a redelivered entry is recognised by its id and never stored twice)."""
+    raw = orjson.loads(text)
+    return int(raw["source"]), EventIn(
+        type=raw["type"],
+        customer=raw["customer"],
+        customer_identities=tuple((system, external) for system, external in raw["identities"]),
+        actor=raw["actor"],
+        occurred_at=datetime.fromisoformat(raw["occurred_at"]) if raw["occurred_at"] else None,
+        description=raw["description"],
+        payload=raw["payload"],
+        idempotency_key=raw["idempotency_key"],
+        fingerprint=raw["fingerprint"],
+        payload_is_canonical=bool(raw["canonical"]),
+        event_id=uuid.UUID(raw["id"]),
+        received_at=datetime.fromisoformat(raw["received_at"]),
+    )
+
+
+def is_queued(event_id: uuid.UUID) -> bool:
+    """Whether event_id was accepted and is still waiting for the drainer (one check per shard)."""
+    text = str(event_id)
+    return any(bool(client().sismember(queued_key(shard), text)) for shard in range(shard_count()))
+
+
+def ensure_groups() -> None:
+    """Create the drainers' consumer group on every shard, reading from the stream's start."""
+    for shard in range(shard_count()):
+        try:
+            client().xgroup_create(stream_key(shard), GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+@dataclass(frozen=True)
+class ShardState:
+    shard: int
+    entries: int  # accepted, not yet stored and acknowledged (the drainer trims what is)
+    oldest_seconds: float
+    pending: int  # delivered to a drainer, not yet acknowledged
+    dead: int
+
+
+def shard_states() -> list[ShardState]:
+    """Each shard's lag and dead letters: for /readyz and the admin."""
+    states = []
+    now = time.time()
+    for shard in range(shard_count()):
+        redis_client = client()
+        key = stream_key(shard)
+        oldest = redis_client.xrange(key, count=1)
+        groups = redis_client.xinfo_groups(key) if redis_client.exists(key) else []
+        pending = sum(int(group["pending"]) for group in groups if group["name"] == GROUP)
+        states.append(
+            ShardState(
+                shard=shard,
+                entries=int(redis_client.xlen(key)),
+                oldest_seconds=entry_age_seconds(oldest[0][0], now) if oldest else 0.0,
+                pending=pending,
+                dead=int(redis_client.xlen(dead_key(shard))),
+            )
+        )
+    return states
+
+
+def total_lag(states: list[ShardState]) -> Lag:
+    return Lag(
+        entries=sum(state.entries for state in states),
+        oldest_seconds=max((state.oldest_seconds for state in states), default=0.0),
+    )
+
+
+# --- Durability ---------------------------------------------------------------------------
+
+
+def _primaries() -> list[Client]:
+    redis_client = client()
+    if isinstance(redis_client, RedisCluster):
+        return [redis_client.get_redis_connection(node) for node in redis_client.get_primaries()]  # type: ignore[no-untyped-call]
+    return [redis_client]
+
+
+def persistence() -> list[dict[str, str]]:
+    """appendonly and appendfsync of every primary (CONFIG GET; a managed Redis may refuse it)."""
+    found = []
+    for node in _primaries():
+        values = node.config_get("append*")
+        kwargs = node.connection_pool.connection_kwargs
+        found.append(
+            {
+                "node": f"{kwargs.get('host')}:{kwargs.get('port')}",
+                "appendonly": str(values.get("appendonly", "")),
+                "appendfsync": str(values.get("appendfsync", "")),
+            }
+        )
+    return found
+
+
+def loss_window(nodes: list[dict[str, str]]) -> str | None:
+    """What an acknowledged event may be lost to, in words; None when every write is fsynced."""
+    if all(node["appendonly"] == "yes" and node["appendfsync"] == "always" for node in nodes):
+        return None
+    if any(node["appendonly"] != "yes" for node in nodes):
+        return "every event accepted since the last RDB snapshot (AOF is off on a node)"
+    if any(node["appendfsync"] == "no" for node in nodes):
+        return "the operating system's write-back delay, often 30 s (appendfsync no)"
+    return "about 1 s of accepted events on a Redis crash or power loss (appendfsync everysec)"
+
+
+def durability_problem() -> str | None:
+    """Why stream mode must not start here, or None. Strict durability demands that every Redis
+    primary fsyncs each write before answering, so that a 202 survives a crash of Redis."""
+    if not is_enabled():
+        return None
+    try:
+        nodes = persistence()
+        ensure_groups()
+    except redis.RedisError as exc:
+        return f"auditsvc: AUDITSVC_INGEST_MODE=stream, but Redis at AUDITSVC_STREAM_URL cannot be checked: {exc}"
+    window = loss_window(nodes)
+    if window is None or settings.AUDITSVC_STREAM_DURABILITY == "relaxed":
+        return None
+    described = ", ".join(f"{n['node']} appendonly={n['appendonly']} appendfsync={n['appendfsync']}" for n in nodes)
+    return (
+        f"auditsvc: stream mode acknowledges events only once Redis has them on disk, but this Redis ({described}) "
+        f"could lose {window}. Configure `appendonly yes` and `appendfsync always`, or accept the loss window "
+        "with AUDITSVC_STREAM_DURABILITY=relaxed."
+    )

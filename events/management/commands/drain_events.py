@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from events.ingest import stream
+from events.ingest.drain import Drainer, DrainReport
+
+
+class Command(BaseCommand):
+    help = (
+        "Stream mode: store the events accepted into the Redis stream, acknowledging each after its "
+        "commit. Long-running until SIGTERM or Ctrl-C; --once drains what is there and exits. Run "
+        "several at once (one per shard, or more): they share the work as one consumer group."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="drain what is there now, then exit")
+        parser.add_argument(
+            "--shard", type=int, action="append", dest="shards", help="serve this shard (repeatable); default all"
+        )
+        parser.add_argument("--consumer", help="consumer name; default <hostname>-<pid>")
+        parser.add_argument("--batch", type=int, default=None, help="entries per read; default AUDITSVC_STREAM_BATCH")
+
+    def handle(
+        self, *args: Any, once: bool, shards: list[int] | None, consumer: str | None, batch: int | None, **options: Any
+    ) -> None:
+        if not stream.is_enabled():
+            raise CommandError("AUDITSVC_INGEST_MODE is not 'stream': there is no stream to drain.")
+        if problem := stream.durability_problem():
+            raise CommandError(problem)
+        count = stream.shard_count()
+        if shards and any(not 0 <= shard < count for shard in shards):
+            raise CommandError(f"--shard must be between 0 and {count - 1} (AUDITSVC_STREAM_SHARDS={count}).")
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        drainer = Drainer(sorted(set(shards)) if shards else None, consumer=consumer, batch=batch, stop=stop)
+        served = ", ".join(str(shard) for shard in drainer.shards)
+        if once:
+            waiting = sum(state.entries for state in stream.shard_states() if state.shard in drainer.shards)
+            with tqdm(total=waiting, unit="event", desc="Draining", disable=None) as bar:
+
+                def advance(step: DrainReport) -> None:
+                    bar.update(_moved(step))
+
+                report = drainer.run(once=True, on_batch=advance)
+        else:
+            self.stdout.write(f"Draining shard(s) {served} as {drainer.consumer}; SIGTERM or Ctrl-C stops.")
+            self.stdout.flush()
+            report = drainer.run(on_batch=_Progress(self).step)
+        self.stdout.write(
+            f"Stored {report.stored} events, {report.duplicates} already stored, {report.dead} dead-lettered."
+        )
+
+
+def _moved(report: DrainReport) -> int:
+    return report.stored + report.duplicates + report.dead
+
+
+class _Progress:
+    """A line every 10 s while events flow: how many, and the lag left."""
+
+    def __init__(self, command: BaseCommand) -> None:
+        self.command = command
+        self.since = time.monotonic()
+        self.window = DrainReport()
+
+    def step(self, report: DrainReport) -> None:
+        self.window.add(report)
+        elapsed = time.monotonic() - self.since
+        if elapsed < 10:
+            return
+        lag = stream.total_lag(stream.shard_states())
+        self.command.stdout.write(
+            f"{self.window.stored / elapsed:,.0f} events/s stored, {self.window.dead} dead-lettered; "
+            f"lag {lag.entries} entries, oldest {lag.oldest_seconds:.1f} s"
+        )
+        self.command.stdout.flush()
+        self.since, self.window = time.monotonic(), DrainReport()

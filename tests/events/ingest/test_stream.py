@@ -1,0 +1,276 @@
+"""Stream mode: accepted into a durable Redis stream (202), stored by the drainer exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+from django.db import connections
+
+from events.ingest import drain, stream
+from events.ingest.drain import Drainer
+from events.models import Event, EventType
+from tests.redis_servers import RedisServer, redis_cluster, redis_server
+
+URL = "/api/v1/events"
+
+
+def raw_client() -> Any:
+    client = stream.client()
+    assert isinstance(client, redis.Redis)
+    return client
+
+
+def test_a_single_event_is_accepted_then_stored_by_the_drainer(api, stream_mode):
+    answer = api.post_json(URL, {"type": "invoice.paid", "customer": "cus_1", "payload": {"amount": 5}})
+
+    assert answer.status_code == 202
+    accepted = answer.json()
+    assert accepted["status"] == "queued"
+    assert accepted["lag"]["entries"] == 1
+    assert Event.objects.count() == 0
+    queued = api.client.get(f"{URL}/{accepted['id']}")
+    assert queued.status_code == 404
+    assert queued.json()["errors"][0]["code"] == "queued"
+
+    report = Drainer().run(once=True)
+
+    assert (report.stored, report.duplicates, report.dead) == (1, 0, 0)
+    stored = api.client.get(f"{URL}/{accepted['id']}").json()
+    assert stored["hash"] == accepted["hash"]  # the hash the API gave is the one the write path computes
+    assert stored["received_at"] == accepted["received_at"]
+    assert stored["payload"] == {"amount": 5}
+    assert raw_client().xlen(stream.stream_key(0)) == 0  # trimmed once acknowledged
+    assert raw_client().scard(stream.queued_key(0)) == 0
+    assert api.client.get(f"{URL}/{'0' * 8}-0000-7000-8000-{'0' * 12}").json()["errors"][0]["code"] == "not_found"
+
+
+def test_a_batch_is_stored_directly_in_stream_mode(api, stream_mode):
+    answer = api.post_json(URL, {"events": [{"type": "a.b"}, {"type": "a.c"}]})
+
+    assert answer.status_code == 201
+    assert Event.objects.count() == 2
+    assert raw_client().xlen(stream.stream_key(0)) == 0
+
+
+def test_idempotency_keys_hold_in_stream_mode(api, stream_mode):
+    body = {"type": "invoice.paid", "idempotency_key": "k-1", "payload": {"n": 1}}
+    first = api.post_json(URL, body)
+    retry = api.post_json(URL, body)
+    other = api.post_json(URL, {**body, "payload": {"n": 2}})
+
+    assert first.status_code == 202
+    assert retry.status_code == 200
+    assert retry.json()["id"] == first.json()["id"]
+    assert other.status_code == 409
+    assert other.json()["errors"][0] == {
+        "field": "idempotency_key",
+        "code": "idempotency_key_reused",
+        "message": "This idempotency key was already used for a different event within the dedupe window.",
+    }
+    assert Drainer().run(once=True).stored == 1
+    after = api.post_json(URL, body)
+    assert after.status_code == 200
+    assert after.json()["id"] == first.json()["id"]
+    assert Drainer().run(once=True).stored == 0
+    assert Event.objects.filter(idempotency_key="k-1").count() == 1
+
+
+def test_an_entry_stored_but_not_acknowledged_is_not_stored_twice(api, stream_mode, settings, monkeypatch):
+    accepted = api.post_json(URL, {"type": "invoice.paid", "idempotency_key": "k-2"}).json()
+    crashing = Drainer(consumer="crashes-after-commit")
+
+    def crash(*args: Any) -> None:
+        raise SystemExit("killed between commit and acknowledgement")
+
+    monkeypatch.setattr(crashing, "_finish", crash)
+    with pytest.raises(SystemExit):
+        crashing.drain_shard(0)  # the new entry: stored and committed, never acknowledged
+    assert Event.objects.filter(id=accepted["id"]).count() == 1
+
+    settings.AUDITSVC_STREAM_CLAIM_IDLE_SECONDS = 0
+    report = Drainer(consumer="survivor").run(once=True)
+
+    assert (report.stored, report.duplicates) == (0, 1)
+    assert Event.objects.filter(id=accepted["id"]).count() == 1
+    assert raw_client().xpending(stream.stream_key(0), stream.GROUP)["pending"] == 0
+
+
+def test_entries_of_a_drainer_that_died_are_claimed_after_the_idle_time(api, stream_mode, settings):
+    settings.AUDITSVC_STREAM_CLAIM_IDLE_SECONDS = 1
+    accepted = api.post_json(URL, {"type": "invoice.paid"}).json()
+    raw_client().xreadgroup(stream.GROUP, "died", {stream.stream_key(0): ">"}, count=10)  # read, then gone
+
+    assert Drainer(consumer="early").run(once=True).stored == 0  # not idle long enough yet
+    time.sleep(1.1)
+    report = Drainer(consumer="late").run(once=True)
+
+    assert report.stored == 1
+    assert Event.objects.filter(id=accepted["id"]).exists()
+
+
+def test_a_refused_entry_goes_to_the_dead_letter_stream_and_the_rest_are_stored(api, stream_mode, settings):
+    settings.AUDITSVC_STRICT_EVENT_TYPES = True
+    EventType.objects.create(name="known.type")
+    good = api.post_json(URL, {"type": "known.type"}).json()
+    refused = api.post_json(URL, {"type": "never.registered"}).json()
+    raw_client().xadd(stream.stream_key(0), {"e": "{not json"})
+
+    report = Drainer().run(once=True)
+
+    assert (report.stored, report.dead) == (1, 2)
+    assert Event.objects.filter(id=good["id"]).exists()
+    assert not Event.objects.filter(id=refused["id"]).exists()
+    letters = {fields["e"]: fields["reason"] for _, fields in raw_client().xrange(stream.dead_key(0))}
+    (refusal,) = [reason for entry, reason in letters.items() if refused["id"] in entry]
+    assert refusal.startswith('{"status":400,"errors":[{"field":"type","code":"unknown_event_type"')
+    assert letters["{not json"].startswith("undecodable")
+    assert raw_client().xlen(stream.stream_key(0)) == 0
+    assert raw_client().scard(stream.queued_key(0)) == 0
+
+
+def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_deliveries(api, stream_mode, settings, monkeypatch):
+    settings.AUDITSVC_STREAM_MAX_DELIVERIES = 2
+    poison = api.post_json(URL, {"type": "poison.pill"}).json()
+    fine = api.post_json(URL, {"type": "fine.event"}).json()
+    real_ingest_each = drain.ingest_each  # type: ignore[attr-defined]
+
+    def failing_on_poison(*, source: Any, items: Any) -> Any:
+        if any(item.type == "poison.pill" for item in items):
+            raise RuntimeError("a bug this entry triggers")
+        return real_ingest_each(source=source, items=items)
+
+    monkeypatch.setattr(drain, "ingest_each", failing_on_poison)
+    first = Drainer(consumer="one").run(once=True)  # the batch fails, then each alone: fine stored
+    assert (first.stored, first.dead) == (1, 0)
+    settings.AUDITSVC_STREAM_CLAIM_IDLE_SECONDS = 0  # the poison entry is claimed again at once
+    second = Drainer(consumer="two").run(once=True)  # delivered a second time: dead-lettered
+
+    assert (second.stored, second.dead) == (0, 1)
+    assert Event.objects.filter(id=fine["id"]).exists()
+    (_, letter), *_ = raw_client().xrange(stream.dead_key(0))
+    assert letter["reason"] == "failed 2 times: RuntimeError: a bug this entry triggers"
+    assert poison["id"] in letter["e"]
+    assert letter["deliveries"] == "2"
+
+
+def test_the_stream_is_trimmed_only_below_what_every_group_acknowledged(api, stream_mode):
+    key = stream.stream_key(0)
+    raw_client().xgroup_create(key, "forwarder", id="0")
+    for n in range(3):
+        api.post_json(URL, {"type": "invoice.paid", "payload": {"n": n}})
+
+    assert Drainer().run(once=True).stored == 3
+    assert raw_client().xlen(key) == 3  # the forwarder has read none of them
+    read = raw_client().xreadgroup("forwarder", "f1", {key: ">"}, count=2)
+    raw_client().xack(key, "forwarder", *[entry_id for entry_id, _ in read[0][1]])
+    drain.trim_acknowledged(0)
+    assert raw_client().xlen(key) == 1
+
+
+def test_accepted_events_survive_kill_9_of_redis(api, settings, tmp_path):
+    with redis_server(tmp_path) as server:
+        settings.AUDITSVC_INGEST_MODE = "stream"
+        settings.AUDITSVC_STREAM_URL = server.url
+        stream.forget_client()
+        ids = [api.post_json(URL, {"type": "invoice.paid", "payload": {"n": n}}).json()["id"] for n in range(50)]
+        server.kill()
+        down = api.post_json(URL, {"type": "invoice.paid"})
+        server.start()  # on the same directory: it replays its AOF
+        stream.forget_client()
+        report = Drainer().run(once=True)
+    stream.forget_client()
+
+    assert down.status_code == 503
+    assert down.json()["errors"][0]["code"] == "stream_unavailable"
+    assert down["Retry-After"]
+    assert report.stored == 50
+    assert Event.objects.filter(id__in=ids).count() == 50
+
+
+def test_durability_is_checked_and_relaxed_only_when_asked(settings, tmp_path, client, db):
+    with redis_server(tmp_path, "--appendonly", "yes", "--appendfsync", "everysec") as server:
+        settings.AUDITSVC_INGEST_MODE = "stream"
+        settings.AUDITSVC_STREAM_URL = server.url
+        stream.forget_client()
+        strict = stream.durability_problem()
+        settings.AUDITSVC_STREAM_DURABILITY = "relaxed"
+        relaxed = stream.durability_problem()
+        ready = client.get("/readyz").json()
+    stream.forget_client()
+
+    assert strict is not None
+    assert "appendfsync=everysec" in strict
+    assert "AUDITSVC_STREAM_DURABILITY=relaxed" in strict
+    assert relaxed is None
+    assert ready["durability"] == "relaxed"
+    assert ready["loss_window"] == "about 1 s of accepted events on a Redis crash or power loss (appendfsync everysec)"
+
+
+def test_readyz_shows_the_lag_in_stream_mode(api, stream_mode, client):
+    api.post_json(URL, {"type": "invoice.paid"})
+    time.sleep(0.05)
+    ready = client.get("/readyz")
+
+    assert ready.status_code == 200
+    body = ready.json()
+    assert (body["mode"], body["stream"], body["durability"], body["database"]) == ("stream", "ok", "strict", "ok")
+    assert body["lag"]["entries"] == 1
+    assert body["lag"]["oldest_seconds"] >= 0.05
+    Drainer().run(once=True)
+    assert client.get("/readyz").json()["lag"] == {"entries": 0, "oldest_seconds": 0.0}
+
+
+@pytest.mark.django_db(transaction=True)  # drainers in threads commit for real
+def test_a_sharded_stream_on_a_three_master_cluster_with_one_drainer_per_shard(make_client, settings, tmp_path):
+    with redis_cluster(tmp_path) as nodes:
+        settings.AUDITSVC_INGEST_MODE = "stream"
+        settings.AUDITSVC_STREAM_URL = nodes[0].url
+        settings.AUDITSVC_STREAM_CLUSTER = True
+        settings.AUDITSVC_STREAM_SHARDS = 3
+        stream.forget_client()
+        assert stream.durability_problem() is None  # every primary is checked
+        api = make_client()
+        accepted = [
+            api.post_json(URL, {"type": "invoice.paid", "idempotency_key": f"c-{n}"}).json()["id"] for n in range(60)
+        ]
+        retried = api.post_json(URL, {"type": "invoice.paid", "idempotency_key": "c-7"}).json()["id"]
+        per_shard = [state.entries for state in stream.shard_states()]
+        holders = {_node_of(nodes, stream.stream_key(shard)) for shard in range(3)}
+        reports = _drain_in_threads([[0], [1], [2]])
+    stream.forget_client()
+
+    assert retried == accepted[7]
+    assert sum(per_shard) == 60
+    assert all(count > 0 for count in per_shard)
+    assert len(holders) > 1  # the shards really live on different primaries
+    assert [report.stored for report in reports] == per_shard
+    assert Event.objects.filter(id__in=accepted).count() == 60
+
+
+def _node_of(nodes: list[RedisServer], key: str) -> int:
+    for server in nodes:
+        node = redis.Redis(port=server.port)
+        if node.cluster("countkeysinslot", node.cluster("keyslot", key)):
+            return server.port
+    raise AssertionError(f"{key} is on no node")
+
+
+def _drain_in_threads(shard_sets: list[list[int]]) -> list[drain.DrainReport]:
+    reports: list[drain.DrainReport] = [drain.DrainReport() for _ in shard_sets]
+
+    def run(index: int) -> None:
+        try:
+            reports[index] = Drainer(shard_sets[index], consumer=f"drainer-{index}").run(once=True)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(shard_sets))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return reports
