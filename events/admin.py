@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[import-untyped]
 
 from auditsvc.counting import EstimatedCountPaginator
+from events.ingest import stream
 from events.integrity.hashing import format_time
 from events.json_html import json_html
 from events.keys import create_api_key, revoke_api_key
@@ -87,6 +90,38 @@ class EventAdmin(ReadOnlyAdmin):
     ) -> tuple[QuerySet[Event], bool]:
         return search_events(queryset, search_term), False
 
+    def get_urls(self) -> list[URLPattern]:
+        stream_page = path("stream/", self.admin_site.admin_view(self.stream_view), name="events_event_stream")
+        return [stream_page, *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if stream.is_enabled():
+            extra_context = {**(extra_context or {}), "stream": _stream_overview()}
+        return super().changelist_view(request, extra_context)
+
+    def stream_view(self, request: HttpRequest) -> HttpResponse:
+        """Stream mode: each shard's lag, and the dead letters (superusers may requeue one)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            if not request.user.is_superuser:
+                raise PermissionDenied
+            letter = request.POST.get("letter", "")
+            if stream.requeue_dead_letter(int(request.POST.get("shard", "0")), letter):
+                messages.success(request, f"Dead letter {letter} is back in the stream; the drainer stores it next.")
+            else:
+                messages.warning(request, f"Dead letter {letter} is no longer there.")
+            return HttpResponseRedirect(reverse("admin:events_event_stream"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Ingest stream",
+            "opts": self.model._meta,
+            "stream": _stream_overview(),
+            "letters": stream.dead_letters() if stream.is_enabled() and _reachable() else [],
+            "can_requeue": request.user.is_superuser,
+        }
+        return TemplateResponse(request, "admin/events/stream.html", context)
+
     @admin.display(description="occurred", ordering="occurred_at")
     def occurred(self, event: Event) -> str:
         return format_time(event.occurred_at)
@@ -124,6 +159,29 @@ class EventAdmin(ReadOnlyAdmin):
         return format_html(
             '<span class="seal-ok">sealed</span> in <a href="{}">seal {}</a>, leaf {}', url, position[0], position[1]
         )
+
+
+def _reachable() -> bool:
+    try:
+        return bool(stream.client().ping())
+    except redis.RedisError:
+        return False
+
+
+def _stream_overview() -> dict[str, Any]:
+    """The stream's state for the admin: lag, shards and dead letters, or why it is unknown."""
+    if not stream.is_enabled():
+        return {"enabled": False}
+    try:
+        states = stream.shard_states()
+    except redis.RedisError as exc:
+        return {"enabled": True, "error": f"Redis is unreachable: {exc}"}
+    return {
+        "enabled": True,
+        "lag": stream.total_lag(states),
+        "states": states,
+        "dead": sum(state.dead for state in states),
+    }
 
 
 @admin.register(EventType)

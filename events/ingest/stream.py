@@ -21,7 +21,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -320,3 +320,69 @@ def durability_problem() -> str | None:
         f"could lose {window}. Configure `appendonly yes` and `appendfsync always`, or accept the loss window "
         "with AUDITSVC_STREAM_DURABILITY=relaxed."
     )
+
+
+# --- Dead letters -------------------------------------------------------------------------
+
+# Move one dead letter back into its shard's stream (after the cause is fixed: a type
+# registered, say). KEYS: stream, queued set, dead-letter stream; ARGV: the letter's id.
+_REQUEUE = """
+local letter = redis.call('XRANGE', KEYS[3], ARGV[1], ARGV[1])
+if #letter == 0 then return 0 end
+local fields = letter[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'e' then
+    redis.call('XADD', KEYS[1], '*', 'e', fields[i + 1])
+    local ok, entry = pcall(cjson.decode, fields[i + 1])
+    if ok and type(entry) == 'table' and entry['id'] then redis.call('SADD', KEYS[2], entry['id']) end
+  end
+end
+redis.call('XDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    shard: int
+    letter_id: str
+    entry_id: str
+    event_id: str | None
+    event_type: str | None
+    reason: str
+    deliveries: int
+
+    @property
+    def dead_since(self) -> datetime:
+        return datetime.fromtimestamp(int(self.letter_id.split("-", 1)[0]) / 1000, tz=UTC)
+
+
+def dead_letters(limit: int = 100) -> list[DeadLetter]:
+    """The newest dead letters of every shard, newest first."""
+    letters = []
+    for shard in range(shard_count()):
+        for letter_id, fields in client().xrevrange(dead_key(shard), count=limit):
+            try:
+                entry = orjson.loads(fields.get("e", ""))
+            except orjson.JSONDecodeError:
+                entry = None
+            readable = isinstance(entry, dict)
+            letters.append(
+                DeadLetter(
+                    shard=shard,
+                    letter_id=letter_id,
+                    entry_id=fields.get("entry_id", ""),
+                    event_id=str(entry.get("id")) if readable else None,
+                    event_type=str(entry.get("type")) if readable else None,
+                    reason=fields.get("reason", ""),
+                    deliveries=int(fields.get("deliveries") or 0),
+                )
+            )
+    letters.sort(key=lambda letter: entry_age_seconds(letter.letter_id))
+    return letters[:limit]
+
+
+def requeue_dead_letter(shard: int, letter_id: str) -> bool:
+    """Append a dead letter's entry to its stream again; False if it is no longer there."""
+    keys = [stream_key(shard), queued_key(shard), dead_key(shard)]
+    return bool(client().register_script(_REQUEUE)(keys=keys, args=[letter_id]))

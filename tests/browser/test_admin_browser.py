@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.db import connections
 
 from events.ingest.validation import parse_event
@@ -91,3 +91,36 @@ def test_an_auditor_finds_a_customer_by_identity_and_reads_an_event(live_server,
     assert page.evaluate("window.__owned === undefined")  # type: ignore[attr-defined]
     assert dialogs == []
     assert "not yet sealed" in page.inner_text("body")  # type: ignore[attr-defined]
+
+
+def test_support_staff_see_the_stream_lag_and_its_dead_letters(live_server, browser_page, stream_mode, settings):
+    from events.ingest import stream  # noqa: PLC0415
+    from events.ingest.drain import Drainer  # noqa: PLC0415
+
+    settings.DEBUG = False
+    settings.AUDITSVC_STRICT_EVENT_TYPES = True
+    source = SourceFactory.create(slug="billing")
+    for name in ("never.registered", "waiting.one", "waiting.two"):
+        stream.accept_event(source=source, item=parse_event({"type": name}))
+        if name == "never.registered":
+            Drainer().run(once=True)  # refused: a dead letter
+    user = User.objects.create_user("auditor", password="correct horse battery", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_event"))  # as the Auditors group has
+    page: Any = browser_page
+
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "auditor")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/admin/events/event/")
+    summary = page.inner_text("#stream-summary")
+    page.click("#stream-summary >> text=Details")
+    page.wait_for_selector("#stream-shards")
+    lag = page.inner_text("#stream-lag")
+    letters = page.inner_text("#dead-letters")
+    page.screenshot(path=str(ARTIFACTS / "admin-stream.png"), full_page=True)
+
+    assert "2 events waiting" in summary and "1 dead letter" in summary
+    assert "2 events waiting to be stored" in lag
+    assert "never.registered" in letters and "unknown_event_type" in letters
+    assert "Requeue" not in letters  # auditors read; only superusers requeue

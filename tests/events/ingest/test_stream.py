@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +17,8 @@ from django.db import connections
 from events.ingest import drain, stream
 from events.ingest.drain import Drainer
 from events.models import Event, EventType
+from tests.paths import REPO_ROOT
+from tests.processes import database_url, free_port
 from tests.redis_servers import RedisServer, redis_cluster, redis_server
 
 URL = "/api/v1/events"
@@ -251,6 +257,10 @@ def test_a_sharded_stream_on_a_three_master_cluster_with_one_drainer_per_shard(m
     assert Event.objects.filter(id__in=accepted).count() == 60
 
 
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
 def _node_of(nodes: list[RedisServer], key: str) -> int:
     for server in nodes:
         node = redis.Redis(port=server.port)
@@ -274,3 +284,71 @@ def _drain_in_threads(shard_sets: list[list[int]]) -> list[drain.DrainReport]:
     for thread in threads:
         thread.join(60)
     return reports
+
+
+def test_gunicorn_refuses_stream_mode_on_a_redis_that_could_lose_acknowledged_events(tmp_path, db):
+    with redis_server(tmp_path, "--appendonly", "no") as server:
+        env = {**os.environ, "DATABASE_URL": database_url(), "AUDITSVC_INGEST_MODE": "stream",
+               "AUDITSVC_STREAM_URL": server.url, "AUDITSVC_VAR_DIR": str(tmp_path / "var")}  # fmt: skip
+        command = [str(Path(sys.executable).parent / "gunicorn"), "auditsvc.wsgi", "-c", "gunicorn.conf.py",
+                   "-b", f"127.0.0.1:{free_port()}"]  # fmt: skip
+        refused = run(command, env)
+        drainer = run([sys.executable, "manage.py", "drain_events", "--once"], env)
+
+    assert refused.returncode != 0
+    assert "Traceback" not in refused.stderr  # refused by the master, before any worker boots
+    assert "could lose every event accepted since the last RDB snapshot (AOF is off on a node)" in refused.stderr
+    assert drainer.returncode != 0
+    assert "appendonly=no" in drainer.stderr
+
+
+@pytest.mark.django_db(transaction=True)  # the command is another process: the rows must be committed
+def test_drain_events_once_as_a_process(make_client, stream_mode, settings):
+    api = make_client()
+    ids = [api.post_json(URL, {"type": "invoice.paid", "payload": {"n": n}}).json()["id"] for n in range(25)]
+    env = {**os.environ, "DATABASE_URL": database_url(), "AUDITSVC_INGEST_MODE": "stream",
+           "AUDITSVC_STREAM_URL": stream_mode.url,
+           "AUDITSVC_STREAM_PREFIX": settings.AUDITSVC_STREAM_PREFIX}  # fmt: skip
+
+    done = run([sys.executable, "manage.py", "drain_events", "--once", "--batch", "10"], env)
+
+    assert done.returncode == 0, done.stderr
+    assert "Stored 25 events, 0 already stored, 0 dead-lettered." in done.stdout
+    assert Event.objects.filter(id__in=ids).count() == 25
+
+
+def test_the_admin_shows_the_lag_and_requeues_a_dead_letter(api, stream_mode, settings, admin_client):
+    settings.AUDITSVC_STRICT_EVENT_TYPES = True
+    refused = api.post_json(URL, {"type": "not.yet.registered"}).json()
+    Drainer().run(once=True)
+    api.post_json(URL, {"type": "still.waiting"})  # undrained
+
+    changelist = admin_client.get("/admin/events/event/").content.decode()
+    page = admin_client.get("/admin/events/event/stream/").content.decode()
+    (letter_id, _), *_ = raw_client().xrange(stream.dead_key(0))
+    EventType.objects.create(name="not.yet.registered")  # the cause, fixed
+    settings.AUDITSVC_STRICT_EVENT_TYPES = False
+    requeued = admin_client.post("/admin/events/event/stream/", {"shard": "0", "letter": letter_id})
+    report = Drainer().run(once=True)
+
+    assert "Ingest stream: 1 event waiting" in changelist and "1 dead letter." in changelist
+    assert refused["id"] in page and "unknown_event_type" in page and "Requeue" in page
+    assert requeued.status_code == 302
+    assert raw_client().xlen(stream.dead_key(0)) == 0
+    assert report.stored == 2
+    assert Event.objects.filter(id=refused["id"]).exists()
+
+
+def test_staff_without_superuser_see_the_stream_but_cannot_requeue(stream_mode, client, django_user_model):
+    from django.contrib.auth.models import Permission  # noqa: PLC0415
+
+    staff = django_user_model.objects.create_user("support", password="pw-support-1", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_event"))
+    client.force_login(staff)
+
+    page = client.get("/admin/events/event/stream/")
+    post = client.post("/admin/events/event/stream/", {"shard": "0", "letter": "1-0"})
+
+    assert page.status_code == 200
+    assert "Requeue" not in page.content.decode()
+    assert post.status_code == 403
