@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -84,13 +85,28 @@ def find_api_key(raw: str) -> ApiKey | None:
     if cached is not None and now - cached[0] < settings.AUDITSVC_API_KEY_CACHE_SECONDS:
         api_key = cached[1]
     else:
-        api_key = ApiKey.objects.select_related("source").filter(prefix=prefix).first()
+        try:
+            api_key = ApiKey.objects.select_related("source").filter(prefix=prefix).first()
+        except (OperationalError, InterfaceError):
+            if cached is None or not _outlasts_the_database():
+                raise
+            # Stream mode takes events while PostgreSQL is away: a key this process knew stays
+            # trusted (a revocation waits for the database), asked again in a second.
+            api_key = cached[1]
+            now -= max(0, settings.AUDITSVC_API_KEY_CACHE_SECONDS - _OUTAGE_RECHECK_SECONDS)
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
         _cache[prefix] = (now, api_key)
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, secret_hash):
         return None
     return api_key
+
+
+_OUTAGE_RECHECK_SECONDS = 1
+
+
+def _outlasts_the_database() -> bool:
+    return bool(settings.AUDITSVC_INGEST_MODE == "stream")
 
 
 def forget_cached_keys() -> None:
@@ -102,9 +118,14 @@ def touch_api_key(api_key: ApiKey) -> None:
     now = timezone.now()
     if api_key.last_used_at and now - api_key.last_used_at < LAST_USED_RESOLUTION:
         return
-    ApiKey.objects.filter(pk=api_key.pk).filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
-    ).update(last_used_at=now)
+    try:
+        ApiKey.objects.filter(pk=api_key.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+        ).update(last_used_at=now)
+    except (OperationalError, InterfaceError):
+        if not _outlasts_the_database():
+            raise
+        return  # recorded on a later request, once the database is back
     api_key.last_used_at = now
 
 

@@ -52,6 +52,21 @@ class EventBatchOutputSerializer(serializers.Serializer):  # type: ignore[type-a
     duplicates = serializers.IntegerField()
 
 
+class StreamLagSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    entries = serializers.IntegerField(help_text="events accepted and not yet stored, in this event's shard")
+    oldest_seconds = serializers.FloatField(help_text="age of the oldest of them")
+
+
+class AcceptedEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """Documents accepted_output(): stream mode's answer to a single event."""
+
+    id = serializers.UUIDField(help_text="the id the event is stored under")
+    status = serializers.ChoiceField(choices=["queued"])
+    received_at = serializers.CharField(allow_null=True, help_text="null for a retry of an accepted event")
+    hash = serializers.CharField(allow_null=True, help_text="the event's SHA-256; null for a retry")
+    lag = StreamLagSerializer(allow_null=True)
+
+
 class EventTypeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     class Meta:
         model = EventType

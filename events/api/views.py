@@ -32,6 +32,7 @@ from events import export
 from events.api import openapi, stats
 from events.api.filters import DurationParamsFilterSet, EventFilterSet
 from events.api.serializers import (
+    AcceptedEventSerializer,
     CountSeriesSerializer,
     DurationStatsSerializer,
     ErrorSerializer,
@@ -200,13 +201,26 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
                 ),
                 description="Stored: the event, or for a batch {events, created, duplicates}.",
             ),
-            200: OpenApiResponse(description="Every event was a retry of a stored one (same idempotency key)."),
+            202: OpenApiResponse(
+                AcceptedEventSerializer,
+                description="Stream mode (AUDITSVC_INGEST_MODE=stream), a single event: durably queued under "
+                "this id; stored by the drainer (reads answer 404 `queued` until then).",
+            ),
+            200: OpenApiResponse(
+                description="Every event was a retry of a stored one (same idempotency key); in stream mode, "
+                "of an accepted one."
+            ),
             409: OpenApiResponse(ErrorSerializer, description="Idempotency key reused with another body."),
             413: OpenApiResponse(ErrorSerializer, description="Body over the cap."),
             415: OpenApiResponse(
                 ErrorSerializer, description="Not `application/json`, or an unknown Content-Encoding."
             ),
             **ERRORS,
+            503: OpenApiResponse(
+                ErrorSerializer,
+                description="The database (`database_unavailable`), the commit (`commit_timeout`) or, in stream "
+                "mode, Redis (`stream_unavailable`) did not answer; retry after `Retry-After` with the same key.",
+            ),
         },
         parameters=[
             OpenApiParameter(

@@ -1,8 +1,12 @@
 """Fault suite: a real gunicorn and a throwaway PostgreSQL, broken on purpose under load.
 
-After worker and master kills, PostgreSQL restarts (fast and immediate) and saturation,
-every acknowledged event is stored exactly once and nothing unasked-for is stored; with the
-database gone, ingest answers 503 quickly and the service recovers by itself.
+Direct mode: after worker and master kills, PostgreSQL restarts (fast and immediate) and
+saturation, every acknowledged event is stored exactly once and nothing unasked-for is stored;
+with the database gone, ingest answers 503 quickly and the service recovers by itself.
+
+Stream mode (a redis-server of our own, AOF always): after kill -9 of the drainer mid-batch,
+kill -9 of Redis (restarted on its AOF) and PostgreSQL stopped for 30 s while events go on
+being accepted, every acknowledged event is stored exactly once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pytest
 
 from tests.paths import REPO_ROOT
 from tests.processes import free_port
+from tests.redis_servers import RedisServer, redis_server
 
 pytestmark = pytest.mark.faults
 ROOT = REPO_ROOT
@@ -67,12 +72,12 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 class Service:
     """gunicorn serving auditsvc against the throwaway database."""
 
-    def __init__(self, database: Database, tmp: Path) -> None:
+    def __init__(self, database: Database, tmp: Path, **environment: str) -> None:
         self.port = free_port()
         self.env = {
             **os.environ, "DATABASE_URL": database.url, "SECRET_KEY": "faults-" + "x" * 40, "DEBUG": "false",
             "AUDITSVC_VAR_DIR": str(tmp), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "DB_CONNECT_TIMEOUT": "2",
-            "AUDITSVC_API_KEY_CACHE_SECONDS": "5",
+            "AUDITSVC_API_KEY_CACHE_SECONDS": "5", **environment,
         }  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -134,6 +139,8 @@ class Load:
     lock: threading.Lock = field(default_factory=threading.Lock)
     unfinished: int = 0
     run: str = field(default_factory=lambda: f"run{time.monotonic_ns()}")  # this load's key prefix
+    batches: bool = True  # also batches of 5 (a third of the posts); else single events only
+    retries: int = 0  # posts answered 5xx/429 or not at all, and sent again
 
     def start(self, clients: int) -> None:
         for n in range(clients):
@@ -154,7 +161,7 @@ class Load:
         while not self.stop.is_set():
             sequence += 1
             prefix = f"{self.run}-c{number}-{sequence}"
-            size = 1 if rng.random() < 0.7 else 5
+            size = 1 if not self.batches or rng.random() < 0.7 else 5
             keys = [f"{prefix}-{i}" for i in range(size)]
             events: list[dict[str, Any]] = [
                 {"type": "fault.test", "customer": f"cus_{rng.randrange(50)}", "idempotency_key": k,
@@ -177,13 +184,15 @@ class Load:
                 "Authorization": f"Bearer {self.key}", "Content-Type": "application/json"})  # fmt: skip
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
-                    if response.status in (200, 201):
+                    if response.status in (200, 201, 202):
                         return True
             except urllib.error.HTTPError as exc:
                 if exc.code < 500 and exc.code != 429:
                     raise AssertionError(f"unexpected {exc.code}: {exc.read()[:300]!r}") from None
             except OSError:
                 pass  # refused, reset, timed out: the service or its database is down; retry
+            with self.lock:
+                self.retries += 1
             time.sleep(0.2)
         return False
 
@@ -312,3 +321,134 @@ def test_database_down_means_503_quickly_and_recovery_without_restart(service, d
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["database stopped"] = {"ingest_503_seconds": round(elapsed, 3), "recovery_seconds": round(recovery, 2)}
     RESULTS.write_text(json.dumps(results, indent=2))
+
+
+# --- Stream mode ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stream_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with redis_server(tmp_path_factory.mktemp("faultredis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stream_service(
+    database: Database, stream_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Service, str]]:
+    tmp = tmp_path_factory.mktemp("faultstream")
+    service = Service(database, tmp, AUDITSVC_INGEST_MODE="stream", AUDITSVC_STREAM_URL=stream_redis.url,
+                      AUDITSVC_STREAM_PREFIX="faults", AUDITSVC_STREAM_CLAIM_IDLE_SECONDS="2")  # fmt: skip
+    service.manage("migrate", "-v0")
+    service.manage("create_source", "faults-stream")
+    key = service.manage("create_api_key", "--source", "faults-stream", "--scopes", "ingest,read").strip()
+    service.start()
+    yield service, key
+    service.stop()
+
+
+class DrainerProcess:
+    """manage.py drain_events as its own process, killable."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "manage.py", "drain_events", "--batch", "200"]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.service.env, stdout=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+def stream_lag(service: Service) -> int:
+    status, body, _ = get(service.url("/readyz"))
+    return int(body["lag"]["entries"]) if status == 200 else -1
+
+
+def pending_in_drainers(redis_port: int) -> int:
+    import redis  # noqa: PLC0415
+
+    return int(redis.Redis(port=redis_port).xpending("faults:{s0}:events", "drainers")["pending"])
+
+
+def drained_then_checked(load: Load, service: Service, drainer: DrainerProcess, database: Database,
+                         scenario: str, **extra: float) -> None:  # fmt: skip
+    load.finish()
+    seconds = wait_until(lambda: stream_lag(service) == 0, 60)
+    drainer.stop()
+    check_exactly_once(load, database, scenario, drain_after_load_seconds=round(seconds, 2), **extra)
+
+
+def test_stream_kill_9_the_drainer_mid_batch(stream_service, stream_redis, database):
+    svc, key = stream_service
+    drainer = DrainerProcess(svc)
+    drainer.start()
+    load = Load(svc, key, batches=False)
+    load.start(8)
+    time.sleep(2)
+    # Kill it while it holds a batch: taken from the stream, not yet acknowledged.
+    wait_until(lambda: pending_in_drainers(stream_redis.port) > 0, 10)
+    drainer.kill()
+    held = pending_in_drainers(stream_redis.port)
+    time.sleep(1)
+    drainer.start()  # a new consumer: claims the dead one's entries after the 2 s idle time
+    time.sleep(4)
+
+    drained_then_checked(load, svc, drainer, database, "stream: kill -9 the drainer mid-batch",
+                         entries_held_by_the_killed_drainer=held)  # fmt: skip
+    assert held > 0
+
+
+def test_stream_kill_9_redis_and_restart_it_on_its_aof(stream_service, stream_redis, database):
+    svc, key = stream_service
+    drainer = DrainerProcess(svc)
+    drainer.start()
+    load = Load(svc, key, batches=False)
+    load.start(8)
+    time.sleep(2)
+    retries_before = load.retries
+    stream_redis.kill()
+    time.sleep(1)
+    stream_redis.start()  # same directory: replays the AOF
+    acked_at_restart = len(load.acked)
+    recovery = wait_until(lambda: len(load.acked) > acked_at_restart + 5, 15)
+    time.sleep(2)
+    retried = load.retries - retries_before
+
+    drained_then_checked(load, svc, drainer, database, "stream: kill -9 Redis, restart on its AOF",
+                         recovery_seconds=round(recovery, 2), posts_retried=retried)  # fmt: skip
+    assert retried > 0  # Redis was really gone: posts failed and were sent again
+
+
+def test_stream_accepts_through_30_s_without_postgresql_then_drains(stream_service, database):
+    svc, key = stream_service
+    drainer = DrainerProcess(svc)
+    drainer.start()
+    load = Load(svc, key, batches=False)
+    load.start(8)
+    time.sleep(2)
+    database.pg_ctl("-m", "fast", "stop")
+    try:
+        acked_at_stop = len(load.acked)
+        time.sleep(30)
+        accepted_meanwhile = len(load.acked) - acked_at_stop
+        ready = get(svc.url("/readyz"))
+    finally:
+        database.server.ensure_postgres_running()
+    time.sleep(2)
+
+    drained_then_checked(load, svc, drainer, database, "stream: PostgreSQL stopped for 30 s",
+                         accepted_while_postgresql_was_down=accepted_meanwhile)  # fmt: skip
+    assert accepted_meanwhile > 100
+    assert ready[0] == 200
+    assert ready[1]["database"] == "unreachable"
+    assert ready[1]["lag"]["entries"] > 0
