@@ -4,11 +4,14 @@
 
 1. a fresh database (`<DATABASE_URL's db>_ingest_bench`, or one in the embedded server);
 2. reference (a): raw `COPY` of the same rows into a copy of events_event with its indexes;
-3. reference (b): a trivial Django view (parse JSON, 201) on the same gunicorn setup;
+3. reference (b): a trivial Django view (parse JSON, 201) on the same gunicorn setup, and
+   (c) the same view with no middleware at all: what the framework costs at its barest;
 4. the service under gunicorn (production settings, 2 workers) driven by wrk (separate
    process, keep-alive): single-event POST at concurrency 16, batch POST of 100 and 1,000;
-5. every acknowledged event is checked to be in the database exactly once;
-6. one table, appended with the date and this command to docs/BENCHMARKS.md.
+5. stream mode (bench.stream): accept rate, drain rate against a raw COPY of the same rows,
+   and the end-to-end lag under steady load;
+6. every acknowledged event is checked to be in the database exactly once;
+7. one table, appended with the date and this command to docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def main() -> None:
     setup()
     from django.db import connection  # noqa: PLC0415
 
+    from bench import stream as bench_stream  # noqa: PLC0415
     from bench.server import gunicorn  # noqa: PLC0415
     from events.demo import TYPES  # noqa: PLC0415
     from events.keys import create_api_key  # noqa: PLC0415
@@ -166,10 +170,19 @@ def main() -> None:
     single_bodies = event_bodies(2000, None)
     with gunicorn(PORT, workers=WORKERS, threads=THREADS, app="bench.trivial_wsgi"):
         trivial = wrk(endpoint, single_bodies, seconds=args.seconds, connections=16, key=key, workdir=workdir)
+    with gunicorn(PORT, workers=WORKERS, threads=THREADS, app="bench.trivial_wsgi", environment={"BENCH_BARE": "1"}):
+        bare = wrk(endpoint, single_bodies, seconds=args.seconds, connections=16, key=key, workdir=workdir)
     with gunicorn(PORT, workers=WORKERS, threads=THREADS):
         single = wrk(endpoint, single_bodies, seconds=args.seconds, connections=16, key=key, workdir=workdir)
         batch100 = wrk(endpoint, event_bodies(40, 100), seconds=args.seconds, connections=4, key=key, workdir=workdir)
         batch1000 = wrk(endpoint, event_bodies(8, 1000), seconds=args.seconds, connections=4, key=key, workdir=workdir)
+
+    stream_source = Source.objects.create(slug="bench-stream", name="Benchmark, stream mode")
+    stream_key = create_api_key(source=stream_source, scopes=["ingest"]).plaintext
+    connection.close()
+    streamed = bench_stream.measure(url=url, port=PORT, key=stream_key, source_id=stream_source.pk,
+                                    bodies=single_bodies, seconds=args.seconds, workers=WORKERS, threads=THREADS,
+                                    workdir=workdir)  # fmt: skip
 
     acked = single["keys"] + batch100["keys"] + batch1000["keys"]
     with psycopg.connect(url) as db:
@@ -179,6 +192,9 @@ def main() -> None:
     missing = [k for k in acked if k not in stored]
     duplicated = [k for k, n in stored.items() if n > 1]
     trivial_rate = trivial["requests"] / trivial["seconds"]
+    bare_rate = bare["requests"] / bare["seconds"]
+    accept_rate = streamed["accepted"]["acked"] / streamed["accepted"]["seconds"]
+    steady_rate = streamed["steady"]["acked"] / streamed["steady"]["seconds"]
     single_rate = single["acked"] / single["seconds"]
     rate100 = batch100["events"] / batch100["seconds"]
     rate1000 = batch1000["events"] / batch1000["seconds"]
@@ -187,16 +203,31 @@ def main() -> None:
         ("raw COPY into events_event's twin (reference a)", f"{copy_rate:,.0f} events/s", "1.00 (batch ceiling)", ""),
         ("trivial Django view, c16 (reference b)", f"{trivial_rate:,.0f} req/s", "1.00 (single ceiling)",
          f"p50 {trivial['p50_ms']:.1f} / p99 {trivial['p99_ms']:.1f}"),
+        ("bare Django view, no middleware, c16 (reference c)", f"{bare_rate:,.0f} req/s",
+         f"{trivial_rate / bare_rate:.2f}: (b) against (c)", f"p50 {bare['p50_ms']:.1f} / p99 {bare['p99_ms']:.1f}"),
         ("single-event POST, c16", f"{single_rate:,.0f} req/s", f"{single_rate / trivial_rate:.2f} of (b); target ≥ 0.60",
          f"p50 {single['p50_ms']:.1f} / p99 {single['p99_ms']:.1f}; target p99 ≤ 25"),
         ("batch POST of 100, c4", f"{rate100:,.0f} events/s", f"{rate100 / copy_rate:.2f} of (a)",
          f"p50 {batch100['p50_ms']:.0f} / p99 {batch100['p99_ms']:.0f}"),
         ("batch POST of 1,000, c4", f"{rate1000:,.0f} events/s", f"{rate1000 / copy_rate:.2f} of (a); target ≥ 0.50",
          f"p50 {batch1000['p50_ms']:.0f} / p99 {batch1000['p99_ms']:.0f}"),
+        ("stream mode: single-event POST accepted (202), c16, no drainer", f"{accept_rate:,.0f} req/s",
+         f"{accept_rate / trivial_rate:.2f} of (b), {accept_rate / bare_rate:.2f} of (c); target ≥ 0.80 of (b)",
+         f"p50 {streamed['accepted']['p50_ms']:.1f} / p99 {streamed['accepted']['p99_ms']:.1f}; target p99 ≤ 15"),
+        (f"stream mode: drain ({bench_stream.DRAINERS} drainer processes, batches of 1,000)", f"{streamed['drain_rate']:,.0f} events/s",
+         f"{streamed['drain_rate'] / streamed['drain_copy_rate']:.2f} of a raw COPY of the same "
+         f"{streamed['copied_rows']:,} rows ({streamed['drain_copy_rate']:,.0f} events/s); target ≥ 0.50",
+         f"{streamed['drained']:,} events"),
+        ("stream mode: accepted with a drainer running, c16", f"{steady_rate:,.0f} req/s",
+         f"{steady_rate / trivial_rate:.2f} of (b)",
+         f"p99 {streamed['steady']['p99_ms']:.1f}; end-to-end lag p50 {streamed['lag_p50']:.2f} s, "
+         f"max {streamed['lag_max']:.2f} s; caught up {streamed['catch_up_seconds']:.1f} s after the load"),
     ]  # fmt: skip
     check = (f"Acknowledged {len(acked):,} events ({single['acked']:,} single, {batch100['acked']:,} + "
              f"{batch1000['acked']:,} batches); missing from the database: **{len(missing)}**; stored twice: "
-             f"**{len(duplicated)}**; non-2xx or socket errors: {failures}.")  # fmt: skip
+             f"**{len(duplicated)}**; non-2xx or socket errors: {failures}. Stream mode: acknowledged "
+             f"{streamed['acknowledged']:,}, missing after the drain **{streamed['missing']}**, stored twice "
+             f"**{streamed['duplicated']}**.")  # fmt: skip
     with psycopg.connect(url) as db:
         version = db.execute("SELECT version()").fetchone()[0].split(" on ")[0]  # type: ignore[index]
     report = "\n".join([
@@ -215,7 +246,7 @@ def main() -> None:
     ])  # fmt: skip
     shutil.rmtree(workdir, ignore_errors=True)
     publish(report, to_docs=not args.no_docs)
-    if missing or duplicated:
+    if missing or duplicated or streamed["missing"] or streamed["duplicated"]:
         sys.exit("acknowledged events are missing or duplicated")
 
 

@@ -1,5 +1,6 @@
 """The framework ceiling: the same settings, middleware and gunicorn setup, and a view that
-only parses the JSON body and answers 201 (no auth, no database)."""
+only parses the JSON body and answers 201 (no auth, no database). With BENCH_BARE=1, the same
+view with no middleware at all: the floor any Django view stands on."""
 
 from __future__ import annotations
 
@@ -29,4 +30,6 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [path("api/v1/events", parse_and_accept), path("healthz", healthz)]
 settings.ROOT_URLCONF = __name__
+if os.environ.get("BENCH_BARE") == "1":
+    settings.MIDDLEWARE = []
 application = get_wsgi_application()

@@ -34,6 +34,11 @@ function response(status, headers, body)
       events = events + 1
     end
     if acked % 50 == 0 then keys:flush() end
+  elseif status == 202 then  -- stream mode: queued under this id
+    acked = acked + 1
+    events = events + 1
+    keys:write("id:", body:match('"id":"([^"]+)"'), "\n")
+    if acked % 50 == 0 then keys:flush() end
   else
     failed = failed + 1
     if failed <= 3 then

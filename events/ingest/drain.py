@@ -287,10 +287,11 @@ def trim_acknowledged(shard: int) -> None:
     key = stream.stream_key(shard)
     floors = []
     for group in redis_client.xinfo_groups(key):
-        if int(group["pending"]):
-            floors.append(redis_client.xpending(key, group["name"])["min"])
-        else:
-            millis, sequence = _id_order(group["last-delivered-id"])
-            floors.append(f"{millis}-{sequence + 1}")
+        millis, sequence = _id_order(group["last-delivered-id"])
+        after_delivered = f"{millis}-{sequence + 1}"
+        # The oldest unacknowledged entry; none left (another drainer acknowledged the last one
+        # since XINFO answered): then everything the group had read by then.
+        oldest_pending = redis_client.xpending(key, group["name"])["min"] if int(group["pending"]) else None
+        floors.append(oldest_pending or after_delivered)
     if floors:
         redis_client.xtrim(key, minid=min(floors, key=_id_order), approximate=False)

@@ -274,7 +274,7 @@ def _drain_in_threads(shard_sets: list[list[int]]) -> list[drain.DrainReport]:
 
     def run(index: int) -> None:
         try:
-            reports[index] = Drainer(shard_sets[index], consumer=f"drainer-{index}").run(once=True)
+            reports[index] = Drainer(shard_sets[index], consumer=f"drainer-{index}", batch=100).run(once=True)
         finally:
             connections.close_all()
 
@@ -352,3 +352,20 @@ def test_staff_without_superuser_see_the_stream_but_cannot_requeue(stream_mode, 
     assert page.status_code == 200
     assert "Requeue" not in page.content.decode()
     assert post.status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)  # drainers in threads commit for real
+def test_several_drainers_share_one_shard_and_store_each_event_once(make_client, stream_mode):
+    api = make_client()
+    source = api.source
+    from events.ingest.validation import parse_event  # noqa: PLC0415
+
+    ids = [str(stream.accept_event(source=source, item=parse_event({"type": "a.b", "payload": {"n": n}})).event_id)
+           for n in range(3000)]  # fmt: skip
+
+    reports = _drain_in_threads([[0], [0], [0]])
+
+    assert sum(report.stored for report in reports) == 3000
+    assert sum(1 for report in reports if report.stored) > 1  # the work was shared
+    assert Event.objects.filter(id__in=ids).count() == 3000
+    assert raw_client().xlen(stream.stream_key(0)) == 0
