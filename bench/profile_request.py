@@ -110,8 +110,8 @@ def main() -> None:
           f"{total:,} GIL-holding samples of one worker at 250 Hz over {args.seconds} s")  # fmt: skip
     print("| stage | share of the worker's GIL time |")
     print("| --- | ---: |")
-    for stage, count in stages.most_common():
-        print(f"| {stage} | {100 * count / total:.1f} % |")
+    for stage, samples in stages.most_common():
+        print(f"| {stage} | {100 * samples / total:.1f} % |")
     print("\nCPU while loaded (top, 3 s):")
     print("\n".join(line for line in usage.splitlines()[:16] if line.strip()))
     shutil.copy(raw, Path(tempfile.gettempdir()) / f"auditsvc-profile-{args.mode}.txt")

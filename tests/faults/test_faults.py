@@ -377,7 +377,8 @@ def stream_lag(service: Service) -> int:
 def pending_in_drainers(redis_port: int) -> int:
     import redis  # noqa: PLC0415
 
-    return int(redis.Redis(port=redis_port).xpending("faults:{s0}:events", "drainers")["pending"])
+    summary: Any = redis.Redis(port=redis_port).xpending("faults:{s0}:events", "drainers")
+    return int(summary["pending"])
 
 
 def drained_then_checked(load: Load, service: Service, drainer: DrainerProcess, database: Database,
