@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["direct", "stream"], default="stream")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists() or not shutil.which("wrk"):
@@ -86,7 +87,7 @@ def main() -> None:
     environment = {"AUDITSVC_INGEST_MODE": args.mode, "AUDITSVC_STREAM_URL": f"redis://127.0.0.1:{REDIS_PORT}/0"}
     raw = workdir / "profile.txt"
     try:
-        with gunicorn(PORT, workers=2, threads=args.threads, environment=environment) as master:
+        with gunicorn(PORT, workers=args.workers, threads=args.threads, environment=environment) as master:
             worker = worker_pids(master.pid)[0]
             spy = subprocess.Popen([py_spy, "record", "--gil", "--nonblocking", "-r", "250", "-d", str(args.seconds), "-f", "raw",
                                     "-o", str(raw), "-p", str(worker)], stdout=subprocess.DEVNULL,

@@ -207,6 +207,7 @@ def decode_entry(text: str) -> tuple[int, EventIn]:
         payload_is_canonical=bool(raw["canonical"]),
         event_id=uuid.UUID(raw["id"]),
         received_at=datetime.fromisoformat(raw["received_at"]),
+        hash=raw["hash"],
     )
 
 

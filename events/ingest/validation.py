@@ -61,6 +61,10 @@ class EventIn:
     # id and receipt time, and therefore their hash. The API never sets these.
     event_id: uuid.UUID | None = None
     received_at: datetime | None = None
+    # Set only by the stream's drainer: the hash the API computed from these same fields when it
+    # accepted the event (and answered with); stored as is, not computed twice. verify_events
+    # recomputes every stored hash from the stored fields, so a divergence could not hide.
+    hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

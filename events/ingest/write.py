@@ -245,7 +245,7 @@ def _new_event(
         description=item.description,
         payload=item.payload,
         idempotency_key=item.idempotency_key,
-        hash=hash_for(source=source, item=item, event_id=id_text or event_id, received_at=received_at),
+        hash=item.hash or hash_for(source=source, item=item, event_id=id_text or event_id, received_at=received_at),
     )
 
 
