@@ -1,0 +1,106 @@
+"""CPU per request of each single-event path, in-process (no gunicorn, no sockets, no load).
+
+    .venv/bin/python -m bench.profile_wsgi [--requests 3000]
+
+Calls the WSGI application directly, one request after another, and divides the process's CPU
+time (user + system, every thread: the group committer included) by the requests. Unlike a
+rate under load, this figure barely moves when the machine is noisy, so the ratios between
+the paths are the steady part of `make bench`. Each path runs in a process of its own (the
+bare reference changes the settings at import): the trivial view, the bare view, a direct-mode
+POST (group commit, PostgreSQL) and a stream-mode POST (a redis-server of its own, AOF always).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PATHS = {
+    "trivial": ("bench.trivial_wsgi", {}),
+    "bare": ("bench.trivial_wsgi", {"BENCH_BARE": "1"}),
+    "direct": ("auditsvc.wsgi", {"AUDITSVC_INGEST_MODE": "direct"}),
+    "stream": ("auditsvc.wsgi", {"AUDITSVC_INGEST_MODE": "stream"}),
+}
+
+
+def measure_here(app_module: str, requests: int) -> float:
+    """CPU µs per request of app_module in this process (run as the child)."""
+    import importlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from bench.django_setup import setup  # noqa: PLC0415
+
+    setup()
+    from events.demo import Corpus  # noqa: PLC0415
+    from events.keys import create_api_key  # noqa: PLC0415
+    from events.models import Source  # noqa: PLC0415
+
+    source, _ = Source.objects.get_or_create(slug="profile-wsgi", defaults={"name": "Profile"})
+    key = create_api_key(source=source, scopes=["ingest"]).plaintext
+    application = importlib.import_module(app_module).application
+    corpus = Corpus(seed=1)
+    run = time.time_ns()
+    bodies = [json.dumps({**corpus.event(with_time=False), "idempotency_key": f"w{run}-{n}"}).encode()
+              for n in range(requests + 500)]  # fmt: skip
+
+    def call(body: bytes) -> str:
+        environ = {
+            "REQUEST_METHOD": "POST", "PATH_INFO": "/api/v1/events", "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json",
+            "HTTP_AUTHORIZATION": f"Bearer {key}", "HTTP_HOST": "127.0.0.1:8000", "REMOTE_ADDR": "127.0.0.1",
+        }  # fmt: skip
+        status: list[str] = []
+        b"".join(application(environ, lambda answer, headers: status.append(answer)))
+        return status[0]
+
+    for body in bodies[:500]:  # warm caches, connections, the committer thread
+        answer = call(body)
+        if not answer.startswith("20"):
+            raise SystemExit(f"{app_module}: {answer}")
+    started = time.process_time()
+    for body in bodies[500:]:
+        call(body)
+    return (time.process_time() - started) / requests * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(f"{measure_here(args.child, args.requests):.1f}")
+        return
+    from bench.stream import REDIS_PORT, _Redis  # noqa: PLC0415
+
+    directory = Path(tempfile.mkdtemp(prefix="auditsvc-profile-wsgi-"))
+    redis_server = _Redis(directory)
+    results = {}
+    try:
+        for name, (module, extra) in PATHS.items():
+            env = {**os.environ, "DEBUG": "false", "ALLOWED_HOSTS": "*", **extra,
+                   "AUDITSVC_STREAM_URL": f"redis://127.0.0.1:{REDIS_PORT}/0"}  # fmt: skip
+            done = subprocess.run([sys.executable, "-m", "bench.profile_wsgi", "--child", module, "--requests",
+                                   str(args.requests)], cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+            results[name] = float(done.stdout.strip().splitlines()[-1])
+    finally:
+        redis_server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"CPU per request, in-process, {args.requests} requests each (µs; ratio = trivial view's CPU / this one's):")
+    print("| path | CPU µs per request | rate it allows, as a share of the trivial view's |")
+    print("| --- | ---: | ---: |")
+    for name, micros in results.items():
+        print(f"| {name} | {micros:.0f} | {results['trivial'] / micros:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
