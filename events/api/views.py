@@ -264,7 +264,16 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     def list(self, request: Request) -> Response:
         return event_page(request, self.filter_queryset(self.get_queryset()))
 
-    @extend_schema(responses={200: EventOutputSerializer, 404: ErrorSerializer, **ERRORS})
+    @extend_schema(
+        responses={
+            200: EventOutputSerializer,
+            404: OpenApiResponse(
+                ErrorSerializer,
+                description="`not_found`; in stream mode `queued` while an accepted event waits to be stored.",
+            ),
+            **ERRORS,
+        }
+    )
     def retrieve(self, request: Request, pk: str) -> Response:
         event = _event_or_404(pk, request)
         return Response(event_output(event))

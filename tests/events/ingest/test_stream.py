@@ -251,6 +251,22 @@ def test_readyz_shows_the_lag_in_stream_mode(api, stream_mode, client):
     assert client.get("/readyz").json()["lag"] == {"entries": 0, "oldest_seconds": 0.0}
 
 
+def test_readyz_is_503_when_the_streams_redis_is_gone(settings, tmp_path, client, db):
+    with redis_server(tmp_path) as server:
+        settings.AUDITSVC_INGEST_MODE = "stream"
+        settings.AUDITSVC_STREAM_URL = server.url
+        stream.forget_client()
+        up = client.get("/readyz")
+        server.kill()
+        down = client.get("/readyz")
+    stream.forget_client()
+
+    assert up.status_code == 200
+    assert down.status_code == 503
+    assert down.json() == {"status": "unavailable", "stream": "unreachable"}
+    assert down["Retry-After"] == "5"
+
+
 @pytest.mark.django_db(transaction=True)  # drainers in threads commit for real
 def test_a_sharded_stream_on_a_three_master_cluster_with_one_drainer_per_shard(make_client, settings, tmp_path):
     with redis_cluster(tmp_path) as nodes:
