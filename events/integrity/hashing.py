@@ -42,17 +42,41 @@ def envelope(  # noqa: PLR0917 - positional on purpose, see the docstring
 ) -> dict[str, Any]:
     """The fields an event's hash covers, in the documented form (positional: verification
     builds one per stored event, and keyword passing would show in its running time)."""
+    return envelope_of_texts(
+        str(event_id), type_name, source_slug, customer, actor, format_time(occurred_at), format_time(received_at),
+        description, payload,
+    )  # fmt: skip
+
+
+def envelope_of_texts(  # noqa: PLR0917 - positional, as envelope()
+    event_id: str,
+    type_name: str,
+    source_slug: str,
+    customer: str | None,
+    actor: str | None,
+    occurred_at: str,
+    received_at: str,
+    description: str | None,
+    payload: dict[str, Any],
+    /,
+) -> dict[str, Any]:
+    """envelope() with the id and times already in their text form: verification has
+    PostgreSQL write them (SQL_TIME), which costs it less than Python's formatting."""
     return {
-        "id": str(event_id),
+        "id": event_id,
         "type": type_name,
         "source": source_slug,
         "customer": customer,
         "actor": actor,
-        "occurred_at": format_time(occurred_at),
-        "received_at": format_time(received_at),
+        "occurred_at": occurred_at,
+        "received_at": received_at,
         "description": description,
         "payload": payload,
     }
+
+
+# format_time() in SQL, for a timestamptz column: the same RFC 3339 text, microseconds and Z.
+SQL_TIME = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
 def envelope_hash(fields: dict[str, Any], *, payload_is_canonical: bool = False) -> str:

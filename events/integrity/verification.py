@@ -5,7 +5,9 @@ Reports precise findings (docs/integrity.md lists them) instead of a yes or no.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Generator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.db import connection, transaction
 from psycopg.types.json import set_json_loads
 
+from auditsvc.worker_process import setup_django
 from events.integrity import merkle, signing
-from events.integrity.hashing import envelope, recomputed_hash
+from events.integrity.hashing import SQL_TIME, envelope_of_texts, recomputed_hash
 from events.integrity.sealing import GENESIS_HASH, seal_hash
 from events.models import Seal
 
@@ -48,10 +51,11 @@ class VerificationReport:
 
 
 _EVENT_COLUMNS = (
-    "e.id::text, t.name, s.slug, c.external_id, e.actor, e.occurred_at, e.received_at, e.description, e.payload, e.hash"
+    f"e.id::text, t.name, s.slug, c.external_id, e.actor, {SQL_TIME.format('e.occurred_at')}, "
+    f"{SQL_TIME.format('e.received_at')}, e.description, e.payload, e.hash"
 )
-# Binary COPY column types of _EVENT_COLUMNS (varchar travels as text).
-_EVENT_TYPES = ["text", "text", "text", "text", "text", "timestamptz", "timestamptz", "text", "jsonb", "text"]
+# Binary COPY column types of _EVENT_COLUMNS (varchar travels as text; the times come as text).
+_EVENT_TYPES = ["text", "text", "text", "text", "text", "text", "text", "text", "jsonb", "text"]
 _EVENT_JOINS = (
     "JOIN events_eventtype t ON t.id = e.type_id JOIN events_source s ON s.id = e.source_id "
     "LEFT JOIN customers_customer c ON c.id = e.customer_id"
@@ -82,6 +86,7 @@ def verify_integrity(
     since: datetime | None = None,
     progress: Callable[[int], object] | None = None,
     public_keys: dict[str, Ed25519PublicKey] | None = None,
+    workers: int = 1,
 ) -> VerificationReport:
     """Recompute every event hash, every seal's Merkle root and the seal chain; report findings.
 
@@ -89,6 +94,10 @@ def verify_integrity(
     then on; the chain of seal hashes and signatures is always checked whole. Signatures are
     checked against public_keys (default: the configured ones); with none known, they cannot
     be, and the report says so.
+
+    workers > 1 recomputes the sealed events' hashes and roots in that many processes, each
+    reading the same snapshot as this one (pg_export_snapshot), with the same findings in the
+    same order. Only outside a transaction: the workers must see what this process sees.
     """
     keys = signing.trusted_public_keys() if public_keys is None else public_keys
     report = VerificationReport(signatures_checked=bool(keys))
@@ -102,9 +111,60 @@ def verify_integrity(
         seals = list(Seal.objects.order_by("sequence"))
         _verify_chain(seals, report, keys)
         checked = [s for s in seals if since is None or s.last_received_at >= since]
-        _verify_sealed_events(checked, report, progress)
-        _verify_unsealed_events(since, report, progress)
+        if workers > 1 and outermost and len(checked) > 1:
+            cursor.execute("SELECT pg_export_snapshot()")
+            (snapshot,) = cursor.fetchone()
+            with ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),  # a fork would share this connection
+                initializer=setup_django,
+                initargs=(connection.settings_dict["NAME"],),
+            ) as pool:
+                parts = [pool.submit(_verify_seals_elsewhere, snapshot, chunk) for chunk in _chunks(checked, workers)]
+                # Meanwhile, here: the events in no seal.
+                unsealed = VerificationReport()
+                _verify_unsealed_events(since, unsealed, progress)
+                for part in parts:  # in seal order, as one process would report them
+                    events_checked, part_findings = part.result()
+                    report.events_checked += events_checked
+                    report.findings.extend(part_findings)
+                    if progress:
+                        progress(events_checked)
+            report.events_checked += unsealed.events_checked
+            report.unsealed_events += unsealed.unsealed_events
+            report.findings.extend(unsealed.findings)
+        else:
+            _verify_sealed_events(checked, report, progress)
+            _verify_unsealed_events(since, report, progress)
     return report
+
+
+def _chunks(seals: list[Seal], workers: int) -> list[list[int]]:
+    """Consecutive seal sequences in parts of at most an eighth of each worker's share of the
+    events (a seal is never split: its root needs all its leaves), so that the pool hands the
+    next part to whichever worker is free and none is left idle at the end."""
+    target = max(1, sum(seal.event_count for seal in seals) // (8 * workers))
+    chunks: list[list[int]] = []
+    size = 0
+    for seal in seals:
+        if not chunks or size + seal.event_count > target:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(seal.sequence)
+        size += seal.event_count
+    return chunks
+
+
+def _verify_seals_elsewhere(snapshot: str, sequences: list[int]) -> tuple[int, list[Finding]]:
+    """In a worker process: these seals' events and roots, in the snapshot of the caller."""
+    part = VerificationReport()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        _verify_sealed_events(list(Seal.objects.filter(sequence__in=sequences).order_by("sequence")), part, None)
+    connection.close()
+    return part.events_checked, part.findings
 
 
 def _verify_chain(seals: list[Seal], report: VerificationReport, keys: dict[str, Ed25519PublicKey]) -> None:
@@ -185,7 +245,7 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
                 gone = f"event {sealed_id} (seal {sequence}, position {position}) is gone"
                 report.findings.append(Finding("event_missing", gone, str(sealed_id), sequence))
             else:
-                recomputed = recomputed_hash(envelope(*event[:9]), sealed_hash)
+                recomputed = recomputed_hash(envelope_of_texts(*event[:9]), sealed_hash)
                 if recomputed != sealed_hash or event[-1] != sealed_hash:
                     report.findings.append(Finding("event_modified",
                         f"event {sealed_id} (seal {sequence}, position {position}) no longer matches its sealed hash",
@@ -221,7 +281,7 @@ def _verify_unsealed_events(
             if not pending:
                 report.findings.append(Finding("event_inserted",
                     f"event {event_id} is in no seal and was not written by the ingest path", event_id))  # fmt: skip
-            elif recomputed_hash(envelope(*event[:9]), event[-1]) != event[-1]:
+            elif recomputed_hash(envelope_of_texts(*event[:9]), event[-1]) != event[-1]:
                 report.findings.append(Finding("event_modified",
                     f"unsealed event {event_id} does not match its hash", event_id))  # fmt: skip
             if progress and report.events_checked % 10_000 == 0:

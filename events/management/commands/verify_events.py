@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -28,8 +29,18 @@ class Command(BaseCommand):
             default=[],
             help="trust this Ed25519 public key (hex, base64 or PEM) instead of the configured ones; repeatable",
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=min(4, os.cpu_count() or 1),
+            help="processes recomputing hashes and roots (default: one per CPU, at most 4)",
+        )
 
-    def handle(self, *args: Any, since: str | None, json: bool, public_key: list[str], **options: Any) -> None:
+    def handle(
+        self, *args: Any, since: str | None, json: bool, public_key: list[str], workers: int, **options: Any
+    ) -> None:
+        if workers < 1:
+            raise CommandError("--workers must be at least 1.")
         try:
             keys = {signing.key_id(k): k for text in public_key for k in signing.parse_public_keys(text)} or None
         except ValueError as exc:
@@ -43,7 +54,7 @@ class Command(BaseCommand):
                     f"--since: not an RFC 3339 time with an offset (2026-11-01T00:00:00Z): {since}"
                 ) from None
         bar = tqdm(unit=" events", disable=json or not sys.stderr.isatty(), file=sys.stderr)
-        report = verify_integrity(since=start, progress=bar.update, public_keys=keys)
+        report = verify_integrity(since=start, progress=bar.update, public_keys=keys, workers=workers)
         bar.close()
         if json:
             self.stdout.write(_json_dumps(report.as_dict()))

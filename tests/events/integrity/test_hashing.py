@@ -78,3 +78,22 @@ def test_validations_canonical_hint_is_never_wrong():
             fast += 1
             assert orjson.dumps(payload, option=orjson.OPT_SORT_KEYS) == rfc8785.dumps(payload), payload
     assert fast > 300  # the fast path is really exercised
+
+
+def test_postgresql_writes_times_exactly_as_the_hash_envelope_does(db):
+    from datetime import UTC, datetime, timedelta, timezone  # noqa: PLC0415
+
+    from django.db import connection  # noqa: PLC0415
+
+    from events.integrity.hashing import SQL_TIME, format_time  # noqa: PLC0415
+
+    values = [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 11, 30, 23, 0, 0, 1, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    with connection.cursor() as cursor:
+        for value in values:
+            cursor.execute(f"SELECT {SQL_TIME.format('%s::timestamptz')}", [value])
+            assert cursor.fetchone()[0] == format_time(value)

@@ -314,3 +314,28 @@ def test_verification_handles_payloads_orjson_does_not_write_canonically(api):
     seal_events()
 
     assert findings() == []
+
+
+@pytest.mark.django_db(transaction=True)  # the worker processes read what this one committed
+def test_verification_in_worker_processes_reports_the_same_findings(make_client):
+    api = make_client()
+    ids = []
+    for _ in range(6):
+        ids += store(api, 9)
+        seal_events()
+    ids += store(api, 2)  # unsealed, pending
+    tamper("UPDATE events_event SET payload = '{\"n\": -1}' WHERE id = %s", [ids[3]])
+    tamper("DELETE FROM events_event WHERE id = %s", [ids[40]])
+    for old, new in ((1, -1), (2, 1), (-1, 2)):
+        tamper("UPDATE events_sealentry SET position = %s WHERE seal_id = 5 AND position = %s", [new, old])
+
+    serial = verify_integrity()
+    parallel = verify_integrity(workers=2)
+    out = StringIO()
+    with pytest.raises(SystemExit):
+        call_command("verify_events", "--workers", "3", stdout=out)
+
+    assert parallel.findings == serial.findings
+    assert [f.kind for f in serial.findings] == ["event_modified", "event_missing", "merkle_root_mismatch"]
+    assert (parallel.events_checked, parallel.unsealed_events) == (serial.events_checked, 2) == (56, 2)
+    assert "Checked 56 events (2 not yet sealed) and 6 seals: 3 finding(s)." in out.getvalue()
