@@ -396,10 +396,17 @@ def test_stream_kill_9_the_drainer_mid_batch(stream_service, stream_redis, datab
     load = Load(svc, key, batches=False)
     load.start(8)
     time.sleep(2)
-    # Kill it while it holds a batch: taken from the stream, not yet acknowledged.
-    wait_until(lambda: pending_in_drainers(stream_redis.port) > 0, 10)
-    drainer.kill()
-    held = pending_in_drainers(stream_redis.port)
+    # Kill it while it holds a batch: taken from the stream, not yet acknowledged. (It may
+    # acknowledge between the look and the kill: then it is started and killed again.)
+    held = 0
+    for _ in range(20):
+        wait_until(lambda: pending_in_drainers(stream_redis.port) > 0, 10)
+        drainer.kill()
+        held = pending_in_drainers(stream_redis.port)
+        if held:
+            break
+        drainer.start()
+        time.sleep(0.5)
     time.sleep(1)
     drainer.start()  # a new consumer: claims the dead one's entries after the 2 s idle time
     time.sleep(4)
