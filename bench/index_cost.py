@@ -25,25 +25,6 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def service_rows(rows: int) -> list[tuple[Any, ...]]:
-    """Rows shaped as the service stores them (bench.ingest's COPY reference builds the same)."""
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    import orjson  # noqa: PLC0415
-
-    from events.demo import Corpus  # noqa: PLC0415
-    from events.ids import uuid7  # noqa: PLC0415
-
-    corpus = Corpus(seed=11)
-    now = datetime.now(UTC)
-    built = []
-    for n in range(rows):
-        raw = corpus.event(with_time=False)
-        built.append((uuid7(), 1 + n % 50, 1, 1 + n % 1000, raw["actor"], now, now, raw["description"],
-                      orjson.dumps(raw["payload"]).decode(), f"ix-{n}", "0" * 64))  # fmt: skip
-    return built
-
-
 def timed(url: str, rows: list[tuple[Any, ...]], without: str | None) -> float:
     from bench.ingest import timed_copy  # noqa: PLC0415
 
@@ -76,7 +57,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    from bench.ingest import fresh_database  # noqa: PLC0415
+    from bench.ingest import fresh_database, service_rows  # noqa: PLC0415
 
     url = fresh_database()
     os.environ["DATABASE_URL"] = url

@@ -145,23 +145,30 @@ def timed_copy(connection: psycopg.Connection[Any], table: str, rows: list[tuple
     return time.perf_counter() - started
 
 
-def copy_reference(url: str, rows: int) -> float:
-    """Events/s of a raw COPY of service-shaped rows into a copy of events_event (same indexes)."""
+def service_rows(rows: int, *, seed: int = 7) -> list[tuple[Any, ...]]:
+    """events_event rows (EVENT_COLUMNS) as the service stores them: demo events, real hashes,
+    50 types, one source, 1,000 customers (the ids the benchmark database holds)."""
     from events.demo import Corpus  # noqa: PLC0415
     from events.ids import uuid7  # noqa: PLC0415
     from events.integrity.hashing import event_hash  # noqa: PLC0415
 
-    corpus = Corpus(seed=7)
+    corpus = Corpus(seed=seed)
     now = datetime.now(UTC)
-    batch = []
+    built = []
     for n in range(rows):
         raw = corpus.event(with_time=False)
         event_id = uuid7()
         digest = event_hash(event_id=event_id, type_name=raw["type"], source_slug="bench", customer=raw["customer"],
                             actor=raw["actor"], occurred_at=now, received_at=now, description=raw["description"],
                             payload=raw["payload"])  # fmt: skip
-        batch.append((event_id, 1 + n % 50, 1, 1 + n % 1000, raw["actor"], now, now, raw["description"],
+        built.append((event_id, 1 + n % 50, 1, 1 + n % 1000, raw["actor"], now, now, raw["description"],
                       orjson.dumps(raw["payload"]).decode(), f"ref-{n}", digest))  # fmt: skip
+    return built
+
+
+def copy_reference(url: str, rows: int) -> float:
+    """Events/s of a raw COPY of service-shaped rows into a copy of events_event (same indexes)."""
+    batch = service_rows(rows)
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("DROP TABLE IF EXISTS copy_reference")
         connection.execute("CREATE TABLE copy_reference (LIKE events_event INCLUDING ALL)")

@@ -70,8 +70,8 @@ def main() -> None:
     if not Path(py_spy).exists() or not shutil.which("wrk"):
         sys.exit("needs wrk (apt-get install wrk) and py-spy (pip install py-spy)")
     from bench.ingest import event_bodies, fresh_database, wrk  # noqa: PLC0415
+    from bench.redis_server import redis_server  # noqa: PLC0415
     from bench.server import gunicorn  # noqa: PLC0415
-    from bench.stream import REDIS_PORT, _Redis  # noqa: PLC0415
 
     os.environ["DATABASE_URL"] = fresh_database()
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
@@ -83,14 +83,13 @@ def main() -> None:
 
     key = create_api_key(source=Source.objects.create(slug="profile", name="Profile"), scopes=["ingest"]).plaintext
     workdir = Path(tempfile.mkdtemp(prefix="auditsvc-profile-"))
-    redis_server = _Redis(workdir) if args.mode == "stream" else None
-    environment = {"AUDITSVC_INGEST_MODE": args.mode, "AUDITSVC_STREAM_URL": f"redis://127.0.0.1:{REDIS_PORT}/0"}
     raw = workdir / "profile.txt"
-    try:
+    with redis_server(workdir) as stream_redis:  # used in stream mode only
+        environment = {"AUDITSVC_INGEST_MODE": args.mode, "AUDITSVC_STREAM_URL": stream_redis.url}
         with gunicorn(PORT, workers=args.workers, threads=args.threads, environment=environment) as master:
             worker = worker_pids(master.pid)[0]
-            spy = subprocess.Popen([py_spy, "record", "--gil", "--nonblocking", "-r", "250", "-d", str(args.seconds), "-f", "raw",
-                                    "-o", str(raw), "-p", str(worker)], stdout=subprocess.DEVNULL,
+            spy = subprocess.Popen([py_spy, "record", "--gil", "--nonblocking", "-r", "250", "-d", str(args.seconds),
+                                    "-f", "raw", "-o", str(raw), "-p", str(worker)], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)  # fmt: skip
             time.sleep(0.5)
             top = subprocess.Popen(["top", "-b", "-d", "3", "-n", "2", "-w", "200"], stdout=subprocess.PIPE, text=True)
@@ -98,9 +97,6 @@ def main() -> None:
                          connections=16, key=key, workdir=workdir)  # fmt: skip
             spy.wait(60)
             usage = top.communicate()[0].split("top - ")[-1]
-    finally:
-        if redis_server is not None:
-            redis_server.stop()
     stages: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")

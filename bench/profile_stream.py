@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from bench.django_setup import setup
-from bench.stream import REDIS_PORT, _Redis
+from bench.redis_server import redis_server
 
 
 def main() -> None:
@@ -37,34 +37,33 @@ def main() -> None:
     from events.models import Source  # noqa: PLC0415
 
     directory = Path(tempfile.mkdtemp(prefix="auditsvc-profile-redis-"))
-    server = _Redis(directory)
     try:
-        settings.AUDITSVC_INGEST_MODE = "stream"
-        settings.AUDITSVC_STREAM_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
-        settings.AUDITSVC_STREAM_PREFIX = f"profile{time.time_ns()}"
-        stream.ensure_groups()
-        corpus = Corpus(seed=5)
-        bodies = [orjson.dumps({**corpus.event(with_time=False), "idempotency_key": f"p-{n}"})
-                  for n in range(args.events)]  # fmt: skip
-        source, _ = Source.objects.get_or_create(slug="profile", defaults={"name": "Profile"})
-        for phase, work in (
-            (
-                "accept",
-                lambda: [stream.accept_event(source=source, item=parse_ingest_body(b).events[0]) for b in bodies],
-            ),
-            ("drain", lambda: Drainer(batch=1000).run(once=True)),
-        ):
-            profiler = Profiler(interval=0.0005)
-            cpu, wall = time.process_time(), time.perf_counter()
-            profiler.start()
-            work()
-            profiler.stop()
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            print(f"## {phase}: Python CPU {cpu / args.events * 1e6:.1f} µs per event, wall "
-                  f"{wall / args.events * 1e6:.1f} µs ({args.events} events; under the profiler)")  # fmt: skip
-            print(profiler.output_text(unicode=False, color=False, show_all=False, timeline=False)[:5000])
+        with redis_server(directory) as server:
+            settings.AUDITSVC_INGEST_MODE = "stream"
+            settings.AUDITSVC_STREAM_URL = server.url
+            settings.AUDITSVC_STREAM_PREFIX = f"profile{time.time_ns()}"
+            stream.ensure_groups()
+            corpus = Corpus(seed=5)
+            bodies = [orjson.dumps({**corpus.event(with_time=False), "idempotency_key": f"p-{n}"})
+                      for n in range(args.events)]  # fmt: skip
+            source, _ = Source.objects.get_or_create(slug="profile", defaults={"name": "Profile"})
+            for phase, work in (
+                (
+                    "accept",
+                    lambda: [stream.accept_event(source=source, item=parse_ingest_body(b).events[0]) for b in bodies],
+                ),
+                ("drain", lambda: Drainer(batch=1000).run(once=True)),
+            ):
+                profiler = Profiler(interval=0.0005)
+                cpu, wall = time.process_time(), time.perf_counter()
+                profiler.start()
+                work()
+                profiler.stop()
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                print(f"## {phase}: Python CPU {cpu / args.events * 1e6:.1f} µs per event, wall "
+                      f"{wall / args.events * 1e6:.1f} µs ({args.events} events; under the profiler)")  # fmt: skip
+                print(profiler.output_text(unicode=False, color=False, show_all=False, timeline=False)[:5000])
     finally:
-        server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -34,22 +34,21 @@ PATHS = {
 def measure_here(app_module: str, requests: int) -> float:
     """CPU µs per request of app_module in this process (run as the child)."""
     import importlib  # noqa: PLC0415
-    import json  # noqa: PLC0415
 
     from bench.django_setup import setup  # noqa: PLC0415
 
     setup()
-    from events.demo import Corpus  # noqa: PLC0415
+    from bench.ingest import event_bodies  # noqa: PLC0415
     from events.keys import create_api_key  # noqa: PLC0415
     from events.models import Source  # noqa: PLC0415
 
     source, _ = Source.objects.get_or_create(slug="profile-wsgi", defaults={"name": "Profile"})
     key = create_api_key(source=source, scopes=["ingest"]).plaintext
     application = importlib.import_module(app_module).application
-    corpus = Corpus(seed=1)
     run = time.time_ns()
-    bodies = [json.dumps({**corpus.event(with_time=False), "idempotency_key": f"w{run}-{n}"}).encode()
-              for n in range(requests + 500)]  # fmt: skip
+    bodies = [
+        body.replace("__KEY__", f"w{run}-{n}").encode() for n, body in enumerate(event_bodies(requests + 500, None))
+    ]
 
     def call(body: bytes) -> str:
         environ = {
@@ -80,20 +79,20 @@ def main() -> None:
     if args.child:
         print(f"{measure_here(args.child, args.requests):.1f}")
         return
-    from bench.stream import REDIS_PORT, _Redis  # noqa: PLC0415
+    from bench.redis_server import redis_server  # noqa: PLC0415
 
     directory = Path(tempfile.mkdtemp(prefix="auditsvc-profile-wsgi-"))
-    redis_server = _Redis(directory)
     results = {}
     try:
-        for name, (module, extra) in PATHS.items():
-            env = {**os.environ, "DEBUG": "false", "ALLOWED_HOSTS": "*", **extra,
-                   "AUDITSVC_STREAM_URL": f"redis://127.0.0.1:{REDIS_PORT}/0"}  # fmt: skip
-            done = subprocess.run([sys.executable, "-m", "bench.profile_wsgi", "--child", module, "--requests",
-                                   str(args.requests)], cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # fmt: skip
-            results[name] = float(done.stdout.strip().splitlines()[-1])
+        with redis_server(directory) as stream_redis:
+            for name, (module, extra) in PATHS.items():
+                env = {**os.environ, "DEBUG": "false", "ALLOWED_HOSTS": "*", **extra,
+                       "AUDITSVC_STREAM_URL": stream_redis.url}  # fmt: skip
+                done = subprocess.run([sys.executable, "-m", "bench.profile_wsgi", "--child", module, "--requests",
+                                       str(args.requests)], cwd=ROOT, env=env, capture_output=True, text=True,
+                                      check=True)  # fmt: skip
+                results[name] = float(done.stdout.strip().splitlines()[-1])
     finally:
-        redis_server.stop()
         shutil.rmtree(directory, ignore_errors=True)
     print(f"CPU per request, in-process, {args.requests} requests each (µs; ratio = trivial view's CPU / this one's):")
     print("| path | CPU µs per request | rate it allows, as a share of the trivial view's |")

@@ -29,33 +29,13 @@ import orjson
 import psycopg
 import redis
 
+from bench.redis_server import redis_server
 from bench.server import gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_PORT = 6391
 # Drainer processes at once on the one shard (a consumer group shares the entries): one per
 # core, and while one waits on PostgreSQL's COPY and commit the other decodes its batch.
 DRAINERS = int(os.environ.get("BENCH_DRAINERS", "2"))
-
-
-class _Redis:
-    def __init__(self, directory: Path) -> None:
-        if not shutil.which("redis-server"):
-            sys.exit("redis-server is needed for the stream benchmark: apt-get install redis-server")
-        command = ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(directory),
-                   "--save", "", "--appendonly", "yes", "--appendfsync", "always"]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                redis.Redis(port=REDIS_PORT).ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
 
 
 def _lag_sampler(port: int, stop: threading.Event, samples: list[float]) -> None:
@@ -123,33 +103,32 @@ def measure(*, url: str, port: int, key: str, source_id: int, bodies: list[str],
             workers: int, threads: int, workdir: Path) -> dict[str, Any]:  # fmt: skip
     """The stream-mode figures; raises SystemExit if an acknowledged event is lost or doubled."""
     from bench.ingest import wrk  # noqa: PLC0415
+    from events.ingest.stream import stream_key  # noqa: PLC0415
 
     redis_dir = Path(tempfile.mkdtemp(prefix="auditsvc-bench-redis-"))
-    server = _Redis(redis_dir)
-    stream_env = {"AUDITSVC_INGEST_MODE": "stream", "AUDITSVC_STREAM_URL": f"redis://127.0.0.1:{REDIS_PORT}/0"}
-    env = {**os.environ, **stream_env}
     endpoint = f"http://127.0.0.1:{port}/api/v1/events"
     try:
-        with gunicorn(port, workers=workers, threads=threads, environment=stream_env):
-            accepted = wrk(endpoint, bodies, seconds=seconds, connections=16, key=key, workdir=workdir)
-            drained, drain_seconds = _drain_once(stream_env["AUDITSVC_STREAM_URL"])
-            drainer = subprocess.Popen([sys.executable, "manage.py", "drain_events"], cwd=ROOT, env=env,
-                                       stdout=subprocess.DEVNULL)  # fmt: skip
-            samples: list[float] = []
-            stop = threading.Event()
-            sampler = threading.Thread(target=_lag_sampler, args=(port, stop, samples))
-            sampler.start()
-            steady = wrk(endpoint, bodies, seconds=seconds, connections=16, key=key, workdir=workdir)
-            stop.set()
-            sampler.join()
-            caught_up = time.perf_counter()
-            while redis.Redis(port=REDIS_PORT).xlen("auditsvc:{s0}:events"):
-                time.sleep(0.05)
-            catch_up_seconds = time.perf_counter() - caught_up
-            drainer.terminate()
-            drainer.wait(30)
+        with redis_server(redis_dir) as server:
+            stream_env = {"AUDITSVC_INGEST_MODE": "stream", "AUDITSVC_STREAM_URL": server.url}
+            with gunicorn(port, workers=workers, threads=threads, environment=stream_env):
+                accepted = wrk(endpoint, bodies, seconds=seconds, connections=16, key=key, workdir=workdir)
+                drained, drain_seconds = _drain_once(server.url)
+                drainer = subprocess.Popen([sys.executable, "manage.py", "drain_events"], cwd=ROOT,
+                                           env={**os.environ, **stream_env}, stdout=subprocess.DEVNULL)  # fmt: skip
+                samples: list[float] = []
+                stop = threading.Event()
+                sampler = threading.Thread(target=_lag_sampler, args=(port, stop, samples))
+                sampler.start()
+                steady = wrk(endpoint, bodies, seconds=seconds, connections=16, key=key, workdir=workdir)
+                stop.set()
+                sampler.join()
+                caught_up = time.perf_counter()
+                while redis.Redis(port=server.port).xlen(stream_key(0)):
+                    time.sleep(0.05)
+                catch_up_seconds = time.perf_counter() - caught_up
+                drainer.terminate()
+                drainer.wait(30)
     finally:
-        server.stop()
         shutil.rmtree(redis_dir, ignore_errors=True)
     ids = [k.removeprefix("id:") for k in accepted["keys"] + steady["keys"]]
     with psycopg.connect(url) as db:

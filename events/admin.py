@@ -112,12 +112,14 @@ class EventAdmin(ReadOnlyAdmin):
             else:
                 messages.warning(request, f"Dead letter {letter} is no longer there.")
             return HttpResponseRedirect(reverse("admin:events_event_stream"))
+        overview = _stream_overview()
+        readable = overview["enabled"] and "error" not in overview
         context = {
             **self.admin_site.each_context(request),
             "title": "Ingest stream",
             "opts": self.model._meta,
-            "stream": _stream_overview(),
-            "letters": stream.dead_letters() if stream.is_enabled() and _reachable() else [],
+            "stream": overview,
+            "letters": stream.dead_letters() if readable else [],
             "can_requeue": request.user.is_superuser,
         }
         return TemplateResponse(request, "admin/events/stream.html", context)
@@ -159,13 +161,6 @@ class EventAdmin(ReadOnlyAdmin):
         return format_html(
             '<span class="seal-ok">sealed</span> in <a href="{}">seal {}</a>, leaf {}', url, position[0], position[1]
         )
-
-
-def _reachable() -> bool:
-    try:
-        return bool(stream.client().ping())
-    except redis.RedisError:
-        return False
 
 
 def _stream_overview() -> dict[str, Any]:

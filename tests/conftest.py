@@ -21,7 +21,7 @@ from events.integrity import signing
 from events.keys import create_api_key, forget_cached_keys
 from events.models import Source
 from tests.factories import SourceFactory
-from tests.redis_servers import RedisServer, redis_server
+from tests.redis_servers import RedisServer, redis_server, stream_mode_on
 
 
 @dataclass
@@ -134,15 +134,10 @@ def durable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
 @pytest.fixture
 def stream_mode(settings: Any, durable_redis: RedisServer) -> Iterator[RedisServer]:
     """Stream mode on the durable Redis, under a key prefix of this test's own."""
-    settings.AUDITSVC_INGEST_MODE = "stream"
-    settings.AUDITSVC_STREAM_URL = durable_redis.url
-    settings.AUDITSVC_STREAM_CLUSTER = False
-    settings.AUDITSVC_STREAM_SHARDS = 1
     settings.AUDITSVC_STREAM_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
-    stream.forget_client()
-    stream.ensure_groups()
-    yield durable_redis
-    stream.forget_client()
+    with stream_mode_on(settings, durable_redis.url):
+        stream.ensure_groups()
+        yield durable_redis
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

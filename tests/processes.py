@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
 
 from django.db import connection
 
+from bench.server import free_port
 from bench.server import gunicorn as bench_gunicorn
 
 
@@ -18,12 +18,6 @@ def database_url() -> str:
     host = quote(settings["HOST"] or "", safe="")
     port = f":{settings['PORT']}" if settings["PORT"] else ""
     return f"postgresql://{quote(settings['USER'] or '')}@{host}{port}/{settings['NAME']}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager

@@ -1,26 +1,57 @@
 """redis-server processes of the tests' own: private ports, temporary directories, AOF as asked.
 
-The machine's Redis keeps nothing on disk, so durability is tested only against these.
+The machine's Redis keeps nothing on disk, so durability is tested only against these. A
+single server is bench.redis_server's; this adds the skip (a failure in CI) where no
+redis-server is installed, and a local Redis Cluster.
 """
 
 from __future__ import annotations
 
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.processes import free_port
+from bench.redis_server import DURABLE, RedisServer
+from bench.redis_server import redis_server as bench_redis_server
+
+__all__ = ["RedisServer", "redis_cluster", "redis_server", "stream_mode_on"]
+
+
+@contextmanager
+def stream_mode_on(settings: Any, url: str, *, cluster: bool = False, shards: int = 1) -> Iterator[None]:
+    """Stream mode on the Redis at url for the block (settings: pytest-django's fixture), with a
+    fresh client before and after it."""
+    from events.ingest import stream  # noqa: PLC0415 - Django is set up by the time a test runs
+
+    settings.AUDITSVC_INGEST_MODE = "stream"
+    settings.AUDITSVC_STREAM_URL = url
+    settings.AUDITSVC_STREAM_CLUSTER = cluster
+    settings.AUDITSVC_STREAM_SHARDS = shards
+    stream.forget_client()
+    try:
+        yield
+    finally:
+        stream.forget_client()
+
+
+def _require_redis_server() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+
+
+def redis_server(directory: Path, *options: str) -> AbstractContextManager[RedisServer]:
+    """A started redis-server (AOF always unless options say otherwise), killed on exit."""
+    _require_redis_server()
+    return bench_redis_server(directory, *options)
 
 
 def cluster_port() -> int:
@@ -37,73 +68,17 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
-def _redis_server() -> str:
-    path = shutil.which("redis-server")
-    if path is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    return path
-
-
-@dataclass
-class RedisServer:
-    directory: Path
-    options: tuple[str, ...] = ("--appendonly", "yes", "--appendfsync", "always")
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = [
-            _redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-            "--save", "", "--logfile", str(self.directory / "redis.log"), *self.options,
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                # While it loads its AOF, Redis answers LOADING: wait until it serves.
-                if redis.Redis(port=self.port, socket_timeout=1).ping():
-                    return
-            except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        """kill -9: no shutdown, no final fsync; what survives is what the AOF already held."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-@contextmanager
-def redis_server(directory: Path, *options: str) -> Iterator[RedisServer]:
-    server = RedisServer(directory, options) if options else RedisServer(directory)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 @contextmanager
 def redis_cluster(directory: Path, masters: int = 3) -> Iterator[list[RedisServer]]:
     """A local Redis Cluster of `masters` primaries (no replicas), AOF always on each."""
+    _require_redis_server()
     servers = []
     try:
         for n in range(masters):
             node_dir = directory / f"node{n}"
             node_dir.mkdir()
             cluster_options = (
-                "--appendonly", "yes", "--appendfsync", "always", "--cluster-enabled", "yes",
+                *DURABLE, "--cluster-enabled", "yes",
                 "--cluster-config-file", str(node_dir / "nodes.conf"), "--cluster-node-timeout", "2000",
             )  # fmt: skip
             server = RedisServer(node_dir, cluster_options, port=cluster_port())

@@ -44,20 +44,26 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 
 # What was asked for is not acknowledged, and the client's retry with the same idempotency key
 # is safe: a 503 with Retry-After, never a 500.
-_UNAVAILABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, str], ...] = (
+# (what failed, code, message, whether the operator's log should hear of it)
+_UNAVAILABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, str, bool], ...] = (
     # The group commit did not answer in time: the event may or may not be stored, as after a
-    # timeout on the wire.
-    (TimeoutError, "commit_timeout", "The commit did not finish in time; retry shortly."),
+    # timeout on the wire (the database's own errors are logged where they happen).
+    (TimeoutError, "commit_timeout", "The commit did not finish in time; retry shortly.", False),
     # Stream mode: the event was not appended to the stream (or its append not confirmed).
-    (redis.RedisError, "stream_unavailable", "The ingest stream is unavailable; retry shortly."),
-    ((OperationalError, InterfaceError), "database_unavailable", "The database is unavailable; retry shortly."),
+    (redis.RedisError, "stream_unavailable", "The ingest stream is unavailable; retry shortly.", True),
+    (
+        (OperationalError, InterfaceError),
+        "database_unavailable",
+        "The database is unavailable; retry shortly.",
+        True,
+    ),
 )
 
 
 def _unavailable(exc: Exception) -> Response | None:
-    for kinds, code, message in _UNAVAILABLE:
+    for kinds, code, message, logged in _UNAVAILABLE:
         if isinstance(exc, kinds):
-            if code != "commit_timeout":
+            if logged:
                 logger.warning("%s: %s", code, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             response = Response(
                 error_body([FieldError(None, code, message)]), status=status.HTTP_503_SERVICE_UNAVAILABLE

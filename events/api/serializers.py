@@ -8,6 +8,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from events.ingest.stream import Accepted
 from events.integrity.hashing import format_time
 from events.models import EventType, Source
 from events.queries import StoredEvent
@@ -27,6 +28,17 @@ def event_output(event: StoredEvent) -> dict[str, Any]:
         "payload": event.payload,
         "idempotency_key": event.idempotency_key,
         "hash": event.hash,
+    }
+
+
+def accepted_output(accepted: Accepted) -> dict[str, Any]:
+    """Stream mode's answer: the id the event will be stored under, and the lag before it is."""
+    return {
+        "id": str(accepted.event_id),
+        "status": "queued",
+        "received_at": format_time(accepted.received_at) if accepted.received_at else None,
+        "hash": accepted.hash,
+        "lag": accepted.lag.as_dict() if accepted.lag else None,
     }
 
 

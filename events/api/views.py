@@ -41,6 +41,7 @@ from events.api.serializers import (
     EventTypeSerializer,
     PublicKeySerializer,
     SourceSerializer,
+    accepted_output,
     event_output,
 )
 from events.ingest import stream
@@ -48,7 +49,6 @@ from events.ingest.group_commit import store_single_event
 from events.ingest.validation import parse_ingest_body
 from events.ingest.write import ingest_events
 from events.integrity import proofs, signing
-from events.integrity.hashing import format_time
 from events.models import SCOPE_INGEST, SCOPE_READ, ApiKey, Event, EventType, Seal, Source
 from events.queries import StoredEvent, event_by_id, event_type_ids, events_queryset, stored_event_from_row
 
@@ -151,17 +151,6 @@ def _is_queued(event_id: str) -> bool:
         return stream.is_queued(uuid.UUID(event_id))
     except ValueError:
         return False
-
-
-def accepted_output(accepted: stream.Accepted) -> dict[str, Any]:
-    """Stream mode's answer: the id the event will be stored under, and the lag before it is."""
-    return {
-        "id": str(accepted.event_id),
-        "status": "queued",
-        "received_at": format_time(accepted.received_at) if accepted.received_at else None,
-        "hash": accepted.hash,
-        "lag": accepted.lag.as_dict() if accepted.lag else None,
-    }
 
 
 def event_page(request: Request, events: QuerySet[Event]) -> Response:

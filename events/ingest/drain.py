@@ -103,7 +103,7 @@ class Drainer:
         self._sources: dict[int, Source] = {}
         self._acknowledge = stream.client().register_script(_ACKNOWLEDGE)
         self._own_pending_read: set[int] = set()
-        self._last_cleanup = 0.0
+        self._last_cleanup: dict[int, float] = {}  # shard → when its idle consumers were last removed
 
     def run(self, *, once: bool = False, on_batch: Callable[[DrainReport], None] | None = None) -> DrainReport:
         """Drain until stopped (or, with once, until every served shard has nothing left to read)."""
@@ -258,9 +258,9 @@ class Drainer:
 
     def _cleanup(self, shard: int) -> None:
         """Remove consumers long idle with nothing pending (drainers that exited), once a minute."""
-        if time.monotonic() - self._last_cleanup < 60:
+        if time.monotonic() - self._last_cleanup.get(shard, 0.0) < 60:
             return
-        self._last_cleanup = time.monotonic()
+        self._last_cleanup[shard] = time.monotonic()
         key = stream.stream_key(shard)
         for consumer in stream.client().xinfo_consumers(key, stream.GROUP):
             if consumer["name"] != self.consumer and not consumer["pending"] and consumer["idle"] > _IDLE_CONSUMER_MS:

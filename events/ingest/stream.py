@@ -237,22 +237,23 @@ class ShardState:
 
 
 def shard_states() -> list[ShardState]:
-    """Each shard's lag and dead letters: for /readyz and the admin."""
+    """Each shard's lag and dead letters: for /readyz and the admin (one round trip a shard)."""
     states = []
     now = time.time()
     for shard in range(shard_count()):
-        redis_client = client()
         key = stream_key(shard)
-        oldest = redis_client.xrange(key, count=1)
-        groups = redis_client.xinfo_groups(key) if redis_client.exists(key) else []
-        pending = sum(int(group["pending"]) for group in groups if group["name"] == GROUP)
+        pipe = client().pipeline(transaction=False)
+        pipe.xrange(key, count=1).xlen(key).xlen(dead_key(shard)).xinfo_groups(key)
+        oldest, entries, dead, groups = pipe.execute(raise_on_error=False)
+        if isinstance(groups, redis.ResponseError):  # no stream yet: nothing accepted, no drainer
+            groups = []
         states.append(
             ShardState(
                 shard=shard,
-                entries=int(redis_client.xlen(key)),
+                entries=int(entries),
                 oldest_seconds=entry_age_seconds(oldest[0][0], now) if oldest else 0.0,
-                pending=pending,
-                dead=int(redis_client.xlen(dead_key(shard))),
+                pending=sum(int(group["pending"]) for group in groups if group["name"] == GROUP),
+                dead=int(dead),
             )
         )
     return states
@@ -309,7 +310,6 @@ def durability_problem() -> str | None:
         return None
     try:
         nodes = persistence()
-        ensure_groups()
     except redis.RedisError as exc:
         return f"auditsvc: AUDITSVC_INGEST_MODE=stream, but Redis at AUDITSVC_STREAM_URL cannot be checked: {exc}"
     window = loss_window(nodes)

@@ -114,29 +114,42 @@ def verify_integrity(
         if workers > 1 and outermost and len(checked) > 1:
             cursor.execute("SELECT pg_export_snapshot()")
             (snapshot,) = cursor.fetchone()
-            with ProcessPoolExecutor(
-                workers,
-                mp_context=multiprocessing.get_context("spawn"),  # a fork would share this connection
-                initializer=setup_django,
-                initargs=(connection.settings_dict["NAME"],),
-            ) as pool:
-                parts = [pool.submit(_verify_seals_elsewhere, snapshot, chunk) for chunk in _chunks(checked, workers)]
-                # Meanwhile, here: the events in no seal.
-                unsealed = VerificationReport()
-                _verify_unsealed_events(since, unsealed, progress)
-                for part in parts:  # in seal order, as one process would report them
-                    events_checked, part_findings = part.result()
-                    report.events_checked += events_checked
-                    report.findings.extend(part_findings)
-                    if progress:
-                        progress(events_checked)
-            report.events_checked += unsealed.events_checked
-            report.unsealed_events += unsealed.unsealed_events
-            report.findings.extend(unsealed.findings)
+            _verify_in_workers(checked, since, report, progress, workers=workers, snapshot=snapshot)
         else:
             _verify_sealed_events(checked, report, progress)
             _verify_unsealed_events(since, report, progress)
     return report
+
+
+def _verify_in_workers(
+    seals: list[Seal],
+    since: datetime | None,
+    report: VerificationReport,
+    progress: Callable[[int], object] | None,
+    *,
+    workers: int,
+    snapshot: str,
+) -> None:
+    """The sealed events in worker processes, reading snapshot; the unsealed ones here meanwhile.
+    Findings are added in the order one process would report them: seal by seal, then unsealed."""
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),  # a fork would share this connection
+        initializer=setup_django,
+        initargs=(connection.settings_dict["NAME"],),
+    ) as pool:
+        parts = [pool.submit(_verify_seals_elsewhere, snapshot, chunk) for chunk in _chunks(seals, workers)]
+        unsealed = VerificationReport()
+        _verify_unsealed_events(since, unsealed, progress)
+        for part in parts:
+            events_checked, findings = part.result()
+            report.events_checked += events_checked
+            report.findings.extend(findings)
+            if progress:
+                progress(events_checked)
+    report.events_checked += unsealed.events_checked
+    report.unsealed_events += unsealed.unsealed_events
+    report.findings.extend(unsealed.findings)
 
 
 def _chunks(seals: list[Seal], workers: int) -> list[list[int]]:

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -11,6 +8,7 @@ from tqdm import tqdm
 
 from events.ingest import stream
 from events.ingest.drain import Drainer, DrainReport
+from events.management.stopping import stop_requested_by_signal
 
 
 class Command(BaseCommand):
@@ -38,13 +36,7 @@ class Command(BaseCommand):
         count = stream.shard_count()
         if shards and any(not 0 <= shard < count for shard in shards):
             raise CommandError(f"--shard must be between 0 and {count - 1} (AUDITSVC_STREAM_SHARDS={count}).")
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop = stop_requested_by_signal()
         drainer = Drainer(sorted(set(shards)) if shards else None, consumer=consumer, batch=batch, stop=stop)
         served = ", ".join(str(shard) for shard in drainer.shards)
         if once:

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from events.integrity.autoseal import seal_periodically
 from events.integrity.sealing import seal_events
+from events.management.stopping import stop_requested_by_signal
 
 
 class Command(BaseCommand):
@@ -37,13 +35,7 @@ class Command(BaseCommand):
             )
 
     def _loop(self, interval: float) -> None:
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop = stop_requested_by_signal()
         self.stdout.write(f"Sealing every {interval:g} s; SIGTERM or Ctrl-C stops.")
         self.stdout.flush()
         seal_periodically(interval=interval, stop=stop, on_seal=self._say)

@@ -19,7 +19,7 @@ from events.ingest.drain import Drainer
 from events.models import Event, EventType
 from tests.paths import REPO_ROOT
 from tests.processes import database_url, free_port
-from tests.redis_servers import RedisServer, redis_cluster, redis_server
+from tests.redis_servers import RedisServer, redis_cluster, redis_server, stream_mode_on
 
 URL = "/api/v1/events"
 
@@ -217,17 +217,12 @@ def test_the_stream_is_trimmed_only_below_what_every_group_acknowledged(api, str
 
 
 def test_accepted_events_survive_kill_9_of_redis(api, settings, tmp_path):
-    with redis_server(tmp_path) as server:
-        settings.AUDITSVC_INGEST_MODE = "stream"
-        settings.AUDITSVC_STREAM_URL = server.url
-        stream.forget_client()
+    with redis_server(tmp_path) as server, stream_mode_on(settings, server.url):
         ids = [api.post_json(URL, {"type": "invoice.paid", "payload": {"n": n}}).json()["id"] for n in range(50)]
         server.kill()
         down = api.post_json(URL, {"type": "invoice.paid"})
-        server.start()  # on the same directory: it replays its AOF
-        stream.forget_client()
+        server.start()  # on the same directory: it replays its AOF; the client reconnects by itself
         report = Drainer().run(once=True)
-    stream.forget_client()
 
     assert down.status_code == 503
     assert down.json()["errors"][0]["code"] == "stream_unavailable"
@@ -237,15 +232,14 @@ def test_accepted_events_survive_kill_9_of_redis(api, settings, tmp_path):
 
 
 def test_durability_is_checked_and_relaxed_only_when_asked(settings, tmp_path, client, db):
-    with redis_server(tmp_path, "--appendonly", "yes", "--appendfsync", "everysec") as server:
-        settings.AUDITSVC_INGEST_MODE = "stream"
-        settings.AUDITSVC_STREAM_URL = server.url
-        stream.forget_client()
+    with (
+        redis_server(tmp_path, "--appendonly", "yes", "--appendfsync", "everysec") as server,
+        stream_mode_on(settings, server.url),
+    ):
         strict = stream.durability_problem()
         settings.AUDITSVC_STREAM_DURABILITY = "relaxed"
         relaxed = stream.durability_problem()
         ready = client.get("/readyz").json()
-    stream.forget_client()
 
     assert strict is not None
     assert "appendfsync=everysec" in strict
@@ -270,14 +264,10 @@ def test_readyz_shows_the_lag_in_stream_mode(api, stream_mode, client):
 
 
 def test_readyz_is_503_when_the_streams_redis_is_gone(settings, tmp_path, client, db):
-    with redis_server(tmp_path) as server:
-        settings.AUDITSVC_INGEST_MODE = "stream"
-        settings.AUDITSVC_STREAM_URL = server.url
-        stream.forget_client()
+    with redis_server(tmp_path) as server, stream_mode_on(settings, server.url):
         up = client.get("/readyz")
         server.kill()
         down = client.get("/readyz")
-    stream.forget_client()
 
     assert up.status_code == 200
     assert down.status_code == 503
@@ -287,12 +277,7 @@ def test_readyz_is_503_when_the_streams_redis_is_gone(settings, tmp_path, client
 
 @pytest.mark.django_db(transaction=True)  # drainers in threads commit for real
 def test_a_sharded_stream_on_a_three_master_cluster_with_one_drainer_per_shard(make_client, settings, tmp_path):
-    with redis_cluster(tmp_path) as nodes:
-        settings.AUDITSVC_INGEST_MODE = "stream"
-        settings.AUDITSVC_STREAM_URL = nodes[0].url
-        settings.AUDITSVC_STREAM_CLUSTER = True
-        settings.AUDITSVC_STREAM_SHARDS = 3
-        stream.forget_client()
+    with redis_cluster(tmp_path) as nodes, stream_mode_on(settings, nodes[0].url, cluster=True, shards=3):
         assert stream.durability_problem() is None  # every primary is checked
         api = make_client()
         accepted = [
@@ -302,7 +287,6 @@ def test_a_sharded_stream_on_a_three_master_cluster_with_one_drainer_per_shard(m
         per_shard = [state.entries for state in stream.shard_states()]
         holders = {_node_of(nodes, stream.stream_key(shard)) for shard in range(3)}
         reports = _drain_in_threads([[0], [1], [2]])
-    stream.forget_client()
 
     assert retried == accepted[7]
     assert sum(per_shard) == 60
