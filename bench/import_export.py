@@ -65,8 +65,8 @@ def same_rows_copy_rate(url: str, path: Path, count: int) -> float:
                          received, event.get("description"), orjson.dumps(event["payload"]).decode(), key, digest))  # fmt: skip
         del events
         elapsed = timed_copy(db, "events_event", rows)
-        with db.transaction():  # empty again, as the importer will find it (the escape hatch of 0005)
-            db.execute("SET LOCAL auditsvc.allow_truncate = on")
+        with db.transaction():  # empty again, as the importer will find it (a superuser's way past the triggers)
+            db.execute("SET LOCAL session_replication_role = replica")
             db.execute("TRUNCATE events_event, customers_customer CASCADE")
         db.execute("VACUUM ANALYZE")
     return count / elapsed

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 _lock = threading.Lock()
 _last_timestamp = 0  # (unix_ms << 12) | sub-millisecond fraction of the last id
+_MAX_STEP_BACK = 1000 << 12  # one second, in the units of _last_timestamp
 
 
 def uuid7() -> uuid.UUID:
@@ -19,7 +20,9 @@ def uuid7() -> uuid.UUID:
     millis, remainder = divmod(nanoseconds, 1_000_000)
     timestamp = (millis << 12) | (remainder * 4096 // 1_000_000)
     with _lock:
-        if timestamp <= _last_timestamp:
+        # Monotonic over small steps back of the clock; after a large one (or a test's time
+        # travel) the clock wins: an id must say when its event was received (partitions).
+        if _last_timestamp - _MAX_STEP_BACK < timestamp <= _last_timestamp:
             timestamp = _last_timestamp + 1
         _last_timestamp = timestamp
     millis, fraction = timestamp >> 12, timestamp & 0xFFF
@@ -34,3 +37,10 @@ def uuid7_time(value: uuid.UUID) -> datetime | None:
         return None
     seconds, millis = divmod(value.int >> 80, 1000)
     return datetime.fromtimestamp(seconds, tz=UTC) + timedelta(milliseconds=millis)
+
+
+def uuid7_at(instant: datetime) -> uuid.UUID:
+    """A UUIDv7 of instant (an imported event's receipt time), with fresh random bits."""
+    millis = int(instant.timestamp() * 1000)
+    fresh = uuid7().int & ((1 << 80) - 1)  # version, variant and random bits of a new id
+    return uuid.UUID(int=(millis << 80) | fresh)

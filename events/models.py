@@ -206,3 +206,23 @@ class SealEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.seal_id}:{self.position}"
+
+
+class RetiredMonth(models.Model):
+    """A month of events that retention removed, and what proves what it held.
+
+    Kept for good: an import of an event of this month is refused (retention_expired), and
+    verify_events checks the seals that covered it against the archive named here.
+    """
+
+    month = models.DateField(primary_key=True)  # its first day
+    retired_at = models.DateTimeField()
+    event_count = models.BigIntegerField()
+    first_event_id = models.UUIDField(null=True)
+    last_event_id = models.UUIDField(null=True)
+    archive_name = models.CharField(max_length=200, blank=True, default="")  # "" with --no-archive
+    archive_sha256 = models.CharField(max_length=64, blank=True, default="")
+    manifest = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m}"

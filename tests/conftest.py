@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
-from django.dispatch import receiver
+from django.db import connections, transaction
+from django.db.backends.postgresql.operations import DatabaseOperations
 from rest_framework.test import APIClient
 
 from auditsvc.embedded_db import start_embedded_database_if_configured
@@ -20,6 +18,7 @@ from events.ingest.write import clear_caches
 from events.integrity import signing
 from events.keys import create_api_key, forget_cached_keys
 from events.models import Source
+from tests.database import triggers_off
 from tests.factories import SourceFactory
 from tests.redis_servers import RedisServer, redis_server, stream_mode_on
 
@@ -57,12 +56,19 @@ def _fresh_signing_keys() -> Iterator[None]:
     signing.forget_keys()
 
 
-@receiver(connection_created)
-def _allow_test_teardown_truncate(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
-    # Transactional tests end with Django's flush (TRUNCATE), which the append-only
-    # triggers refuse unless the session opts in; tests that prove the refusal opt out.
-    with connection.cursor() as cursor:
-        cursor.execute("SET auditsvc.allow_truncate = on")
+@pytest.fixture(autouse=True, scope="session")
+def _flush_past_the_append_only_triggers() -> Iterator[None]:
+    # Transactional tests end with Django's flush (TRUNCATE), which the append-only triggers
+    # refuse: the tests' flush runs with the triggers off (tests.database).
+    flush = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self: DatabaseOperations, sql_list: list[str]) -> None:
+        with transaction.atomic(using=self.connection.alias), triggers_off(self.connection):
+            flush(self, sql_list)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "execute_sql_flush", execute_sql_flush)
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")

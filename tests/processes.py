@@ -12,12 +12,12 @@ from bench.server import free_port
 from bench.server import gunicorn as bench_gunicorn
 
 
-def database_url() -> str:
-    """DATABASE_URL of the test database, for a child process."""
+def database_url(name: str | None = None) -> str:
+    """DATABASE_URL of the test database (or of database name on its server), for a child process."""
     settings = connection.settings_dict
     host = quote(settings["HOST"] or "", safe="")
     port = f":{settings['PORT']}" if settings["PORT"] else ""
-    return f"postgresql://{quote(settings['USER'] or '')}@{host}{port}/{settings['NAME']}"
+    return f"postgresql://{quote(settings['USER'] or '')}@{host}{port}/{name or settings['NAME']}"
 
 
 @contextmanager

@@ -24,14 +24,16 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from multiprocessing.process import BaseProcess
 from typing import IO, Any
 
 import orjson
+from django.conf import settings
 from django.db import connection, connections
 
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
-from events.ids import uuid7_time
+from events.ids import uuid7_at, uuid7_time
 from events.ingest import type_counts
 from events.ingest.formats import RawRecord, from_cloudevent, from_csv_row, read_raw_records
 from events.ingest.validation import (
@@ -41,6 +43,7 @@ from events.ingest.validation import (
     reject_duplicate_keys,
 )
 from events.ingest.write import hash_for, ingest_each
+from events.lifecycle.partitions import ID_TIME_SLACK
 from events.models import Source
 
 # An import storing fewer events than this leaves the statistics to autovacuum.
@@ -333,24 +336,15 @@ class BatchImporter:
         exported = {name: record.pop(name) for name in _EXPORT_FIELDS if name in record}
         source = self._source(exported.get("source"))
         errors: list[FieldError] = []
-        event_id = received_at = None
-        if exported.get("id") is not None:
-            try:
-                event_id = uuid.UUID(str(exported["id"]))
-            except ValueError:
-                errors.append(FieldError("id", "invalid", "Not a UUID."))
-        if exported.get("received_at") is not None:
-            received_at = parse_time(exported["received_at"], "received_at", errors)
-        elif event_id is not None:
-            # The id alone must give the same event on a re-run: a UUIDv7 says when it was received.
-            received_at = uuid7_time(event_id)
-            if received_at is None:
-                errors.append(FieldError("received_at", "required", "An id that is not a UUIDv7 needs received_at."))
+        event_id, received_at = _receipt(exported, errors)
         has_own_key = record.get("idempotency_key") is not None or exported.get("id") is not None
         try:
             item = parse_event(record, idempotency_header=None if has_own_key else derived)
         except InvalidInput as exc:
             raise InvalidInput(exc.errors + errors) from None
+        if item.occurred_at and received_at and item.occurred_at > received_at + _future_skew():
+            message = "occurred_at is further after received_at than AUDITSVC_MAX_FUTURE_SKEW_SECONDS allows."
+            errors.append(FieldError("occurred_at", "in_future", message))
         if errors:
             raise InvalidInput(errors)
         if event_id is not None and received_at is not None:
@@ -372,6 +366,39 @@ class BatchImporter:
             message = f"No source '{name}' (manage.py create_source)."
             raise InvalidInput([FieldError("source", "unknown_source", message)])
         return source
+
+
+def _receipt(exported: dict[str, Any], errors: list[FieldError]) -> tuple[uuid.UUID | None, datetime | None]:
+    """An exported record's id and receipt time. The id encodes the receipt time, so a record
+    with received_at alone gets an id of that instant, and one with both must agree."""
+    event_id = received_at = None
+    if exported.get("id") is not None:
+        try:
+            event_id = uuid.UUID(str(exported["id"]))
+        except ValueError:
+            errors.append(FieldError("id", "invalid", "Not a UUID."))
+    if exported.get("received_at") is not None:
+        received_at = parse_time(exported["received_at"], "received_at", errors)
+        if received_at is not None and event_id is None and "id" not in {e.field for e in errors}:
+            event_id = uuid7_at(received_at)
+        elif received_at is not None and event_id is not None and not _id_is_of(event_id, received_at):
+            message = "The id must be a UUIDv7 of received_at (events are partitioned by it); omit the id."
+            errors.append(FieldError("id", "id_not_of_received_at", message))
+    elif event_id is not None:
+        # The id alone must give the same event on a re-run: a UUIDv7 says when it was received.
+        received_at = uuid7_time(event_id)
+        if received_at is None:
+            errors.append(FieldError("received_at", "required", "An id that is not a UUIDv7 needs received_at."))
+    return event_id, received_at
+
+
+def _id_is_of(event_id: uuid.UUID, received_at: datetime) -> bool:
+    made = uuid7_time(event_id)
+    return made is not None and abs(made - received_at) <= ID_TIME_SLACK
+
+
+def _future_skew() -> timedelta:
+    return timedelta(seconds=settings.AUDITSVC_MAX_FUTURE_SKEW_SECONDS)
 
 
 @dataclass(slots=True)

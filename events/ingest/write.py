@@ -24,6 +24,7 @@ from events.ingest.copy import write_events
 from events.ingest.idempotency import claim_idempotency_keys
 from events.ingest.validation import EventIn, ItemPaths, errors_of_item, failed_items
 from events.integrity.hashing import event_hash
+from events.lifecycle import partitions
 from events.models import Source
 from events.queries import StoredEvent, stored_events_by_id
 
@@ -113,6 +114,9 @@ def _worth_retrying(exc: IntegrityError) -> bool:
     cause = exc.__cause__
     if isinstance(cause, errors.ForeignKeyViolation):
         return True
+    if isinstance(cause, errors.CheckViolation) and "no partition" in str(cause):
+        partitions.forget_known()  # dropped by retention in another process, or never made
+        return True
     return isinstance(cause, errors.UniqueViolation) and cause.diag.constraint_name == "events_event_pkey"
 
 
@@ -121,6 +125,9 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     paths = ItemPaths(is_batch)
     # Ids are assigned up front so that an idempotency claim can point at its event.
     event_ids = [item.event_id or uuid7() for item in items]
+    retired = partitions.ensure_partitions(partitions.months_of(event_ids)).retired
+    if retired:
+        _refuse_retired(event_ids, retired, paths)
     results: dict[int, StoredEvent] = {}
     with transaction.atomic():
         fresh, repeats = claim_idempotency_keys(
@@ -169,6 +176,16 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     for index, first in repeats.items():
         results[index] = replace(results[first], created=False)
     return IngestResult(events=[results[index] for index in range(len(items))])
+
+
+def _refuse_retired(event_ids: list[uuid.UUID], retired: set[partitions.Month], paths: ItemPaths) -> None:
+    errors = []
+    for index, event_id in enumerate(event_ids):
+        month = partitions.Month.of_id(event_id)
+        if month in retired:
+            message = f"Events received in {month} were removed by retention; none is stored again."
+            errors.append(FieldError(paths(index, "received_at"), "retention_expired", message))
+    raise InvalidInput(errors)
 
 
 def _skip_imported_duplicates(

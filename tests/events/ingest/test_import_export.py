@@ -25,6 +25,7 @@ from django.utils import timezone
 from events.ingest.formats import open_input
 from events.ingest.importing import Importer
 from events.models import Event, IdempotencyKey, Source
+from tests.database import truncate
 from tests.factories import SourceFactory
 from tests.paths import REPO_ROOT
 from tests.processes import database_url
@@ -259,8 +260,7 @@ def test_export_then_import_into_an_empty_database_reproduces_the_events(make_cl
     before = sorted(Event.objects.values_list(*columns))
     output = tmp_path / f"out.{export_format}"
     call_command("export_events", "--format", export_format, "--output", str(output), stderr=StringIO())
-    with connection.cursor() as cursor:  # an empty event store (the test session may truncate)
-        cursor.execute("TRUNCATE events_event, events_pendingseal, events_idempotencykey")
+    truncate("events_event", "events_pendingseal", "events_idempotencykey")  # an empty event store
 
     status, out = run_import(str(output))
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
 
 from events.models import Event, EventType
+from tests.database import truncate
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the foreign keys are checked at commit
 
 
 def restore_an_older_backup() -> None:
     """What a restore does to the cached rows: types and customers this process knows are gone."""
-    with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE events_event, events_eventtype, customers_customer CASCADE")
+    truncate("events_event", "events_eventtype", "customers_customer")
 
 
 def test_it_drops_its_id_caches_and_retries_when_the_database_lost_their_rows(api):

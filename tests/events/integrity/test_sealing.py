@@ -22,6 +22,7 @@ from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
 from events.integrity.verify_proof import check
 from events.models import Event, PendingSeal, Seal, SealEntry
+from tests.database import triggers_off
 
 URL = "/api/v1/events"
 SIGNING_KEY = base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
@@ -46,12 +47,8 @@ def store(api, count: int, **fields) -> list[str]:
 
 def tamper(sql: str, params: list[Any] | None = None) -> None:
     """Change rows as a superuser would: with the append-only triggers switched off."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = replica")  # skips ordinary triggers
-        try:
-            cursor.execute(sql, params or [])
-        finally:
-            cursor.execute("SET session_replication_role = DEFAULT")
+    with triggers_off(), connection.cursor() as cursor:
+        cursor.execute(sql, params or [])
 
 
 def findings() -> list[tuple[str, str | None, int | None]]:
@@ -113,14 +110,15 @@ def test_a_deleted_event_is_reported(sealed):
 
 
 def test_an_inserted_event_is_reported(sealed, api):
+    inserted = f"{str(sealed[4])[:-12]}{'f' * 12}"  # beside a sealed one, in its month's partition
     tamper(
         "INSERT INTO events_event (id, type_id, source_id, actor, occurred_at, received_at, payload, hash) "
-        "SELECT '01a20000-0000-7000-8000-000000000001', type_id, source_id, 'mallory', occurred_at, received_at, "
-        "'{}', hash FROM events_event WHERE id = %s",
-        [sealed[4]],
+        "SELECT %s, type_id, source_id, 'mallory', occurred_at, received_at, '{}', hash FROM events_event "
+        "WHERE id = %s",
+        [inserted, sealed[4]],
     )
 
-    assert findings() == [("event_inserted", "01a20000-0000-7000-8000-000000000001", None)]
+    assert findings() == [("event_inserted", inserted, None)]
 
 
 def test_a_swapped_order_is_reported(sealed):
@@ -185,7 +183,6 @@ def test_verify_events_exits_non_zero_on_a_finding(sealed):
 )
 def test_the_application_role_cannot_rewrite_history(sealed, sql):
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL auditsvc.allow_truncate = off")
         cursor.execute(sql)
     assert Event.objects.count() == 17
     assert Seal.objects.count() == 2

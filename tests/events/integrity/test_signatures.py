@@ -24,6 +24,7 @@ from events.integrity.sealing import GENESIS_HASH, seal_events, seal_hash
 from events.integrity.verification import verify_integrity
 from events.integrity.verify_proof import check
 from events.models import Event, Seal, SealEntry
+from tests.database import triggers_off
 
 URL = "/api/v1/events"
 
@@ -63,13 +64,9 @@ def store_and_seal(api, count: int) -> list[str]:
 
 def as_superuser(*statements: tuple[str, list[Any]]) -> None:
     """Rewrite rows as a database superuser can: with the append-only triggers switched off."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = replica")
-        try:
-            for sql, params in statements:
-                cursor.execute(sql, params)
-        finally:
-            cursor.execute("SET session_replication_role = DEFAULT")
+    with triggers_off(), connection.cursor() as cursor:
+        for sql, params in statements:
+            cursor.execute(sql, params)
 
 
 def kinds() -> set[str]:

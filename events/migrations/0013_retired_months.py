@@ -1,0 +1,41 @@
+"""Months removed by retention: kept for good, so the table is append-only like the seals."""
+
+from django.db import migrations, models
+
+from events.lifecycle import partitions
+
+
+def partitions_ahead(apps, schema_editor):
+    partitions.ensure_ahead(3)
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('events', '0012_partition_events_by_month'),
+    ]
+
+    operations = [
+        migrations.CreateModel(
+            name='RetiredMonth',
+            fields=[
+                ('month', models.DateField(primary_key=True, serialize=False)),
+                ('retired_at', models.DateTimeField()),
+                ('event_count', models.BigIntegerField()),
+                ('first_event_id', models.UUIDField(null=True)),
+                ('last_event_id', models.UUIDField(null=True)),
+                ('archive_name', models.CharField(blank=True, default='', max_length=200)),
+                ('archive_sha256', models.CharField(blank=True, default='', max_length=64)),
+                ('manifest', models.JSONField(default=dict)),
+            ],
+        ),
+        migrations.RunSQL(
+            "CREATE TRIGGER events_retiredmonth_append_only BEFORE UPDATE OR DELETE ON events_retiredmonth"
+            " FOR EACH ROW EXECUTE FUNCTION events_seal_reject_change();"
+            "CREATE TRIGGER events_retiredmonth_no_truncate BEFORE TRUNCATE ON events_retiredmonth"
+            " FOR EACH STATEMENT EXECUTE FUNCTION auditsvc_reject_truncate();",
+            "DROP TRIGGER events_retiredmonth_append_only ON events_retiredmonth;"
+            "DROP TRIGGER events_retiredmonth_no_truncate ON events_retiredmonth;",
+        ),
+        migrations.RunPython(partitions_ahead, migrations.RunPython.noop),
+    ]
