@@ -1,4 +1,4 @@
-# auditsvc image: the same commands as the Makefile (migrate, collectstatic, gunicorn -c gunicorn.conf.py).
+# auditsvc image: the same commands as the Makefile (migrate, partitions, collectstatic, gunicorn -c gunicorn.conf.py).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -23,4 +23,4 @@ USER auditsvc
 EXPOSE 8000
 # Migrations run at start (idempotent). The sealer runs as its own process from the same image:
 # `python manage.py seal_events --loop` (docker-compose.yml's `sealer`).
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn auditsvc.wsgi -c gunicorn.conf.py -b 0.0.0.0:8000"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py partitions --no-list && exec gunicorn auditsvc.wsgi -c gunicorn.conf.py -b 0.0.0.0:8000"]

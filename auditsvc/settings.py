@@ -222,6 +222,9 @@ AUDITSVC_STREAM_MAX_DELIVERIES = env_int("AUDITSVC_STREAM_MAX_DELIVERIES", 5, mi
 if AUDITSVC_INGEST_MODE == "stream" and not AUDITSVC_STREAM_URL:
     raise ImproperlyConfigured("auditsvc: AUDITSVC_INGEST_MODE=stream needs AUDITSVC_STREAM_URL (or REDIS_URL).")
 AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS = env_int("AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS", 7 * 24 * 3600, minimum=60)
+# Keep events this many days, then manage.py apply_retention archives and drops whole months
+# (docs: README, "Partitions and retention"). Unset: keep forever. At least a month.
+AUDITSVC_RETENTION_DAYS: int | None = env_int("AUDITSVC_RETENTION_DAYS", 0, minimum=31) or None
 AUDITSVC_MAX_FUTURE_SKEW_SECONDS = env_int("AUDITSVC_MAX_FUTURE_SKEW_SECONDS", 300, minimum=0)
 # Strict deployments refuse event types nobody registered (manage.py create_event_type).
 AUDITSVC_STRICT_EVENT_TYPES = env_bool("AUDITSVC_STRICT_EVENT_TYPES", default=False)

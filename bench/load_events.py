@@ -2,6 +2,11 @@
 
     .venv/bin/python -m bench.load_events --count 10000000 [--workers 2] [--batch 5000]
 
+Each event is received a moment (0-3 s) after it occurred, over the corpus's year (to
+2026-11-01), as an import of that history would store it: its id is a UUIDv7 of that
+receipt, so the events fill twelve monthly partitions (`--received-now` stores them all as
+received today instead, as version 1's loader did).
+
 Uses DATABASE_URL (or the embedded database), migrating it first. Each worker process
 generates its own seeded share of the corpus, so a rerun loads the same kind of data.
 """
@@ -12,23 +17,37 @@ import argparse
 import multiprocessing
 import sys
 import time
+from typing import Any
 
 from bench.django_setup import setup
 
 
-def _load(worker: int, count: int, batch: int, progress: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _load(worker: int, count: int, batch: int, progress: multiprocessing.Queue, received_now: bool) -> None:  # type: ignore[type-arg]
     setup()
+    from dataclasses import replace  # noqa: PLC0415
+    from datetime import timedelta  # noqa: PLC0415
+    from random import Random  # noqa: PLC0415
+
     from events.demo import Corpus  # noqa: PLC0415 - after django.setup()
+    from events.ids import uuid7_at  # noqa: PLC0415
     from events.ingest.validation import parse_event  # noqa: PLC0415
     from events.ingest.write import ingest_events  # noqa: PLC0415
     from events.models import Source  # noqa: PLC0415
 
     corpus = Corpus(seed=1000 + worker)
+    delays = Random(2000 + worker)
+
+    def _received_soon_after(item: Any) -> Any:
+        received = item.occurred_at + timedelta(microseconds=delays.randrange(3_000_000))
+        return replace(item, event_id=uuid7_at(received), received_at=received)
+
     sources = list(Source.objects.filter(slug__in=("billing", "auth", "shop")).order_by("slug"))
     done = 0
     while done < count:
         size = min(batch, count - done)
         items = [parse_event(raw) for raw in corpus.events(size)]
+        if not received_now:
+            items = [_received_soon_after(item) for item in items]
         ingest_events(source=sources[(done // batch) % len(sources)], items=items)
         done += size
         progress.put(size)
@@ -39,12 +58,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--received-now", action="store_true", help="every event received today (one partition)")
     args = parser.parse_args()
-    elapsed = load(count=args.count, workers=args.workers, batch=args.batch)
+    elapsed = load(count=args.count, workers=args.workers, batch=args.batch, received_now=args.received_now)
     print(f"\nloaded {args.count:,} events in {elapsed:,.0f} s ({args.count / elapsed:,.0f} events/s)")
 
 
-def load(*, count: int, workers: int = 2, batch: int = 5000) -> float:
+def load(*, count: int, workers: int = 2, batch: int = 5000, received_now: bool = False) -> float:
     """Migrate, then load count events with workers processes; returns the seconds it took."""
     setup()
     from django.core.management import call_command  # noqa: PLC0415
@@ -63,7 +83,8 @@ def load(*, count: int, workers: int = 2, batch: int = 5000) -> float:
     shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
     started = time.perf_counter()
     processes = [
-        multiprocessing.Process(target=_load, args=(i, share, batch, progress)) for i, share in enumerate(shares)
+        multiprocessing.Process(target=_load, args=(i, share, batch, progress, received_now))
+        for i, share in enumerate(shares)
     ]
     for process in processes:
         process.start()

@@ -208,14 +208,16 @@ class SealEntry(models.Model):
         return f"{self.seal_id}:{self.position}"
 
 
-class RetiredMonth(models.Model):
-    """A month of events that retention removed, and what proves what it held.
+class RetiredPartition(models.Model):
+    """A partition of events that retention removed, and what proves what it held.
 
-    Kept for good: an import of an event of this month is refused (retention_expired), and
-    verify_events checks the seals that covered it against the archive named here.
+    Kept for good: an import of an event of its range is refused (retention_expired), and
+    verify_events checks the archive named here against the seals that covered it.
     """
 
-    month = models.DateField(primary_key=True)  # its first day
+    table = models.CharField(max_length=63, primary_key=True)  # e.g. events_event_y2025m01
+    lower_id = models.UUIDField(null=True)  # None: from the lowest id (a legacy partition)
+    upper_id = models.UUIDField(null=True)  # exclusive; None: to the highest
     retired_at = models.DateTimeField()
     event_count = models.BigIntegerField()
     first_event_id = models.UUIDField(null=True)
@@ -225,4 +227,4 @@ class RetiredMonth(models.Model):
     manifest = models.JSONField(default=dict)
 
     def __str__(self) -> str:
-        return f"{self.month:%Y-%m}"
+        return self.table

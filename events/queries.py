@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db.models import Q, QuerySet
 
 from customers.queries import customer_ids_for
+from events.lifecycle import partitions
 from events.models import Event, EventType, SealEntry, Source
 
 
@@ -68,6 +70,32 @@ def event_type_ids(*, names: list[str] | None = None, prefix: str | None = None)
 
 def source_ids(slugs: list[str]) -> list[int]:
     return list(Source.objects.filter(slug__in=slugs).values_list("id", flat=True))
+
+
+def occurred_id_floor(after: datetime) -> uuid.UUID:
+    """The least id an event occurring at or after `after` can have (see partitions)."""
+    skew = timedelta(seconds=settings.AUDITSVC_MAX_FUTURE_SKEW_SECONDS)
+    return partitions.id_floor_for_occurred(after, skew)
+
+
+def within_partitions(
+    events: QuerySet[Event],
+    *,
+    occurred_after: datetime | None = None,
+    received_after: datetime | None = None,
+    received_before: datetime | None = None,
+) -> QuerySet[Event]:
+    """events, also bounded on id as the time filters imply, so that the planner reads only
+    the partitions that can hold a match (the results are the same)."""
+    lower, upper = partitions.id_bounds_for_received(received_after, received_before)
+    if occurred_after is not None:
+        floor = occurred_id_floor(occurred_after)
+        lower = max(lower, floor) if lower is not None else floor
+    if lower is not None:
+        events = events.filter(id__gte=lower)
+    if upper is not None:
+        events = events.filter(id__lt=upper)
+    return events
 
 
 def events_queryset() -> QuerySet[Event]:

@@ -19,7 +19,7 @@ from customers.queries import customer_ids_for
 from events.api import openapi
 from events.ingest.validation import contains_nul
 from events.models import Event
-from events.queries import event_type_ids, source_ids
+from events.queries import event_type_ids, source_ids, within_partitions
 
 PAYLOAD_PATH_PREFIX = "payload."
 MAX_FILTER_VALUES = 100
@@ -131,6 +131,13 @@ class EventFilterSet(django_filters.FilterSet):
 
     def filter_queryset(self, queryset: QuerySet[Event]) -> QuerySet[Event]:
         queryset = super().filter_queryset(queryset)
+        times = self.form.cleaned_data
+        queryset = within_partitions(
+            queryset,
+            occurred_after=times.get("occurred_after"),
+            received_after=times.get("received_after"),
+            received_before=times.get("received_before"),
+        )
         if isinstance(self.data, QueryDict):
             for key in self.data:
                 if key.startswith(PAYLOAD_PATH_PREFIX):

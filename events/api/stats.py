@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from django.db.models.functions import Trunc
 
 from auditsvc.errors import FieldError, InvalidInput
 from events.models import Event, Source
+from events.queries import occurred_id_floor, within_partitions
 
 INTERVALS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
 GROUPS = {"none": None, "type": "type__name", "source": "source__slug"}
@@ -48,9 +50,9 @@ def count_series(
         raise InvalidInput(
             [FieldError("occurred_after", "range_too_large", f"At most {MAX_BUCKETS} {interval} buckets per request.")]
         )
-    bucketed = events.filter(occurred_at__gte=start, occurred_at__lt=end).annotate(
-        bucket=Trunc("occurred_at", interval, tzinfo=UTC)
-    )
+    bucketed = within_partitions(
+        events.filter(occurred_at__gte=start, occurred_at__lt=end), occurred_after=start
+    ).annotate(bucket=Trunc("occurred_at", interval, tzinfo=UTC))
     group_field = GROUPS[group_by]
     if group_field:
         rows = bucketed.annotate(group=F(group_field)).values("bucket", "group").annotate(count=Count("id"))
@@ -82,7 +84,7 @@ def duration_stats(
             SELECT customer_id, min(occurred_at) AS started
             FROM events_event
             WHERE type_id = ANY(%(from_ids)s) AND customer_id IS NOT NULL
-              AND occurred_at >= %(after)s AND occurred_at < %(before)s
+              AND occurred_at >= %(after)s AND occurred_at < %(before)s AND id >= %(id_floor)s
               AND (%(source)s::bigint IS NULL OR source_id = %(source)s)
             GROUP BY customer_id
         ), durations AS (
@@ -107,6 +109,7 @@ def duration_stats(
         "to_ids": to_type_ids,
         "after": occurred_after or datetime(1970, 1, 1, tzinfo=UTC),
         "before": occurred_before or datetime(9999, 1, 1, tzinfo=UTC),
+        "id_floor": occurred_id_floor(occurred_after) if occurred_after else uuid.UUID(int=0),
         "source": source.pk if source else None,
     }
     with connection.cursor() as cursor:

@@ -444,8 +444,12 @@ def refresh_statistics(stored: int) -> bool:
     until then the planner takes them for their old size and may plan searches and exports
     badly. True when it ran."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'events_event'::regclass")
-        known = max(0.0, cursor.fetchone()[0])  # -1: never analysed
+        # The partitions' estimates: autovacuum never analyses a partitioned parent itself.
+        cursor.execute(
+            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events_event'::regclass"
+        )
+        known = float(cursor.fetchone()[0])  # -1 (never analysed) counts as 0
         if stored < max(ANALYZE_MIN_EVENTS, 0.1 * known):
             return False
         cursor.execute("ANALYZE events_event, events_pendingseal")

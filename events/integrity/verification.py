@@ -10,6 +10,7 @@ from collections.abc import Callable, Generator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +22,9 @@ from auditsvc.worker_process import setup_django
 from events.integrity import merkle, signing
 from events.integrity.hashing import SQL_TIME, envelope_of_texts, recomputed_hash
 from events.integrity.sealing import GENESIS_HASH, seal_hash
-from events.models import Seal
+from events.lifecycle.archives import check_archive
+from events.lifecycle.partitions import Partition
+from events.models import RetiredPartition, Seal
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,11 @@ class VerificationReport:
     events_checked: int = 0
     seals_checked: int = 0
     unsealed_events: int = 0
+    # Sealed events of partitions retention retired: their hashes still feed the roots, and
+    # given the archives each is recomputed from its archived record (archived_rechecked).
+    archived_events: int = 0
+    archives_checked: int = 0
+    archived_rechecked: int = 0
     signatures_checked: bool = False  # no public key known: signatures could not be checked
     findings: list[Finding] = field(default_factory=list)
 
@@ -87,6 +95,7 @@ def verify_integrity(
     progress: Callable[[int], object] | None = None,
     public_keys: dict[str, Ed25519PublicKey] | None = None,
     workers: int = 1,
+    archive_dir: Path | None = None,
 ) -> VerificationReport:
     """Recompute every event hash, every seal's Merkle root and the seal chain; report findings.
 
@@ -98,6 +107,9 @@ def verify_integrity(
     workers > 1 recomputes the sealed events' hashes and roots in that many processes, each
     reading the same snapshot as this one (pg_export_snapshot), with the same findings in the
     same order. Only outside a transaction: the workers must see what this process sees.
+
+    Events of retired partitions are reported as archived, not missing; with archive_dir
+    their archives are read and every record is checked against its seal entry.
     """
     keys = signing.trusted_public_keys() if public_keys is None else public_keys
     report = VerificationReport(signatures_checked=bool(keys))
@@ -118,7 +130,29 @@ def verify_integrity(
         else:
             _verify_sealed_events(checked, report, progress)
             _verify_unsealed_events(since, report, progress)
+        if archive_dir is not None:
+            _verify_archives(archive_dir, report, progress)
     return report
+
+
+def _verify_archives(archive_dir: Path, report: VerificationReport, progress: Callable[[int], object] | None) -> None:
+    for retired in RetiredPartition.objects.exclude(archive_name="").order_by("retired_at"):
+        partition = Partition(retired.table, retired.lower_id, retired.upper_id)
+        checked, problems = check_archive(
+            archive_dir / retired.archive_name, partition=partition, sha256=retired.archive_sha256, progress=progress
+        )
+        report.archives_checked += 1
+        report.archived_rechecked += checked
+        report.findings.extend(Finding(p.kind, p.detail, p.event_id) for p in problems)
+
+
+def _retired_ranges() -> list[tuple[str, str]]:
+    """The id ranges of retired partitions, as text (UUID text sorts as the UUIDs do)."""
+    lowest, highest = "0" * 8 + "-0000-0000-0000-" + "0" * 12, "f" * 8 + "-ffff-ffff-ffff-" + "f" * 12 + "!"
+    return [
+        (str(lower) if lower else lowest, str(upper) if upper else highest)
+        for lower, upper in RetiredPartition.objects.values_list("lower_id", "upper_id")
+    ]
 
 
 def _verify_in_workers(
@@ -142,8 +176,9 @@ def _verify_in_workers(
         unsealed = VerificationReport()
         _verify_unsealed_events(since, unsealed, progress)
         for part in parts:
-            events_checked, findings = part.result()
+            events_checked, archived, findings = part.result()
             report.events_checked += events_checked
+            report.archived_events += archived
             report.findings.extend(findings)
             if progress:
                 progress(events_checked)
@@ -168,7 +203,7 @@ def _chunks(seals: list[Seal], workers: int) -> list[list[int]]:
     return chunks
 
 
-def _verify_seals_elsewhere(snapshot: str, sequences: list[int]) -> tuple[int, list[Finding]]:
+def _verify_seals_elsewhere(snapshot: str, sequences: list[int]) -> tuple[int, int, list[Finding]]:
     """In a worker process: these seals' events and roots, in the snapshot of the caller."""
     part = VerificationReport()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -177,7 +212,7 @@ def _verify_seals_elsewhere(snapshot: str, sequences: list[int]) -> tuple[int, l
         cursor.execute("SET LOCAL statement_timeout = 0")
         _verify_sealed_events(list(Seal.objects.filter(sequence__in=sequences).order_by("sequence")), part, None)
     connection.close()
-    return part.events_checked, part.findings
+    return part.events_checked, part.archived_events, part.findings
 
 
 def _verify_chain(seals: list[Seal], report: VerificationReport, keys: dict[str, Ed25519PublicKey]) -> None:
@@ -233,6 +268,7 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
     current: int | None = None
     leaves: list[bytes] = []
     seen: set[int] = set()
+    retired = _retired_ranges()
 
     def close(sequence: int) -> None:
         seal = by_sequence[sequence]
@@ -255,6 +291,9 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
             leaves.append(merkle.leaf_hash(bytes.fromhex(sealed_hash)))
             report.events_checked += 1
             if event[0] is None:
+                if any(low <= sealed_id < high for low, high in retired):
+                    report.archived_events += 1  # retention took it; the archive check proves it
+                    continue
                 gone = f"event {sealed_id} (seal {sequence}, position {position}) is gone"
                 report.findings.append(Finding("event_missing", gone, str(sealed_id), sequence))
             else:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 
-from events.models import RetiredMonth
+from events.models import RetiredPartition
 
 PARENT = "events_event"
 # The id of an event is made within milliseconds of its received_at (the write path takes
@@ -185,10 +185,9 @@ def ensure_partitions(months: Iterable[Month]) -> Ensured:
 
 
 def retired_months(months: Iterable[Month]) -> set[Month]:
-    starts = [month.start.date() for month in months]
-    return {
-        Month(d.year, d.month) for d in RetiredMonth.objects.filter(month__in=starts).values_list("month", flat=True)
-    }
+    """Those of months that lie in a partition retention removed."""
+    ranges = [Partition(r.table, r.lower_id, r.upper_id) for r in RetiredPartition.objects.all()]
+    return {month for month in months if any(r.overlaps(month) for r in ranges)}
 
 
 def _create(month: Month, existing: list[Partition]) -> None:
@@ -231,3 +230,41 @@ def id_floor_for_occurred(after: datetime, future_skew: timedelta) -> uuid.UUID:
     """The id bound implied by occurred_at ≥ after: an event is received at most future_skew
     before it occurs (the write path refuses anything else), so received_at ≥ after - skew."""
     return uuid7_floor(after - future_skew - ID_TIME_SLACK)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    partition: Partition
+    rows: int
+    rows_exact: bool  # False: the planner's estimate (pg_class.reltuples), as of the last ANALYZE
+    bytes: int  # table, indexes and TOAST
+    unsealed: int  # its events still waiting for a seal (events_pendingseal)
+
+    @property
+    def sealed_share(self) -> float | None:
+        return None if self.rows <= 0 else max(0.0, 1 - self.unsealed / self.rows)
+
+
+def partition_states(*, exact: bool = False) -> list[PartitionState]:
+    """Each partition with its rows, size and seal coverage. Counting exactly reads every
+    row; otherwise only partitions never analysed (new, so small) are counted."""
+    states = []
+    with connection.cursor() as cursor:
+        for partition in partitions():
+            table = connection.ops.quote_name(partition.table)
+            cursor.execute(
+                "SELECT reltuples::bigint, pg_total_relation_size(oid) FROM pg_class WHERE oid = %s::regclass",
+                [partition.table],
+            )
+            estimate, size = cursor.fetchone()
+            counted = exact or estimate < 0
+            if counted:
+                cursor.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 - a quoted name from the catalog
+                (estimate,) = cursor.fetchone()
+            cursor.execute(
+                "SELECT count(*) FROM events_pendingseal WHERE event_id >= %s AND event_id < %s",
+                [partition.lower or uuid.UUID(int=0), partition.upper or uuid.UUID(int=(1 << 128) - 1)],
+            )
+            (unsealed,) = cursor.fetchone()
+            states.append(PartitionState(partition, int(estimate), counted, int(size), int(unsealed)))
+    return states

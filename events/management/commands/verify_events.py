@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -10,7 +11,7 @@ from tqdm import tqdm
 
 from auditsvc.times import parse_rfc3339
 from events.integrity import signing
-from events.integrity.verification import verify_integrity
+from events.integrity.verification import VerificationReport, verify_integrity
 
 
 class Command(BaseCommand):
@@ -30,6 +31,11 @@ class Command(BaseCommand):
             help="trust this Ed25519 public key (hex, base64 or PEM) instead of the configured ones; repeatable",
         )
         parser.add_argument(
+            "--archive-dir",
+            type=Path,
+            help="where apply_retention wrote its archives: recheck every archived event against its seal",
+        )
+        parser.add_argument(
             "--workers",
             type=int,
             default=min(4, os.cpu_count() or 1),
@@ -37,7 +43,14 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args: Any, since: str | None, json: bool, public_key: list[str], workers: int, **options: Any
+        self,
+        *args: Any,
+        since: str | None,
+        json: bool,
+        public_key: list[str],
+        workers: int,
+        archive_dir: Path | None,
+        **options: Any,
     ) -> None:
         if workers < 1:
             raise CommandError("--workers must be at least 1.")
@@ -54,7 +67,11 @@ class Command(BaseCommand):
                     f"--since: not an RFC 3339 time with an offset (2026-11-01T00:00:00Z): {since}"
                 ) from None
         bar = tqdm(unit=" events", disable=json or not sys.stderr.isatty(), file=sys.stderr)
-        report = verify_integrity(since=start, progress=bar.update, public_keys=keys, workers=workers)
+        if archive_dir is not None and not archive_dir.is_dir():
+            raise CommandError(f"--archive-dir: {archive_dir} is not a directory.")
+        report = verify_integrity(
+            since=start, progress=bar.update, public_keys=keys, workers=workers, archive_dir=archive_dir
+        )
         bar.close()
         if json:
             self.stdout.write(_json_dumps(report.as_dict()))
@@ -63,12 +80,26 @@ class Command(BaseCommand):
                 self.stderr.write("Signatures not checked: no public key is configured or given (--public-key).")
             for finding in report.findings:
                 self.stdout.write(f"{finding.kind}: {finding.detail}")
+            if report.archived_events:
+                self.stdout.write(_archived_line(report, archive_dir))
             self.stdout.write(
                 f"Checked {report.events_checked} events ({report.unsealed_events} not yet sealed) "
                 f"and {report.seals_checked} seals: {'OK' if report.ok else f'{len(report.findings)} finding(s)'}."
             )
         if not report.ok:
             sys.exit(1)
+
+
+def _archived_line(report: VerificationReport, archive_dir: Path | None) -> str:
+    if archive_dir is None:
+        return (
+            f"{report.archived_events} sealed events were archived by retention and not rechecked "
+            "(their seals and roots were; give --archive-dir to recheck the events)."
+        )
+    return (
+        f"{report.archived_events} sealed events were archived by retention; {report.archived_rechecked} "
+        f"rechecked from {report.archives_checked} archive(s) in {archive_dir}."
+    )
 
 
 def _json_dumps(value: Any) -> str:

@@ -1,4 +1,6 @@
-"""Months removed by retention: kept for good, so the table is append-only like the seals."""
+"""Partitions removed by retention: kept for good, so the table is append-only like the seals.
+
+Also the partitions of the months ahead (they need this table: a retired month gets none)."""
 
 from django.db import migrations, models
 
@@ -17,9 +19,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='RetiredMonth',
+            name='RetiredPartition',
             fields=[
-                ('month', models.DateField(primary_key=True, serialize=False)),
+                ('table', models.CharField(max_length=63, primary_key=True, serialize=False)),
+                ('lower_id', models.UUIDField(null=True)),
+                ('upper_id', models.UUIDField(null=True)),
                 ('retired_at', models.DateTimeField()),
                 ('event_count', models.BigIntegerField()),
                 ('first_event_id', models.UUIDField(null=True)),
@@ -30,12 +34,12 @@ class Migration(migrations.Migration):
             ],
         ),
         migrations.RunSQL(
-            "CREATE TRIGGER events_retiredmonth_append_only BEFORE UPDATE OR DELETE ON events_retiredmonth"
+            "CREATE TRIGGER events_retiredpartition_append_only BEFORE UPDATE OR DELETE ON events_retiredpartition"
             " FOR EACH ROW EXECUTE FUNCTION events_seal_reject_change();"
-            "CREATE TRIGGER events_retiredmonth_no_truncate BEFORE TRUNCATE ON events_retiredmonth"
+            "CREATE TRIGGER events_retiredpartition_no_truncate BEFORE TRUNCATE ON events_retiredpartition"
             " FOR EACH STATEMENT EXECUTE FUNCTION auditsvc_reject_truncate();",
-            "DROP TRIGGER events_retiredmonth_append_only ON events_retiredmonth;"
-            "DROP TRIGGER events_retiredmonth_no_truncate ON events_retiredmonth;",
+            "DROP TRIGGER events_retiredpartition_append_only ON events_retiredpartition;"
+            "DROP TRIGGER events_retiredpartition_no_truncate ON events_retiredpartition;",
         ),
         migrations.RunPython(partitions_ahead, migrations.RunPython.noop),
     ]
