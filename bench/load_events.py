@@ -2,9 +2,9 @@
 
     .venv/bin/python -m bench.load_events --count 10000000 [--workers 2] [--batch 5000]
 
-Each event is received a moment (0-3 s) after it occurred, over the corpus's year (to
-2026-11-01), as an import of that history would store it: its id is a UUIDv7 of that
-receipt, so the events fill twelve monthly partitions (`--received-now` stores them all as
+Each worker's events arrive in time order through the corpus's year (to 2026-11-01), each
+a moment (0-3 s) after it occurred, as an import of that history would store them: an id is
+a UUIDv7 of its receipt, so the events fill twelve monthly partitions (`--received-now` stores them all as
 received today instead, as version 1's loader did).
 
 Uses DATABASE_URL (or the embedded database), migrating it first. Each worker process
@@ -17,6 +17,9 @@ import argparse
 import multiprocessing
 import sys
 import time
+from dataclasses import replace
+from datetime import timedelta
+from random import Random
 from typing import Any
 
 from bench.django_setup import setup
@@ -24,30 +27,31 @@ from bench.django_setup import setup
 
 def _load(worker: int, count: int, batch: int, progress: multiprocessing.Queue, received_now: bool) -> None:  # type: ignore[type-arg]
     setup()
-    from dataclasses import replace  # noqa: PLC0415
-    from datetime import timedelta  # noqa: PLC0415
-    from random import Random  # noqa: PLC0415
-
-    from events.demo import Corpus  # noqa: PLC0415 - after django.setup()
+    from events.demo import END, SPAN_SECONDS, Corpus  # noqa: PLC0415 - after django.setup()
     from events.ids import uuid7_at  # noqa: PLC0415
     from events.ingest.validation import parse_event  # noqa: PLC0415
     from events.ingest.write import ingest_events  # noqa: PLC0415
     from events.models import Source  # noqa: PLC0415
 
+    start = END - timedelta(seconds=SPAN_SECONDS)
     corpus = Corpus(seed=1000 + worker)
     delays = Random(2000 + worker)
-
-    def _received_soon_after(item: Any) -> Any:
-        received = item.occurred_at + timedelta(microseconds=delays.randrange(3_000_000))
-        return replace(item, event_id=uuid7_at(received), received_at=received)
-
+    span = (END - start).total_seconds()
     sources = list(Source.objects.filter(slug__in=("billing", "auth", "shop")).order_by("slug"))
+
+    def _received_in_order(item: Any, n: int) -> Any:
+        # The n-th of this worker's events arrives n/count of the way through the year, a
+        # moment after it occurred: as a service's events arrive, in time order.
+        received = start + timedelta(seconds=span * (n / count))
+        occurred = received - timedelta(microseconds=delays.randrange(3_000_000))
+        return replace(item, occurred_at=occurred, event_id=uuid7_at(received), received_at=received)
+
     done = 0
     while done < count:
         size = min(batch, count - done)
         items = [parse_event(raw) for raw in corpus.events(size)]
         if not received_now:
-            items = [_received_soon_after(item) for item in items]
+            items = [_received_in_order(item, done + n) for n, item in enumerate(items)]
         ingest_events(source=sources[(done // batch) % len(sources)], items=items)
         done += size
         progress.put(size)

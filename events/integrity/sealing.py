@@ -71,12 +71,22 @@ def _seal_once(*, cutoff: datetime, limit: int) -> Seal | None:
         if not cursor.fetchone()[0]:
             return None
         cursor.execute(
-            "SELECT p.event_id, e.hash, p.received_at FROM events_pendingseal p "
-            "JOIN events_event e ON e.id = p.event_id "
-            "WHERE p.received_at < %s ORDER BY p.received_at, p.event_id LIMIT %s",
+            "SELECT event_id, received_at FROM events_pendingseal WHERE received_at < %s"
+            " ORDER BY received_at, event_id LIMIT %s",
             [cutoff, limit],
         )
-        rows = cursor.fetchall()
+        pending = cursor.fetchall()
+        if not pending:
+            return None
+        # The hashes by id, bounded by the batch's id range: a join would let the planner
+        # hash all of events_event for a large batch; this reads only the partitions it needs.
+        ids = [event_id for event_id, _ in pending]
+        cursor.execute(
+            "SELECT id, hash FROM events_event WHERE id = ANY(%s) AND id >= %s AND id <= %s",
+            [ids, min(ids), max(ids)],
+        )
+        hashes = dict(cursor.fetchall())
+        rows = [(event_id, hashes[event_id], received) for event_id, received in pending if event_id in hashes]
         if not rows:
             return None
         previous = Seal.objects.order_by("-sequence").first()

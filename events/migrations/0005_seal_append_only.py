@@ -1,7 +1,8 @@
 """Append-only, completed: TRUNCATE of events is refused too, and seals are append-only.
 
 TRUNCATE is allowed only in a session that first says `SET auditsvc.allow_truncate = on`:
-as deliberate as disabling the trigger, and what the test suite's teardown does.
+as deliberate as disabling the trigger, and what the test suite's teardown did. (0012 removed
+that opt-out: no setting lets a session past the refusal any more.)
 """
 
 from django.db import migrations

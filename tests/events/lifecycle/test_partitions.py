@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from events.integrity.sealing import seal_events
 from events.lifecycle import partitions
 from events.lifecycle.partitions import Month
 from events.models import Event
@@ -115,3 +116,19 @@ def test_received_bounds_prune_too(api, tmp_path):
     plan = explain(next(q["sql"] for q in queries.captured_queries if 'FROM "events_event"' in q["sql"]))
     assert "events_event_y2024m11" in plan and THIS_MONTH.table not in plan
     assert Event.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sealer_reads_only_the_partitions_of_the_events_it_seals(api, tmp_path, settings):
+    settings.AUDITSVC_SEAL_LAG_SECONDS = 0
+    record = {"type": "a.b", "received_at": "2024-11-10T10:00:00Z", "source": "billing"}
+    assert run_import(str(write_lines(tmp_path / "e.ndjson", [json.dumps(record)])))[0] == 0
+    assert [s.event_count for s in seal_events()] == [1]
+    api.post_json("/api/v1/events", {"type": "a.b"})
+
+    with CaptureQueriesContext(connection) as queries:
+        assert [s.event_count for s in seal_events()] == [1]
+
+    fetch = next(q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT id, hash FROM events_event"))
+    plan = explain(fetch)
+    assert THIS_MONTH.table in plan and "events_event_y2024m11" not in plan

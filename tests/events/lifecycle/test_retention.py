@@ -15,6 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from events.integrity.sealing import seal_events
+from events.integrity.verify_proof import check
 from events.lifecycle import archives, partitions
 from events.lifecycle.partitions import Month
 from events.lifecycle.retention import RetentionRefused, apply_retention
@@ -98,6 +99,12 @@ def test_retention_archives_checks_and_drops_the_old_months_and_verification_sti
     run = Event.objects.get(type__name="auditsvc.retention.applied")
     assert run.source.slug == "auditsvc"
     assert [p["table"] for p in run.payload["partitions"]] == [JANUARY.table, FEBRUARY.table]
+
+    # Today's events were sealed with the retired ones, in the same seal: their proofs still hold.
+    today = Event.objects.filter(type__name="user.login").first()
+    assert today is not None
+    proof = sealed_history.client.get(f"/api/v1/events/{today.id}/proof").json()
+    assert all(passed for _, passed, _ in check(proof)), check(proof)
 
     status, report = verify()
     assert status == 0, report
