@@ -1,6 +1,7 @@
 """gunicorn settings shared by `make run`, the benchmarks and the container image."""
 
 import os
+import tempfile
 
 # Threads overlap database round trips (commits) within a worker; see docs/BENCHMARKS.md.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -15,11 +16,21 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
+# Prometheus multiprocess mode (auditsvc.metrics): each worker writes its samples to files
+# here, and a scrape of any worker adds them up. Set before the workers import the client.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="auditsvc-metrics-"))
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    """Refuse to start a production server that lacks a setting, before any worker boots."""
+    """Refuse to start a production server that lacks a setting, before any worker boots;
+    start the metrics from zero (files of an earlier server would be added in)."""
     from auditsvc.deployment import production_problem  # noqa: PLC0415
+
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
 
     if problem := production_problem():
         raise SystemExit(problem)
@@ -53,3 +64,10 @@ def worker_exit(server, worker):  # type: ignore[no-untyped-def]
     from events.ingest.group_commit import stop_group_commit  # noqa: PLC0415
 
     stop_group_commit()
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A dead worker's live gauges leave the metrics (its counters stay counted)."""
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

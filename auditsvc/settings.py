@@ -63,6 +63,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "auditsvc.metrics.MetricsMiddleware",  # first: it times everything the others do too
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -222,6 +223,9 @@ AUDITSVC_STREAM_MAX_DELIVERIES = env_int("AUDITSVC_STREAM_MAX_DELIVERIES", 5, mi
 if AUDITSVC_INGEST_MODE == "stream" and not AUDITSVC_STREAM_URL:
     raise ImproperlyConfigured("auditsvc: AUDITSVC_INGEST_MODE=stream needs AUDITSVC_STREAM_URL (or REDIS_URL).")
 AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS = env_int("AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS", 7 * 24 * 3600, minimum=60)
+# /metrics (Prometheus): with a token, for its bearer from anywhere; without one, loopback
+# clients only (and in production no one: set it there).
+AUDITSVC_METRICS_TOKEN = env_secret("AUDITSVC_METRICS_TOKEN")
 # Keep events this many days, then manage.py apply_retention archives and drops whole months
 # (docs: README, "Partitions and retention"). Unset: keep forever. At least a month.
 AUDITSVC_RETENTION_DAYS: int | None = env_int("AUDITSVC_RETENTION_DAYS", 0, minimum=31) or None

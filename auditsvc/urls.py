@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from auditsvc import health
+from auditsvc import health, metrics
 from customers.views import CustomerViewSet
 from events.api.views import EventTypeViewSet, EventViewSet, IntegrityViewSet, SourceViewSet, StatsViewSet
 
@@ -20,6 +20,7 @@ api.register("integrity", IntegrityViewSet, basename="integrity")  # integrity/s
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("api/v1/", include(api.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -21,9 +21,9 @@ def database_url(name: str | None = None) -> str:
 
 
 @contextmanager
-def gunicorn(**environment: str) -> Iterator[str]:
-    """A real gunicorn (gunicorn.conf.py, one worker) on the test database; yields its base URL."""
+def gunicorn(workers: int = 1, **environment: str) -> Iterator[str]:
+    """A real gunicorn (gunicorn.conf.py, one worker unless told) on the test database; yields its base URL."""
     port = free_port()
     env = {"DATABASE_URL": database_url(), **environment}
-    with bench_gunicorn(port, workers=1, threads=2, environment=env):
+    with bench_gunicorn(port, workers=workers, threads=2, environment=env):
         yield f"http://127.0.0.1:{port}"

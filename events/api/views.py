@@ -23,6 +23,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from auditsvc import metrics
 from auditsvc.api.filtering import StrictFilterBackend, reject_unknown_params
 from auditsvc.api.pagination import MAX_PAGE, MAX_PAGE_SIZE, PAGINATION_PARAMS, Ordering, choose_ordering, paginate
 from auditsvc.api.permissions import HasScope
@@ -228,15 +229,18 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
         if not parsed.is_batch and stream.is_enabled():
             accepted = stream.accept_event(source=api_key.source, item=parsed.events[0])
+            metrics.count_ingested(api_key.source.slug, "stream", int(accepted.created))
             return Response(
                 accepted_output(accepted), status=status.HTTP_202_ACCEPTED if accepted.created else status.HTTP_200_OK
             )
         if not parsed.is_batch:
             stored = store_single_event(source=api_key.source, item=parsed.events[0])
+            metrics.count_ingested(api_key.source.slug, "direct", int(stored.created))
             return Response(
                 event_output(stored), status=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
             )
         result = ingest_events(source=api_key.source, items=parsed.events, is_batch=True)
+        metrics.count_ingested(api_key.source.slug, "direct", result.created)
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(
             {

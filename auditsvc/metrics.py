@@ -1,0 +1,173 @@
+"""Prometheus metrics: counters and histograms kept by every gunicorn worker, served at /metrics.
+
+Under gunicorn each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR
+(prometheus-client's multiprocess mode; gunicorn.conf.py sets the directory up and tells the
+client when a worker dies), and a scrape of any worker aggregates all of them. Outside
+gunicorn (tests, manage.py) the process's own registry is served.
+
+Gauges of the log's state (seal lag, stream lag) are not kept by workers: they are read from
+the database and Redis when scraped, so they are right whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import REGISTRY, Collector
+
+from auditsvc.errors import FieldError
+
+logger = logging.getLogger(__name__)
+
+EVENTS_INGESTED = Counter(
+    "auditsvc_events_ingested_total",
+    "Events the API accepted: stored (mode=direct) or queued in the stream (mode=stream).",
+    ["source", "mode"],
+)
+REQUESTS = Counter(
+    "auditsvc_http_requests_total",
+    "HTTP requests answered, by route, method and status.",
+    ["route", "method", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "auditsvc_http_request_duration_seconds",
+    "Time to answer a request, by route and method.",
+    ["route", "method"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ERRORS = Counter(
+    "auditsvc_http_errors_total", "Error answers of the API, by status and machine-readable code.", ["status", "code"]
+)
+DATABASE_ERRORS = Counter(
+    "auditsvc_database_errors_total", "Requests that met an unavailable database (answered 503 database_unavailable)."
+)
+
+
+def count_ingested(source: str, mode: str, events: int) -> None:
+    if events:
+        EVENTS_INGESTED.labels(source=source, mode=mode).inc(events)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its URL pattern (never the raw path: bounded labels)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        route = _route(match.route) if match is not None and match.route else "unmatched"
+        REQUEST_SECONDS.labels(route=route, method=request.method).observe(time.perf_counter() - started)
+        REQUESTS.labels(route=route, method=request.method, status=str(response.status_code)).inc()
+        return response
+
+
+_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+
+
+def _route(pattern: str) -> str:
+    """A URL pattern as a label: "api/v1/events/(?P<pk>[^/.]+)$" → "/api/v1/events/{pk}"."""
+    return "/" + _NAMED_GROUP.sub(r"{\1}", pattern).replace("^", "").replace("$", "")
+
+
+class LogStateCollector(Collector):
+    """The log's state at scrape time: the age of the oldest unsealed event, the stream's lag."""
+
+    def collect(self) -> Iterator[Metric]:
+        seal_lag = GaugeMetricFamily(
+            "auditsvc_seal_lag_seconds", "Age of the oldest event that waits for a seal (0: none waits)."
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT greatest(0, extract(epoch FROM clock_timestamp() - min(received_at)))"
+                    " FROM events_pendingseal"
+                )
+                (age,) = cursor.fetchone()
+            seal_lag.add_metric([], float(age or 0.0))
+            yield seal_lag
+        except Exception:  # a scrape must answer even with the database away
+            logger.warning("metrics: the seal lag could not be read", exc_info=True)
+        if settings.AUDITSVC_INGEST_MODE == "stream":
+            yield from _stream_lag()
+
+
+def _stream_lag() -> Iterator[Metric]:
+    from events.ingest import stream  # noqa: PLC0415 - only stream mode needs Redis
+
+    entries = GaugeMetricFamily("auditsvc_stream_lag_entries", "Entries in the ingest stream not yet stored.")
+    oldest = GaugeMetricFamily("auditsvc_stream_lag_seconds", "Age of the oldest entry not yet stored.")
+    try:
+        lag = stream.total_lag(stream.shard_states())
+    except Exception:
+        logger.warning("metrics: the stream lag could not be read", exc_info=True)
+        return
+    entries.add_metric([], float(lag.entries))
+    oldest.add_metric([], float(lag.oldest_seconds or 0.0))
+    yield entries
+    yield oldest
+
+
+def _registry() -> Any:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    return registry
+
+
+_log_state = LogStateCollector()
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics: with AUDITSVC_METRICS_TOKEN, for its bearer from anywhere; without it,
+    for loopback clients only, and in production for no one."""
+    token = settings.AUDITSVC_METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return json_error_response(401, "not_authenticated", "Give Authorization: Bearer <AUDITSVC_METRICS_TOKEN>.")
+    elif settings.PRODUCTION:
+        return json_error_response(403, "metrics_token_required", "Set AUDITSVC_METRICS_TOKEN to serve metrics.")
+    elif not _is_loopback(request.META.get("REMOTE_ADDR", "")):
+        return json_error_response(403, "permission_denied", "Metrics are served to loopback clients only.")
+    registry = _registry()
+    output = generate_latest(registry) + generate_latest(_OneCollector(_log_state))
+    return HttpResponse(output, content_type=CONTENT_TYPE_LATEST)
+
+
+class _OneCollector:
+    """A registry-like wrapper so generate_latest() can render one collector on its own."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.collector.collect())
+
+
+def json_error_response(status_code: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"errors": [FieldError(None, code, message).as_dict()]}, status=status_code)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
