@@ -235,6 +235,7 @@ AUDITSVC_STRICT_EVENT_TYPES = env_bool("AUDITSVC_STRICT_EVENT_TYPES", default=Fa
 # Keys are stored as HMAC-SHA256(secret); changing this invalidates every API key.
 AUDITSVC_API_KEY_HASH_SECRET = env_secret("AUDITSVC_API_KEY_HASH_SECRET") or SECRET_KEY
 AUDITSVC_DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"
+AUDITSVC_DEV_ADMIN_PASSWORD_FILE = VAR_DIR / "dev-admin-password"  # make run's development superuser
 # Per API key, per minute (0: unlimited). Generous: a batch counts once.
 AUDITSVC_RATE_LIMIT_PER_MINUTE = env_int("AUDITSVC_RATE_LIMIT_PER_MINUTE", 120_000, minimum=0)
 # Requests naming an unknown (or malformed) API key, per client address per minute (0: unlimited).

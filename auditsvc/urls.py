@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -18,6 +19,7 @@ api.register("stats", StatsViewSet, basename="stats")  # stats/counts, stats/dur
 api.register("integrity", IntegrityViewSet, basename="integrity")  # integrity/seals, integrity/public-key
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/"), name="home"),  # the staff's first page
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),

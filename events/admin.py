@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -12,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[import-untyped]
@@ -55,6 +57,19 @@ class CustomerPresenceFilter(admin.SimpleListFilter):
         return queryset
 
 
+def short_time(instant: datetime) -> str:
+    """ "14:07:08" today, "Nov 30, 14:07" this year, "2025-11-03 14:07" before; full ISO on hover."""
+    local, today = timezone.localtime(instant), timezone.localdate()
+    if local.date() == today:
+        text = local.strftime("%H:%M:%S")
+    elif local.year == today.year:
+        text = f"{local:%b} {local.day}, {local:%H:%M}"
+    else:
+        text = local.strftime("%Y-%m-%d %H:%M")
+    full = format_time(instant)
+    return format_html('<time datetime="{}" title="{}">{}</time>', full, full, text)
+
+
 class OccurredRangeFilter(DateTimeRangeFilterBuilder(title="occurred")):  # type: ignore[misc]
     """The occurred range, with the id bound it implies: older partitions are not read."""
 
@@ -67,7 +82,7 @@ class OccurredRangeFilter(DateTimeRangeFilterBuilder(title="occurred")):  # type
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ["occurred", "type_link", "source", "customer_link", "actor", "short_description"]
+    list_display = ["occurred_short", "type_link", "source", "customer_link", "actor", "short_description"]
     list_filter = [
         "type",
         "source",
@@ -137,6 +152,11 @@ class EventAdmin(ReadOnlyAdmin):
     @admin.display(description="occurred", ordering="occurred_at")
     def occurred(self, event: Event) -> str:
         return format_time(event.occurred_at)
+
+    @admin.display(description="occurred", ordering="occurred_at")
+    def occurred_short(self, event: Event) -> str:
+        """As people read times, in the deployment's time zone (TIME_ZONE); the full time on hover."""
+        return short_time(event.occurred_at)
 
     @admin.display(description="received")
     def received(self, event: Event) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+import time_machine
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from events.admin import short_time
 from events.ingest.validation import parse_event
 from events.ingest.write import ingest_events
 from events.models import ApiKey, Event
@@ -182,3 +186,22 @@ def test_event_changelist_query_count_is_constant(auditor, events, django_assert
     with django_assert_num_queries(9):
         response = auditor.get(reverse("admin:events_event_changelist"))
     assert len(response.context["cl"].result_list) == 50
+
+
+@time_machine.travel(datetime(2026, 6, 15, 12, 0, tzinfo=UTC), tick=False)
+def test_list_times_read_short_in_the_deployments_time_zone_with_the_full_time_on_hover(settings):
+    settings.TIME_ZONE = "Europe/Paris"  # UTC+2 in summer, UTC+1 in winter
+
+    today = short_time(datetime(2026, 6, 15, 9, 30, 5, tzinfo=UTC))
+    this_year = short_time(datetime(2026, 3, 2, 8, 15, tzinfo=UTC))
+    before = short_time(datetime(2025, 11, 3, 13, 7, 8, 123456, tzinfo=UTC))
+
+    assert today == '<time datetime="2026-06-15T09:30:05.000000Z" title="2026-06-15T09:30:05.000000Z">11:30:05</time>'
+    assert this_year.endswith(">Mar 2, 09:15</time>")
+    assert before.endswith(">2025-11-03 14:07</time>") and 'title="2025-11-03T13:07:08.123456Z"' in before
+
+
+def test_the_root_leads_to_the_admin(db):
+    response = Client().get("/")
+
+    assert (response.status_code, response["Location"]) == (302, "/admin/")
