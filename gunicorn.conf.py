@@ -17,8 +17,10 @@ limit_request_field_size = 8190
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 # Prometheus multiprocess mode (auditsvc.metrics): each worker writes its samples to files
-# here, and a scrape of any worker adds them up. Set before the workers import the client.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="auditsvc-metrics-"))
+# here, and a scrape of any worker adds them up. Set before the workers import the client; an
+# empty value would make the client write into the working directory.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="auditsvc-metrics-")
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]

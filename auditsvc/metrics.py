@@ -11,6 +11,7 @@ the database and Redis when scraped, so they are right whichever worker answers.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -22,13 +23,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import REGISTRY, Collector
 
-from auditsvc.errors import FieldError
+from auditsvc.api.exceptions import json_error_response
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +75,27 @@ class MetricsMiddleware:
         route = _route(match.route) if match is not None and match.route else "unmatched"
         REQUEST_SECONDS.labels(route=route, method=request.method).observe(time.perf_counter() - started)
         REQUESTS.labels(route=route, method=request.method, status=str(response.status_code)).inc()
+        if response.status_code >= 400:
+            _count_error(response)
         return response
+
+
+def _count_error(response: HttpResponse) -> None:
+    """An API error answer by its first code (every one is rendered by auditsvc.api.exceptions)."""
+    data = getattr(response, "data", None)
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not errors:
+        return
+    code = errors[0].get("code", "error")
+    ERRORS.labels(status=str(response.status_code), code=code).inc()
+    if code == "database_unavailable":
+        DATABASE_ERRORS.inc()
 
 
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 
 
+@functools.lru_cache(maxsize=512)  # one per URL pattern: a bounded set
 def _route(pattern: str) -> str:
     """A URL pattern as a label: "api/v1/events/(?P<pk>[^/.]+)$" → "/api/v1/events/{pk}"."""
     return "/" + _NAMED_GROUP.sub(r"{\1}", pattern).replace("^", "").replace("$", "")
@@ -124,7 +140,7 @@ def _stream_lag() -> Iterator[Metric]:
 
 
 def _registry() -> Any:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # as prometheus-client itself decides
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
@@ -147,23 +163,8 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         return json_error_response(403, "metrics_token_required", "Set AUDITSVC_METRICS_TOKEN to serve metrics.")
     elif not _is_loopback(request.META.get("REMOTE_ADDR", "")):
         return json_error_response(403, "permission_denied", "Metrics are served to loopback clients only.")
-    registry = _registry()
-    output = generate_latest(registry) + generate_latest(_OneCollector(_log_state))
+    output = generate_latest(_registry()) + generate_latest(_log_state)  # type: ignore[arg-type]
     return HttpResponse(output, content_type=CONTENT_TYPE_LATEST)
-
-
-class _OneCollector:
-    """A registry-like wrapper so generate_latest() can render one collector on its own."""
-
-    def __init__(self, collector: Collector) -> None:
-        self.collector = collector
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.collector.collect())
-
-
-def json_error_response(status_code: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse({"errors": [FieldError(None, code, message).as_dict()]}, status=status_code)
 
 
 def _is_loopback(address: str) -> bool:

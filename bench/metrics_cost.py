@@ -31,8 +31,12 @@ print(min(timeit.repeat(one, number=n, repeat=3)) / n * 1e6)
 """
 
 
-def _microseconds(environment: dict[str, str]) -> float:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "auditsvc.settings", **environment}
+def _microseconds(metrics_dir: str | None) -> float:
+    # prometheus-client takes multiprocess mode when the variable is present at all, even empty.
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["DJANGO_SETTINGS_MODULE"] = "auditsvc.settings"
+    if metrics_dir is not None:
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     code = "import django; django.setup()\n" + _TIMED
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
@@ -49,9 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
-    single = _microseconds({"PROMETHEUS_MULTIPROC_DIR": ""})
+    single = _microseconds(None)
     with tempfile.TemporaryDirectory() as directory:
-        multiprocess = _microseconds({"PROMETHEUS_MULTIPROC_DIR": directory})
+        multiprocess = _microseconds(directory)
         trivial = _trivial_view_microseconds(directory)
     lines = [
         f"### Metrics middleware cost, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",

@@ -13,7 +13,6 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from auditsvc import metrics
 from auditsvc.errors import FieldError, ProblemError
 
 logger = logging.getLogger(__name__)
@@ -66,8 +65,6 @@ def _unavailable(exc: Exception) -> Response | None:
         if isinstance(exc, kinds):
             if logged:
                 logger.warning("%s: %s", code, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            if code == "database_unavailable":
-                metrics.DATABASE_ERRORS.inc()
             response = Response(
                 error_body([FieldError(None, code, message)]), status=status.HTTP_503_SERVICE_UNAVAILABLE
             )
@@ -77,14 +74,6 @@ def _unavailable(exc: Exception) -> Response | None:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    response = _error_response(exc, context)
-    if response is not None:
-        first = (response.data.get("errors") or [{}])[0] if isinstance(response.data, dict) else {}
-        metrics.ERRORS.labels(status=str(response.status_code), code=first.get("code", "error")).inc()
-    return response
-
-
-def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ProblemError):
         return Response(error_body(exc.errors), status=exc.status)
     if isinstance(exc, DataError):

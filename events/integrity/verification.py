@@ -149,11 +149,8 @@ def _verify_archives(archive_dir: Path, report: VerificationReport, progress: Ca
 
 def _retired_ranges() -> list[tuple[str, str]]:
     """The id ranges of retired partitions, as text (UUID text sorts as the UUIDs do)."""
-    lowest, highest = "0" * 8 + "-0000-0000-0000-" + "0" * 12, "f" * 8 + "-ffff-ffff-ffff-" + "f" * 12 + "!"
-    return [
-        (str(lower) if lower else lowest, str(upper) if upper else highest)
-        for lower, upper in RetiredPartition.objects.values_list("lower_id", "upper_id")
-    ]
+    retired = RetiredPartition.objects.values_list("table", "lower_id", "upper_id")
+    return [(str(low), str(high)) for low, high in (Partition(*row).id_range() for row in retired)]
 
 
 def _verify_in_workers(

@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ from events.export import gzip_stream, stream_events
 from events.integrity.hashing import envelope_of_texts, recomputed_hash
 from events.lifecycle.partitions import Partition
 from events.models import Event
-
-_MAX_ID = uuid.UUID(int=(1 << 128) - 1)
 
 
 @dataclass(frozen=True)
@@ -157,7 +154,7 @@ def _sealed_entries(partition: Partition) -> Iterator[tuple[str, str]]:
         cursor.execute(
             "SELECT event_id::text, event_hash FROM events_sealentry WHERE event_id >= %s AND event_id < %s"
             " ORDER BY event_id",
-            [partition.lower or uuid.UUID(int=0), partition.upper or _MAX_ID],
+            list(partition.id_range()),
         )
         while rows := cursor.fetchmany(10_000):
             yield from rows

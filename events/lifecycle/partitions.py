@@ -31,6 +31,7 @@ ID_TIME_SLACK = timedelta(minutes=1)
 # pg_advisory_xact_lock key: one creator of partitions at a time across every process.
 _CREATE_LOCK = 0x6175_6469_7470  # "auditp"
 _YEAR_10000_MILLIS = 253_402_300_800_000
+LOWEST_ID, HIGHEST_ID = uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1)
 _BOUND = re.compile(r"FROM \((MINVALUE|'[0-9a-f-]{36}')\) TO \((MAXVALUE|'[0-9a-f-]{36}')\)")
 
 
@@ -106,6 +107,10 @@ class Partition:
         month = Month.of_id(self.lower)
         return month if (month.lower, month.upper) == (self.lower, self.upper) else None
 
+    def id_range(self) -> tuple[uuid.UUID, uuid.UUID]:
+        """[low, high): the bounds with MINVALUE and MAXVALUE as the lowest and highest UUIDs."""
+        return self.lower or LOWEST_ID, self.upper or HIGHEST_ID
+
     def covers(self, month: Month) -> bool:
         return (self.lower is None or self.lower <= month.lower) and (self.upper is None or month.upper <= self.upper)
 
@@ -131,7 +136,7 @@ def partitions() -> list[Partition]:
         )
         rows = cursor.fetchall()
     found = [_partition(name, bound) for name, bound in rows]
-    return sorted(found, key=lambda p: (p.lower is not None, p.lower or uuid.UUID(int=0)))
+    return sorted(found, key=lambda p: p.id_range())
 
 
 def _partition(table: str, bound: str) -> Partition:
@@ -263,7 +268,7 @@ def partition_states(*, exact: bool = False) -> list[PartitionState]:
                 (estimate,) = cursor.fetchone()
             cursor.execute(
                 "SELECT count(*) FROM events_pendingseal WHERE event_id >= %s AND event_id < %s",
-                [partition.lower or uuid.UUID(int=0), partition.upper or uuid.UUID(int=(1 << 128) - 1)],
+                list(partition.id_range()),
             )
             (unsealed,) = cursor.fetchone()
             states.append(PartitionState(partition, int(estimate), counted, int(size), int(unsealed)))

@@ -14,7 +14,6 @@ archive, and the chain, long after the events are gone.
 from __future__ import annotations
 
 import getpass
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -94,7 +93,7 @@ def apply_retention(
 def retire(
     partition: Partition, archive_dir: Path | None, *, progress: Callable[[int], object] | None = None
 ) -> Retired:
-    low, high = _id_range(partition)
+    low, high = partition.id_range()
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM events_pendingseal WHERE event_id >= %s AND event_id < %s", [low, high])
         (unsealed,) = cursor.fetchone()
@@ -139,10 +138,6 @@ def retire(
         cursor.execute(f"DROP TABLE {table}")
     forget_known()
     return Retired(partition, count, archive, manifest_name)
-
-
-def _id_range(partition: Partition) -> tuple[uuid.UUID, uuid.UUID]:
-    return partition.lower or uuid.UUID(int=0), partition.upper or uuid.UUID(int=(1 << 128) - 1)
 
 
 def _covering_seals(low: Any, high: Any) -> list[dict[str, Any]]:

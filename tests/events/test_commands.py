@@ -48,41 +48,43 @@ def test_create_api_key_needs_an_existing_source(db):
         run("create_api_key", "--source", "nope")
 
 
-def test_ensure_dev_api_key_reuses_its_key(db, tmp_path, settings):
+@pytest.fixture
+def dev_files(settings, tmp_path):
+    """ensure_dev_api_key's key and password files, in this test's own directory."""
     settings.AUDITSVC_DEV_API_KEY_FILE = tmp_path / "dev-api-key"
     settings.AUDITSVC_DEV_ADMIN_PASSWORD_FILE = tmp_path / "dev-admin-password"
+    return tmp_path
+
+
+def test_ensure_dev_api_key_reuses_its_key(db, dev_files):
 
     first, _ = run("ensure_dev_api_key")
     second, _ = run("ensure_dev_api_key")
 
-    key = (tmp_path / "dev-api-key").read_text()
+    key = (dev_files / "dev-api-key").read_text()
     assert key in first and key in second
     assert "curl" in first
     assert ApiKey.objects.count() == 1
 
 
-def test_make_runs_first_start_makes_a_development_superuser_and_prints_its_login(db, tmp_path, settings):
-    settings.AUDITSVC_DEV_API_KEY_FILE = tmp_path / "dev-api-key"
-    settings.AUDITSVC_DEV_ADMIN_PASSWORD_FILE = tmp_path / "dev-admin-password"
+def test_make_runs_first_start_makes_a_development_superuser_and_prints_its_login(db, dev_files):
 
     first, _ = run("ensure_dev_api_key")
     second, _ = run("ensure_dev_api_key")
 
-    password = (tmp_path / "dev-admin-password").read_text()
+    password = (dev_files / "dev-admin-password").read_text()
     assert len(password) >= 16
     assert f"user 'admin', password '{password}'" in first and f"password '{password}'" in second
     admin = User.objects.get(username="admin")
     assert admin.is_superuser and admin.check_password(password)
 
 
-def test_a_superuser_of_ones_own_is_left_alone(db, tmp_path, settings):
-    settings.AUDITSVC_DEV_API_KEY_FILE = tmp_path / "dev-api-key"
-    settings.AUDITSVC_DEV_ADMIN_PASSWORD_FILE = tmp_path / "dev-admin-password"
+def test_a_superuser_of_ones_own_is_left_alone(db, dev_files):
     User.objects.create_superuser("admin", password="my own secret")
 
     out, _ = run("ensure_dev_api_key")
 
-    assert "log in as your own 'admin'" in out and not (tmp_path / "dev-admin-password").exists()
+    assert "log in as your own 'admin'" in out and not (dev_files / "dev-admin-password").exists()
     assert User.objects.get(username="admin").check_password("my own secret")
 
 

@@ -61,6 +61,8 @@ def _dev_admin_login() -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(password)
         path.chmod(0o600)
-    elif not path.exists() or not user.check_password(path.read_text().strip()):
-        return f"(log in as your own '{DEV_ADMIN}', or any user made with manage.py createsuperuser)"
-    return f"user '{DEV_ADMIN}', password '{path.read_text().strip()}' (kept in {path})"
+    else:
+        password = path.read_text().strip() if path.exists() else ""
+        if not user.check_password(password):  # an 'admin' of the developer's own
+            return f"(log in as your own '{DEV_ADMIN}', or any user made with manage.py createsuperuser)"
+    return f"user '{DEV_ADMIN}', password '{password}' (kept in {path})"
