@@ -13,7 +13,7 @@ COPY . .
 # never reach the image's environment.
 RUN AUDITSVC_ENV=development DATABASE_URL=postgres://build@localhost/build SECRET_KEY=build-only \
         python manage.py collectstatic --noinput -v0 \
-    && useradd --system --home /app auditsvc && mkdir -p /app/var && chown auditsvc /app/var
+    && useradd --system --home /app auditsvc && mkdir -p /app/var /archive && chown auditsvc /app/var /archive
 
 # Production: no embedded database, no generated secret, no unsigned seal. Every process
 # refuses to start, naming what is missing, without DATABASE_URL, SECRET_KEY and

@@ -3,6 +3,8 @@
 import os
 import tempfile
 
+from auditsvc.logs import gunicorn_logging_config
+
 # Threads overlap database round trips (commits) within a worker; see docs/BENCHMARKS.md.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
@@ -14,8 +16,14 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # the workers log each request already
 errorlog = "-"
+# gunicorn's own lines in the workers' format (LOG_FORMAT: json lines in production).
+logconfig_dict = gunicorn_logging_config()
+# Each worker is replaced after about this many requests (the jitter keeps them from all
+# restarting at once): a slow leak in any library cannot grow without bound.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "1000"))
 # Prometheus multiprocess mode (auditsvc.metrics): each worker writes its samples to files
 # here, and a scrape of any worker adds them up. Set before the workers import the client; an
 # empty value would make the client write into the working directory.
@@ -62,10 +70,13 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
 
 
 def worker_exit(server, worker):  # type: ignore[no-untyped-def]
-    """A worker leaving gracefully commits what its group committer still holds."""
+    """A worker leaving gracefully (a shutdown, or recycled after max_requests) commits what its
+    group committer still holds, and stores the reads it has recorded but not yet stored."""
+    from events.access_log import stop_access_log  # noqa: PLC0415
     from events.ingest.group_commit import stop_group_commit  # noqa: PLC0415
 
     stop_group_commit()
+    stop_access_log()
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

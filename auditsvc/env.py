@@ -40,8 +40,19 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
-def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
-    raw = (os.environ.get(name) or "").strip().lower()
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+
+
+def env_choice(name: str, choices: tuple[str, ...], default: str, *, upper: bool = False) -> str:
+    raw = (os.environ.get(name) or "").strip()
+    raw = raw.upper() if upper else raw.lower()
     if not raw:
         return default
     if raw not in choices:

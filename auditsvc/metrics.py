@@ -11,12 +11,10 @@ the database and Redis when scraped, so they are right whichever worker answers.
 
 from __future__ import annotations
 
-import functools
 import hmac
 import ipaddress
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import REGISTRY, Collector
 
 from auditsvc.api.exceptions import json_error_response
+from auditsvc.routes import route_of
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +55,11 @@ DATABASE_ERRORS = Counter(
     "auditsvc_database_errors_total", "Requests that met an unavailable database (answered 503 database_unavailable)."
 )
 
+READS_UNRECORDED = Counter(
+    "auditsvc_reads_unrecorded_total",
+    "Reads of the log that could not be recorded as auditsvc.read events (buffer full, or refused).",
+)
+
 
 def count_ingested(source: str, mode: str, events: int) -> None:
     if events:
@@ -71,8 +75,7 @@ class MetricsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
-        match = getattr(request, "resolver_match", None)
-        route = _route(match.route) if match is not None and match.route else "unmatched"
+        route = route_of(request)
         REQUEST_SECONDS.labels(route=route, method=request.method).observe(time.perf_counter() - started)
         REQUESTS.labels(route=route, method=request.method, status=str(response.status_code)).inc()
         if response.status_code >= 400:
@@ -90,15 +93,6 @@ def _count_error(response: HttpResponse) -> None:
     ERRORS.labels(status=str(response.status_code), code=code).inc()
     if code == "database_unavailable":
         DATABASE_ERRORS.inc()
-
-
-_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
-
-
-@functools.lru_cache(maxsize=512)  # one per URL pattern: a bounded set
-def _route(pattern: str) -> str:
-    """A URL pattern as a label: "api/v1/events/(?P<pk>[^/.]+)$" → "/api/v1/events/{pk}"."""
-    return "/" + _NAMED_GROUP.sub(r"{\1}", pattern).replace("^", "").replace("$", "")
 
 
 class LogStateCollector(Collector):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from auditsvc.alerts import admin_addresses, start_sentry
 from auditsvc.deployment import deployment_environment, production_problem
 from auditsvc.embedded_db import embedded_database_settings
-from auditsvc.env import env_bool, env_choice, env_int, env_list, env_secret, env_str
+from auditsvc.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
+from auditsvc.logs import FORMATS, chosen_format, configure_structlog, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("AUDITSVC_VAR_DIR", str(BASE_DIR / "var")))
@@ -43,7 +46,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "auditsvc.apps.AuditAdminConfig",  # django.contrib.admin, with the log's health on its first page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -51,11 +54,13 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "django.contrib.humanize",
     "rest_framework",
     "django_filters",
     "rangefilter",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from here, not a CDN
+    "django_structlog",
     "axes",  # admin login lockout (AccessAttempt rows, shown in the admin)
     "auditsvc",
     "events",
@@ -64,6 +69,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "auditsvc.metrics.MetricsMiddleware",  # first: it times everything the others do too
+    "django_structlog.middlewares.RequestMiddleware",  # a line per request; request_id (auditsvc.logs)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -226,6 +232,14 @@ AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS = env_int("AUDITSVC_IDEMPOTENCY_WINDOW_SECON
 # /metrics (Prometheus): with a token, for its bearer from anywhere; without one, loopback
 # clients only (and in production no one: set it there).
 AUDITSVC_METRICS_TOKEN = env_secret("AUDITSVC_METRICS_TOKEN")
+# Every read of the log (API and admin) is itself an auditsvc.read event (events.access_log),
+# gathered in memory and stored by a background thread of the process at least this often.
+AUDITSVC_AUDIT_READS = env_bool("AUDITSVC_AUDIT_READS", default=True)
+AUDITSVC_AUDIT_READS_IN_BACKGROUND = True  # tests store them when they ask (flush_access_log)
+AUDITSVC_AUDIT_READS_FLUSH_SECONDS = env_float("AUDITSVC_AUDIT_READS_FLUSH_SECONDS", 1.0)
+# Reads waiting while the database is away, per process; beyond this a read is not recorded
+# (counted in auditsvc_reads_unrecorded_total, and logged).
+AUDITSVC_AUDIT_READS_MAX_PENDING = env_int("AUDITSVC_AUDIT_READS_MAX_PENDING", 100_000, minimum=100)
 # Keep events this many days, then manage.py apply_retention archives and drops whole months
 # (docs: README, "Partitions and retention"). Unset: keep forever. At least a month.
 AUDITSVC_RETENTION_DAYS: int | None = env_int("AUDITSVC_RETENTION_DAYS", 0, minimum=31) or None
@@ -276,14 +290,29 @@ if PRODUCTION and AUDITSVC_AUTO_SEAL_SECONDS and not AUDIT_SIGNING_KEY:
         "AUDITSVC_AUTO_SEAL_SECONDS=0 here."
     )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "INFO"},
-        "pgserver": {"level": "WARNING"},  # start/stop chatter of the embedded database
-    },
-}
+# --- Logs and alerts (auditsvc.logs, docs/operations.md) --------------------------------------
+LOG_FORMAT = env_choice("LOG_FORMAT", FORMATS, chosen_format())
+LOG_LEVEL = env_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True)
+LOGGING = logging_config(LOG_FORMAT, LOG_LEVEL)
+configure_structlog()
+DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = logging.DEBUG  # one line per request: when it ends
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False  # auditsvc.logs adds the address it trusts
+DJANGO_STRUCTLOG_USER_ID_FIELD = None  # auditsvc.logs adds a staff user's name
+# Unhandled errors are mailed to these ("Name <address>, address"), one mail per kind of error
+# per interval; and sent to Sentry when SENTRY_DSN is set.
+ADMINS = admin_addresses(env_str("AUDITSVC_ADMINS"))
+AUDITSVC_ERROR_MAIL_INTERVAL_SECONDS = env_int("AUDITSVC_ERROR_MAIL_INTERVAL_SECONDS", 300, minimum=0)
+SERVER_EMAIL = env_str("SERVER_EMAIL", "auditsvc@localhost")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", SERVER_EMAIL)
+EMAIL_SUBJECT_PREFIX = env_str("EMAIL_SUBJECT_PREFIX", f"[auditsvc {AUDITSVC_ENV}] ")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+SENTRY_DSN = env_secret("SENTRY_DSN")
+if SENTRY_DSN:
+    start_sentry(SENTRY_DSN, environment=AUDITSVC_ENV, traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0))

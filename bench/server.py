@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,9 +31,10 @@ def gunicorn(
     threads: int = 4,
     app: str = "auditsvc.wsgi",
     environment: Mapping[str, str] | None = None,
+    stderr: IO[bytes] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """gunicorn on 127.0.0.1:port with gunicorn.conf.py; waits until /healthz answers.
-    (The tests start theirs through this too: tests/processes.py.)"""
+    (The tests start theirs through this too: tests/processes.py.) Its log lines go to stderr."""
     env = {
         **os.environ, "DEBUG": "false", "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
         **(environment or {}),
@@ -41,7 +43,7 @@ def gunicorn(
         str(Path(sys.executable).parent / "gunicorn"), app, "-c", str(ROOT / "gunicorn.conf.py"),
         "-b", f"127.0.0.1:{port}", "-k", worker_class, "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=stderr)
     try:
         deadline = time.monotonic() + 30
         while True:

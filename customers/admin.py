@@ -11,7 +11,9 @@ from django.http import HttpRequest, HttpResponse
 from auditsvc.counting import EstimatedCountPaginator
 from customers.models import Customer, CustomerIdentity
 from customers.queries import search_customers
-from events.models import Event, EventType
+from events.access_log import READ_TYPE
+from events.admin_audit import AuditedChanges, AuditedReads, snapshot
+from events.models import SERVICE_SOURCE, Event, EventType
 
 TIMELINE_PAGE_SIZE = 25
 
@@ -24,7 +26,7 @@ class CustomerIdentityInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class CustomerAdmin(AuditedReads, AuditedChanges):
     list_display = ["external_id", "display_name", "email", "created_at"]
     search_fields = ["external_id"]
     search_help_text = "An external id, an identity (system:id, or just the id) or an email."
@@ -38,8 +40,21 @@ class CustomerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     class Media:
         css = {"all": ["events/admin.css"]}
 
+    audit_read_of = "customers"
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [*self.readonly_fields, "external_id"] if obj else self.readonly_fields
+
+    def audit_state(self, obj: Any) -> dict[str, Any]:
+        identities = obj.identities.order_by("system", "external_id") if obj.pk else []
+        return {**snapshot(obj), "identities": [f"{i.system}:{i.external_id}" for i in identities]}
+
+    def audit_customer(self, obj: Any) -> str:
+        return str(obj.external_id)
+
+    def audit_object_read(self, obj: Any, context: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
+        timeline = context.get("timeline")
+        return len(timeline) if timeline is not None else 0, "events", {"customer": obj.external_id}
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # events point at customers; an audit trail keeps its subjects
@@ -70,7 +85,19 @@ def _timeline(request: HttpRequest, customer_id: str) -> dict[str, Any]:
     page = paginator.get_page(request.GET.get("timeline_page"))
     return {
         "timeline": page,
+        "lookers": who_looked(int(customer_id)),
         "timeline_type": type_name,
         "timeline_types": EventType.objects.order_by("name").values_list("name", flat=True),
         "timeline_is_estimate": paginator.count_is_estimate,
     }
+
+
+def who_looked(customer_id: int, limit: int = 20) -> list[Event]:
+    """The latest reads that showed this customer's history (API or admin), newest first."""
+    external_id = Customer.objects.filter(pk=customer_id).values_list("external_id", flat=True).first()
+    if external_id is None:
+        return []
+    reads = Event.objects.filter(
+        type__name=READ_TYPE, source__slug=SERVICE_SOURCE, payload__contains={"customer": external_id}
+    )
+    return list(reads.order_by("-occurred_at", "-id")[:limit])

@@ -16,6 +16,7 @@ from customers.filters import CustomerFilterSet
 from customers.models import Customer
 from customers.queries import customer_with_event_summary, customers_queryset
 from customers.serializers import CustomerDetailSerializer, CustomerSerializer
+from events.api.audited import AuditedReads
 from events.api.filters import EventFilterSet
 from events.api.views import ERRORS, EVENT_PAGE, NOT_FOUND, PAGINATION_PARAMETERS, event_page, readable_events
 from events.models import SCOPE_READ
@@ -55,9 +56,11 @@ def _not_found() -> ProblemError:
     return ProblemError([FieldError("external_id", "not_found", "No customer with this external id.")], status=404)
 
 
-class CustomerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+class CustomerViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-arg]
     """Customers by external id, with their identities and their timeline of events."""
 
+    audit_read_of = "customers"
+    audit_read_of_action = {"events": "events"}
     permission_classes = [HasScope]
     required_scope = SCOPE_READ
     filter_backends = [StrictFilterBackend]

@@ -9,6 +9,7 @@ import redis
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -19,11 +20,12 @@ from django.utils.text import Truncator
 from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[import-untyped]
 
 from auditsvc.counting import EstimatedCountPaginator
+from events.admin_audit import AuditedChanges, AuditedReads
 from events.ingest import stream
 from events.integrity.hashing import format_time
 from events.json_html import json_html
 from events.keys import create_api_key, revoke_api_key
-from events.models import SCOPES, ApiKey, Event, EventType, Seal, Source
+from events.models import SCOPES, SERVICE_SOURCE, ApiKey, Event, EventType, Seal, Source
 from events.queries import occurred_id_floor, seal_position, search_events
 
 admin.site.site_header = "auditsvc"
@@ -57,6 +59,31 @@ class CustomerPresenceFilter(admin.SimpleListFilter):
         return queryset
 
 
+class OwnEventsFilter(admin.SimpleListFilter):
+    """The log's own events (reads of it, admin changes, retention runs) are hidden unless asked
+    for: every page shown adds one, and they would bury what the services sent."""
+
+    title = "the log's own events"
+    parameter_name = "own"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("show", "Shown too"), ("only", "Only these")]
+
+    def choices(self, changelist: Any) -> Any:
+        for choice in super().choices(changelist):
+            if choice["display"] == "All":
+                choice["display"] = "Hidden"
+            yield choice
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        own = Source.objects.filter(slug=SERVICE_SOURCE).values_list("pk", flat=True).first()
+        if own is None or self.value() == "show" or request.GET.get("source__id__exact") == str(own):
+            return queryset
+        if self.value() == "only":
+            return queryset.filter(source_id=own)
+        return queryset.exclude(source_id=own)
+
+
 def short_time(instant: datetime) -> str:
     """ "14:07:08" today, "Nov 30, 14:07" this year, "2025-11-03 14:07" before; full ISO on hover."""
     local, today = timezone.localtime(instant), timezone.localdate()
@@ -81,13 +108,14 @@ class OccurredRangeFilter(DateTimeRangeFilterBuilder(title="occurred")):  # type
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
+class EventAdmin(AuditedReads, ReadOnlyAdmin):
     list_display = ["occurred_short", "type_link", "source", "customer_link", "actor", "short_description"]
     list_filter = [
         "type",
         "source",
         ("occurred_at", OccurredRangeFilter),
         CustomerPresenceFilter,
+        OwnEventsFilter,
     ]
     # The search box; get_search_results sends each term to an index (events.queries.search_events).
     search_fields = ["id"]
@@ -123,6 +151,12 @@ class EventAdmin(ReadOnlyAdmin):
         if stream.is_enabled():
             extra_context = {**(extra_context or {}), "stream": _stream_overview()}
         return super().changelist_view(request, extra_context)
+
+    def audit_object_read(self, obj: Event, context: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
+        details = {"event": str(obj.pk)}
+        if obj.customer is not None:
+            details["customer"] = obj.customer.external_id
+        return 1, "events", details
 
     def stream_view(self, request: HttpRequest) -> HttpResponse:
         """Stream mode: each shard's lag, and the dead letters (superusers may requeue one)."""
@@ -210,7 +244,7 @@ def _stream_overview() -> dict[str, Any]:
 
 
 @admin.register(EventType)
-class EventTypeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class EventTypeAdmin(AuditedChanges):
     """Types register themselves on first sight; staff describe them. Strict deployments add them here."""
 
     list_display = ["name", "description", "event_count", "first_seen_at", "last_seen_at", "events_link"]
@@ -231,7 +265,7 @@ class EventTypeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Source)
-class SourceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class SourceAdmin(AuditedChanges):
     list_display = ["slug", "name", "description", "is_active", "created_at", "events_link"]
     search_fields = ["slug", "name"]
     readonly_fields = ["created_at", "events_link"]
@@ -264,6 +298,7 @@ class SealAdmin(ReadOnlyAdmin):
 
 
 class ApiKeyCreationForm(forms.ModelForm):  # type: ignore[type-arg]
+    source = forms.ModelChoiceField(queryset=Source.objects.exclude(slug=SERVICE_SOURCE).order_by("slug"))
     scopes = forms.MultipleChoiceField(
         choices=[(s, s) for s in SCOPES], widget=forms.CheckboxSelectMultiple, initial=["ingest"]
     )
@@ -274,7 +309,7 @@ class ApiKeyCreationForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ApiKeyAdmin(AuditedChanges):
     """Superusers only. The secret is shown once, on the page that creates it; never stored."""
 
     list_display = ["prefix", "source", "name", "scopes", "created_at", "last_used_at", "revoked_at"]
@@ -318,5 +353,12 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.action(description="Revoke selected API keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for api_key in queryset:
-            revoke_api_key(prefix=api_key.prefix)
+            with transaction.atomic():  # the key is revoked with its record, or not at all
+                if api_key.revoked_at is not None:
+                    continue  # revoked already: nothing changes, nothing to record
+                before = self.audit_state(api_key)
+                revoke_api_key(prefix=api_key.prefix)
+                self.record_change(
+                    request, api_key, "revoke", before=before, after=self.stored_state(api_key), message=[]
+                )
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)

@@ -8,7 +8,7 @@ shape below is SQL rather than the API's serializer: keep the two in step (a tes
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.db import connection, transaction
@@ -71,8 +71,26 @@ def _copy_statement(queryset: QuerySet[Event], export_format: str) -> tuple[str,
     return f"COPY ({select}) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')", params
 
 
-def stream_events(queryset: QuerySet[Event], *, export_format: str, chunk_bytes: int = 256 * 1024) -> Iterator[bytes]:
-    """Yield the export in chunks of about chunk_bytes, straight from PostgreSQL."""
+def stream_events(
+    queryset: QuerySet[Event],
+    *,
+    export_format: str,
+    chunk_bytes: int = 256 * 1024,
+    on_finish: Callable[[int], None] | None = None,
+) -> Iterator[bytes]:
+    """Yield the export in chunks of about chunk_bytes, straight from PostgreSQL; then (or when
+    the client goes away) tell on_finish how many rows were read for it."""
+    rows = 0
+    try:
+        for chunk, chunk_rows in _chunks(queryset, export_format, chunk_bytes):
+            rows += chunk_rows
+            yield chunk
+    finally:
+        if on_finish is not None:
+            on_finish(rows)
+
+
+def _chunks(queryset: QuerySet[Event], export_format: str, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
     statement, params = _copy_statement(queryset, export_format)
     with transaction.atomic(), connection.cursor() as cursor:
         # An export may legitimately run for minutes: lift the statement timeout for it alone.
@@ -82,14 +100,17 @@ def stream_events(queryset: QuerySet[Event], *, export_format: str, chunk_bytes:
         query = raw_cursor.mogrify(statement, params) if params else statement
         # PostgreSQL sends a message per row: gather them into chunks in one growing buffer.
         buffer = bytearray(_CSV_HEADER if export_format == "csv" else b"")
+        rows = 0
         with raw_cursor.copy(query) as copy:
-            for data in copy:
+            for data in copy:  # one row each
                 buffer += data
+                rows += 1
                 if len(buffer) >= chunk_bytes:
-                    yield bytes(buffer)
+                    yield bytes(buffer), rows
                     buffer.clear()
+                    rows = 0
         if buffer:
-            yield bytes(buffer)
+            yield bytes(buffer), rows
 
 
 def gzip_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -19,7 +19,7 @@ from django.db import InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from events.models import SCOPES, ApiKey, Source
+from events.models import SCOPES, SERVICE_SOURCE, ApiKey, Source
 
 KEY_PREFIX = "audit"
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -41,6 +41,8 @@ def hash_secret(secret: str) -> str:
 
 def create_api_key(*, source: Source, scopes: list[str], name: str = "") -> IssuedKey:
     """Issue a key for source; the plaintext is returned once and never stored."""
+    if source.slug == SERVICE_SOURCE:
+        raise ValueError(f"the {SERVICE_SOURCE!r} source is the log's own: no key may write or read as it")
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
         raise ValueError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}; got {scopes}")

@@ -15,6 +15,9 @@ SCOPE_READ_OWN = "read:own"
 SCOPES = (SCOPE_INGEST, SCOPE_READ, SCOPE_READ_OWN)
 
 
+SERVICE_SOURCE = "auditsvc"  # the log's own events: reads of it, admin changes, retention runs
+
+
 class Source(models.Model):
     """A service that emits events; every API key belongs to exactly one."""
 
@@ -150,6 +153,27 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_id}:{self.key}"
+
+
+class HourlyCount(models.Model):
+    """Events stored per source, type and hour: statistics for the admin's first page, kept
+    like EventType.event_count (events.ingest.type_counts), for the last HOURLY_COUNT_DAYS days.
+    Not audit data: `manage.py rebuild_event_type_counts` recounts them from the events."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+", db_index=False)
+    type = models.ForeignKey(EventType, on_delete=models.CASCADE, related_name="+", db_index=False)
+    hour = models.DateTimeField()
+    events = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "type", "hour"], name="hourly_count_unique")]
+        indexes = [models.Index(fields=["hour"], name="hourly_count_hour")]  # the dashboard's ranges, the purge
+
+    def __str__(self) -> str:
+        return f"{self.source_id}/{self.type_id} at {self.hour:%Y-%m-%d %H}:00: {self.events}"
+
+
+HOURLY_COUNT_DAYS = 35
 
 
 class PendingSeal(models.Model):

@@ -12,6 +12,7 @@ from django.db.backends.postgresql.operations import DatabaseOperations
 from rest_framework.test import APIClient
 
 from auditsvc.embedded_db import start_embedded_database_if_configured
+from events.access_log import discard_pending_reads
 from events.ingest import stream
 from events.ingest.group_commit import stop_group_commit
 from events.ingest.write import clear_caches
@@ -46,6 +47,16 @@ def _group_committer_stopped() -> Iterator[None]:
     # test database can be flushed and, at the end, dropped.
     yield
     stop_group_commit()
+
+
+@pytest.fixture(autouse=True)
+def _reads_stored_when_asked(settings: Any) -> Iterator[None]:
+    # A test's own transaction holds its rows: the reads it makes are stored when it calls
+    # flush_access_log() (in that transaction), not by the background thread of the process.
+    # The live-server tests (gunicorn) store theirs in the background, as production does.
+    settings.AUDITSVC_AUDIT_READS_IN_BACKGROUND = False
+    yield
+    discard_pending_reads()
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 from urllib.parse import quote
 
 from django.db import connection
@@ -21,9 +22,9 @@ def database_url(name: str | None = None) -> str:
 
 
 @contextmanager
-def gunicorn(workers: int = 1, **environment: str) -> Iterator[str]:
+def gunicorn(workers: int = 1, stderr: IO[bytes] | None = None, **environment: str) -> Iterator[str]:
     """A real gunicorn (gunicorn.conf.py, one worker unless told) on the test database; yields its base URL."""
     port = free_port()
     env = {"DATABASE_URL": database_url(), **environment}
-    with bench_gunicorn(port, workers=workers, threads=2, environment=env):
+    with bench_gunicorn(port, workers=workers, threads=2, environment=env, stderr=stderr):
         yield f"http://127.0.0.1:{port}"

@@ -31,6 +31,7 @@ from auditsvc.api.request_body import read_json_body
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from events import export
 from events.api import openapi, stats
+from events.api.audited import AuditedReads, record_api_read
 from events.api.filters import DurationParamsFilterSet, EventFilterSet
 from events.api.serializers import (
     AcceptedEventSerializer,
@@ -47,7 +48,7 @@ from events.api.serializers import (
 )
 from events.ingest import stream
 from events.ingest.group_commit import store_single_event
-from events.ingest.validation import parse_ingest_body
+from events.ingest.validation import parse_ingest_body, refuse_service_types
 from events.ingest.write import ingest_events
 from events.integrity import proofs, signing
 from events.models import SCOPE_INGEST, SCOPE_READ, ApiKey, Event, EventType, Seal, Source
@@ -160,7 +161,7 @@ def event_page(request: Request, events: QuerySet[Event]) -> Response:
     return Response(paginate(request, events, ordering=ordering, render=render_event))
 
 
-class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-arg]
     """Events. POST stores one event or a batch (scope `ingest`); reads need scope `read`."""
 
     permission_classes = [HasScope]
@@ -225,6 +226,7 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         # Parsed by events.ingest.validation, not a DRF serializer: see that module for why.
         body = read_json_body(request, max_bytes=settings.AUDITSVC_MAX_BODY_BYTES)
         parsed = parse_ingest_body(body, idempotency_header=request.headers.get("Idempotency-Key"))
+        refuse_service_types(parsed)
         api_key = request.auth
         assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
         if not parsed.is_batch and stream.is_enabled():
@@ -297,7 +299,11 @@ class EventViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         if export_format not in export.FORMATS:
             raise InvalidInput([FieldError("format", "invalid_choice", "format is ndjson or csv.")])
         events = self.filter_queryset(self.get_queryset()).order_by("-occurred_at", "-id")
-        chunks = export.stream_events(events, export_format=export_format)
+        chunks = export.stream_events(
+            events,
+            export_format=export_format,
+            on_finish=lambda rows: record_api_read(request, returned=rows, of="events", details={}),
+        )
         content_type = "application/x-ndjson" if export_format == "ndjson" else "text/csv; charset=utf-8"
         gzip = "gzip" in request.headers.get("Accept-Encoding", "")
         response = StreamingHttpResponse(export.gzip_stream(chunks) if gzip else chunks, content_type=content_type)
@@ -344,8 +350,10 @@ class SourceViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
         return sources if source is None else sources.filter(pk=source.pk)
 
 
-class StatsViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+class StatsViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-arg]
     """Aggregates computed by PostgreSQL."""
+
+    audit_read_of = "aggregates"
 
     permission_classes = [HasScope]
     required_scope = SCOPE_READ

@@ -83,6 +83,22 @@ class ItemPaths:
         return f"events[{index}].{name}" if self.is_batch else name
 
 
+SERVICE_TYPE_PREFIX = "auditsvc."  # the service's own events (events.access_log)
+
+
+def refuse_service_types(request: IngestRequest) -> None:
+    """A service may not send an event the log would mistake for its own record of a read or
+    a change. (Imports may: an export of another auditsvc holds them, under its own source.)"""
+    paths = ItemPaths(request.is_batch)
+    errors = [
+        FieldError(paths(index, "type"), "reserved_type", f"Types beginning {SERVICE_TYPE_PREFIX} are the log's own.")
+        for index, item in enumerate(request.events)
+        if item.type.startswith(SERVICE_TYPE_PREFIX)
+    ]
+    if errors:
+        raise InvalidInput(errors)
+
+
 _ITEM_INDEX = re.compile(r"^events\[(\d+)\]")
 
 

@@ -170,7 +170,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
             )
         if rows:
             write_events(rows)
-        seen = type_counts.tally([type_ids[items[i].type] for i in fresh], received_at)
+        seen = type_counts.tally(source.pk, [type_ids[items[i].type] for i in fresh], received_at)
         transaction.on_commit(lambda: _remember(type_ids, customer_ids))
         transaction.on_commit(lambda: type_counts.add(seen), robust=True)
     for index, first in repeats.items():

@@ -24,14 +24,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events.ingest.validation import parse_event
-from events.ingest.write import ingest_events
+from events.access_log import store_service_event
 from events.integrity.hashing import format_time
 from events.lifecycle import archives
 from events.lifecycle.partitions import Partition, forget_known, partitions, uuid7_floor
-from events.models import RetiredPartition, Seal, Source
-
-SERVICE_SOURCE = "auditsvc"  # the service's own events: retention runs (and, later, reads)
+from events.models import RetiredPartition, Seal
 
 
 class RetentionRefused(RuntimeError):
@@ -165,25 +162,20 @@ def _covering_seals(low: Any, high: Any) -> list[dict[str, Any]]:
 
 
 def _record_run(report: RetentionReport, archive_dir: Path | None) -> None:
-    source, _ = Source.objects.get_or_create(
-        slug=SERVICE_SOURCE, defaults={"name": "auditsvc", "description": "The service's own events."}
-    )
     assert report.cutoff is not None
-    item = parse_event(
-        {
-            "type": "auditsvc.retention.applied",
-            "actor": f"manage.py apply_retention ({getpass.getuser()})",
-            "description": f"Retention retired {len(report.retired)} partition(s) received before the cutoff.",
-            "payload": {
-                "retention_days": settings.AUDITSVC_RETENTION_DAYS,
-                "cutoff": format_time(report.cutoff),
-                "archived": archive_dir is not None,
-                "archive_dir": str(archive_dir) if archive_dir is not None else None,
-                "partitions": [
-                    {"table": r.partition.table, "months": r.partition.span, "events": r.events, "archive": r.archive}
-                    for r in report.retired
-                ],
-            },
-        }
+    store_service_event(
+        type="auditsvc.retention.applied",
+        actor=f"manage.py apply_retention ({getpass.getuser()})",
+        description=f"Retention retired {len(report.retired)} partition(s) received before the cutoff.",
+        payload={
+            "retention_days": settings.AUDITSVC_RETENTION_DAYS,
+            "cutoff": format_time(report.cutoff),
+            "archived": archive_dir is not None,
+            "archive_dir": str(archive_dir) if archive_dir is not None else None,
+            "partitions": [
+                {"table": r.partition.table, "months": r.partition.span, "events": r.events, "archive": r.archive}
+                for r in report.retired
+            ],
+        },
+        max_chars=10_000,
     )
-    ingest_events(source=source, items=[item], is_batch=False)

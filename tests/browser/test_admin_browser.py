@@ -124,3 +124,38 @@ def test_support_staff_see_the_stream_lag_and_its_dead_letters(live_server, brow
     assert "2 events waiting to be stored" in lag
     assert "never.registered" in letters and "unknown_event_type" in letters
     assert "Requeue" not in letters  # auditors read; only superusers requeue
+
+
+def test_the_first_page_shows_the_logs_health(live_server, browser_page, settings):
+    from events.ingest import type_counts  # noqa: PLC0415
+
+    settings.DEBUG = False
+    settings.AUDITSVC_TYPE_COUNT_FLUSH_SECONDS = 0
+    billing = SourceFactory.create(slug="billing")
+    ingest_events(source=billing, items=[parse_event({"type": name}) for name in
+                                         ["billing.charged"] * 30 + ["billing.refunded"] * 4])  # fmt: skip
+    type_counts.flush()
+    user = User.objects.create_user("auditor", password="correct horse battery", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_event"))  # as the Auditors group has
+    page: Any = browser_page
+
+    page.goto(f"{live_server.url}/")  # leads to the admin, then its login
+    page.fill("#id_username", "auditor")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#events-per-hour")
+    bars = page.locator("#events-per-hour rect.bar")
+    heights = [float(bars.nth(n).get_attribute("height")) for n in range(bars.count())]
+    busiest = page.inner_text("#busiest-types table")
+    seals = page.inner_text("#seal-state")
+    chart = page.locator("#events-per-hour").bounding_box()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "admin-index.png"), full_page=True)
+
+    assert len(heights) == 48 and heights[-1] > 0 and heights[:-1] == [0.0] * 47  # this hour's 34 events
+    assert chart["width"] > 600 and chart["height"] > 100  # drawn, not collapsed
+    assert busiest.split()[:4] == ["billing.charged", "30", "billing.refunded", "4"]
+    assert "34 events" in seals and "none yet" in seals
+    page.click("#busiest-types >> text=billing.refunded")
+    page.wait_for_selector("#result_list")
+    assert page.locator("#result_list tbody tr").count() == 4

@@ -358,6 +358,25 @@ class DrainerProcess:
         command = [sys.executable, "manage.py", "drain_events", "--batch", "200"]
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.service.env, stdout=subprocess.DEVNULL)
 
+    def wait_until_reading(self) -> None:
+        """Until this process reads from the stream (a fault injected before that would hit a
+        process still starting, which refuses to start without Redis: another scenario)."""
+        import redis  # noqa: PLC0415
+
+        assert self.process is not None
+        suffix = f"-{self.process.pid}"
+        client = redis.Redis.from_url(self.service.env["AUDITSVC_STREAM_URL"])
+
+        def reading() -> bool:
+            assert self.process is not None and self.process.poll() is None, "the drainer exited"
+            try:
+                consumers: Any = client.xinfo_consumers("faults:{s0}:events", "drainers")
+            except redis.ResponseError:  # no group yet
+                return False
+            return any(c["name"].decode().endswith(suffix) for c in consumers)
+
+        wait_until(reading, 30)
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -377,7 +396,12 @@ def stream_lag(service: Service) -> int:
 def pending_in_drainers(redis_port: int) -> int:
     import redis  # noqa: PLC0415
 
-    summary: Any = redis.Redis(port=redis_port).xpending("faults:{s0}:events", "drainers")
+    try:
+        summary: Any = redis.Redis(port=redis_port).xpending("faults:{s0}:events", "drainers")
+    except redis.ResponseError as exc:  # NOGROUP: the drainer has not made its group yet
+        if "NOGROUP" not in str(exc):
+            raise
+        return 0
     return int(summary["pending"])
 
 
@@ -393,6 +417,7 @@ def loaded_stream(service: Service, key: str) -> tuple[DrainerProcess, Load]:
     """A drainer running, and 8 clients posting single events for 2 s already."""
     drainer = DrainerProcess(service)
     drainer.start()
+    drainer.wait_until_reading()
     load = Load(service, key, batches=False)
     load.start(8)
     time.sleep(2)

@@ -1,0 +1,54 @@
+"""Health of the processes besides the web workers, for container health checks and cron
+monitors (manage.py healthcheck): each check says what is wrong, or nothing.
+
+A loop process is healthy when its work is done on time, not merely when it runs: the sealer
+when no event waits for a seal too long, the drainer when no accepted entry waits too long,
+the daily jobs when next month's partition exists.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.db import DatabaseError
+
+from events.ingest import stream
+from events.integrity.sealing import oldest_unsealed_age_seconds
+from events.lifecycle.partitions import Month, partitions
+
+
+def database_problem() -> str | None:
+    try:
+        oldest_unsealed_age_seconds()
+    except DatabaseError as exc:
+        return f"the database is unreachable: {exc}".strip()
+    return None
+
+
+def seal_problem(max_lag_seconds: float) -> str | None:
+    age = oldest_unsealed_age_seconds()
+    if age is not None and age > max_lag_seconds:
+        return (
+            f"the oldest unsealed event waits for {age:.0f} s (more than {max_lag_seconds:.0f} s): "
+            "is the sealer running?"
+        )
+    return None
+
+
+def stream_problem(max_lag_seconds: float) -> str | None:
+    if not stream.is_enabled():
+        return None
+    lag = stream.total_lag(stream.shard_states())
+    if lag.entries and lag.oldest_seconds > max_lag_seconds:
+        return (
+            f"{lag.entries} stream entries wait, the oldest for {lag.oldest_seconds:.0f} s "
+            f"(more than {max_lag_seconds:.0f} s): is the drainer running?"
+        )
+    return None
+
+
+def partition_problem(now: datetime | None = None) -> str | None:
+    next_month = Month.of(now or datetime.now(UTC)).plus(1)
+    if not any(partition.covers(next_month) for partition in partitions()):
+        return f"no partition for {next_month} yet: run manage.py partitions (daily, from cron)"
+    return None
