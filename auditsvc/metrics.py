@@ -60,6 +60,12 @@ READS_UNRECORDED = Counter(
     "Reads of the log that could not be recorded as auditsvc.read events (buffer full, or refused).",
 )
 
+SCHEMA_VIOLATIONS = Counter(
+    "auditsvc_schema_violations_total",
+    "Events stored although their payload failed their type's schema (validation=warn), by type.",
+    ["type"],
+)
+
 
 def count_ingested(source: str, mode: str, events: int) -> None:
     if events:

@@ -270,6 +270,8 @@ AXES_CLIENT_IP_CALLABLE = "auditsvc.client_ip.client_ip"
 AXES_VERBOSE = False
 # API keys are cached per process this long: a revocation reaches every worker within it.
 AUDITSVC_API_KEY_CACHE_SECONDS = env_int("AUDITSVC_API_KEY_CACHE_SECONDS", 5, minimum=0)
+# Event-type schemas and validation modes are cached per process this long (events.schemas).
+AUDITSVC_SCHEMA_CACHE_SECONDS = env_int("AUDITSVC_SCHEMA_CACHE_SECONDS", 5, minimum=0)
 # Event-type counters are added up in memory and written at most this often (0: every commit).
 AUDITSVC_TYPE_COUNT_FLUSH_SECONDS = env_int("AUDITSVC_TYPE_COUNT_FLUSH_SECONDS", 1, minimum=0)
 # Tamper evidence (docs/integrity.md). Ed25519 private key: PEM or base64 of the 32-byte seed.

@@ -162,7 +162,7 @@ def service_rows(rows: int, *, seed: int = 7) -> list[tuple[Any, ...]]:
                             actor=raw["actor"], occurred_at=now, received_at=now, description=raw["description"],
                             payload=raw["payload"])  # fmt: skip
         built.append((event_id, 1 + n % 50, 1, 1 + n % 1000, raw["actor"], now, now, raw["description"],
-                      orjson.dumps(raw["payload"]).decode(), f"ref-{n}", digest))  # fmt: skip
+                      orjson.dumps(raw["payload"]).decode(), f"ref-{n}", digest, None, None))  # fmt: skip
     return built
 
 
@@ -229,6 +229,17 @@ def main() -> None:
         single = wrk(endpoint, single_bodies, seconds=args.seconds, connections=16, key=key, workdir=workdir)
         batch100 = wrk(endpoint, event_bodies(40, 100), seconds=args.seconds, connections=4, key=key, workdir=workdir)
         batch1000 = wrk(endpoint, event_bodies(8, 1000), seconds=args.seconds, connections=4, key=key, workdir=workdir)
+    # The same batches with every type's payload checked against a realistic schema (enforce).
+    from events import schemas  # noqa: PLC0415
+    from events.demo import payload_schema  # noqa: PLC0415
+
+    for event_type in EventType.objects.filter(name__in=TYPES):
+        schemas.register_schema(event_type=event_type, schema=payload_schema(), actor="bench", validation="enforce")
+    connection.close()
+    with gunicorn(PORT, workers=WORKERS, threads=THREADS):
+        enforced = wrk(endpoint, event_bodies(8, 1000), seconds=args.seconds, connections=4, key=key, workdir=workdir)
+    EventType.objects.filter(name__in=TYPES).update(validation="off")
+    connection.close()
 
     stream_source = Source.objects.create(slug="bench-stream", name="Benchmark, stream mode")
     stream_key = create_api_key(source=stream_source, scopes=["ingest"]).plaintext
@@ -241,7 +252,7 @@ def main() -> None:
     runs = {name: " and ".join(f"{run['requests'] / run['seconds']:,.0f}" for run in references[name])
             for name in references}  # fmt: skip
 
-    acked = single["keys"] + batch100["keys"] + batch1000["keys"]
+    acked = single["keys"] + batch100["keys"] + batch1000["keys"] + enforced["keys"]
     with psycopg.connect(url) as db:
         stored: dict[str, int] = dict(db.execute(
             "SELECT idempotency_key, count(*) FROM events_event WHERE source_id = %s GROUP BY 1", [source.pk]
@@ -255,10 +266,11 @@ def main() -> None:
     single_rate = single["acked"] / single["seconds"]
     rate100 = batch100["events"] / batch100["seconds"]
     rate1000 = batch1000["events"] / batch1000["seconds"]
-    phases = [*references["trivial"], *references["bare"], single, batch100, batch1000, streamed["accepted"],
+    rate_enforced = enforced["events"] / enforced["seconds"]
+    phases = [*references["trivial"], *references["bare"], single, batch100, batch1000, enforced, streamed["accepted"],
               streamed["steady"]]  # fmt: skip
     rerun = sum(phase["attempts"] - 1 for phase in phases)
-    failures = sum(r["failed"] + r["errors"] for r in (single, batch100, batch1000))
+    failures = sum(r["failed"] + r["errors"] for r in (single, batch100, batch1000, enforced))
     rows = [
         ("raw COPY into events_event's twin (reference a)", f"{copy_rate:,.0f} events/s", "1.00 (batch ceiling)", ""),
         (f"trivial Django view, c16 (reference b; better of {runs['trivial']})", f"{trivial_rate:,.0f} req/s",
@@ -272,6 +284,10 @@ def main() -> None:
          f"p50 {batch100['p50_ms']:.0f} / p99 {batch100['p99_ms']:.0f}"),
         ("batch POST of 1,000, c4", f"{rate1000:,.0f} events/s", f"{rate1000 / copy_rate:.2f} of (a); target ≥ 0.50",
          f"p50 {batch1000['p50_ms']:.0f} / p99 {batch1000['p99_ms']:.0f}"),
+        ("batch POST of 1,000, c4, every payload checked against its type's schema (validation=enforce)",
+         f"{rate_enforced:,.0f} events/s",
+         f"{rate_enforced / rate1000:.2f} of the same without schemas; target ≥ 0.85",
+         f"p50 {enforced['p50_ms']:.0f} / p99 {enforced['p99_ms']:.0f}"),
         ("stream mode: single-event POST accepted (202), c16, no drainer", f"{accept_rate:,.0f} req/s",
          f"{accept_rate / trivial_rate:.2f} of (b), {accept_rate / bare_rate:.2f} of (c); target ≥ 0.80 of (b)",
          f"p50 {streamed['accepted']['p50_ms']:.1f} / p99 {streamed['accepted']['p99_ms']:.1f}; target p99 ≤ 15"),
@@ -285,7 +301,7 @@ def main() -> None:
          f"max {streamed['lag_max']:.2f} s; caught up {streamed['catch_up_seconds']:.1f} s after the load"),
     ]  # fmt: skip
     check = (f"Acknowledged {len(acked):,} events ({single['acked']:,} single, {batch100['acked']:,} + "
-             f"{batch1000['acked']:,} batches); missing from the database: **{len(missing)}**; stored twice: "
+             f"{batch1000['acked']:,} + {enforced['acked']:,} batches); missing from the database: **{len(missing)}**; stored twice: "
              f"**{len(duplicated)}**; non-2xx or socket errors: {failures}. Stream mode: acknowledged "
              f"{streamed['acknowledged']:,}, missing after the drain **{streamed['missing']}**, stored twice "
              f"**{streamed['duplicated']}**. Load phases made again because one gunicorn worker held over three "

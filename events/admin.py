@@ -10,12 +10,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[import-untyped]
 
@@ -25,7 +26,7 @@ from events.ingest import stream
 from events.integrity.hashing import format_time
 from events.json_html import json_html
 from events.keys import create_api_key, revoke_api_key
-from events.models import SCOPES, SERVICE_SOURCE, ApiKey, Event, EventType, Seal, Source
+from events.models import SCOPES, SERVICE_SOURCE, ApiKey, Event, EventSchema, EventType, Seal, Source
 from events.queries import occurred_id_floor, seal_position, search_events
 
 admin.site.site_header = "auditsvc"
@@ -115,6 +116,7 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
         "source",
         ("occurred_at", OccurredRangeFilter),
         CustomerPresenceFilter,
+        ("schema_valid", admin.BooleanFieldListFilter),
         OwnEventsFilter,
     ]
     # The search box; get_search_results sends each term to an index (events.queries.search_events).
@@ -130,10 +132,10 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
         (None, {"fields": ["id", "type_link", "source", "customer_link", "actor", "description"]}),
         ("Time", {"fields": ["occurred", "received"]}),
         ("Payload", {"fields": ["payload_view"]}),
-        ("Integrity", {"fields": ["hash", "seal_status", "idempotency_key"]}),
+        ("Integrity", {"fields": ["hash", "seal_status", "idempotency_key", "schema_check"]}),
     ]
     readonly_fields = ["id", "type_link", "source", "customer_link", "actor", "description", "occurred", "received",
-                       "payload_view", "hash", "seal_status", "idempotency_key"]  # fmt: skip
+                       "payload_view", "hash", "seal_status", "idempotency_key", "schema_check"]  # fmt: skip
 
     class Media:
         css = {"all": ["events/admin.css"]}
@@ -216,6 +218,14 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
     def payload_view(self, event: Event) -> str:
         return format_html('<div class="json-view">{}</div>', json_html(event.payload))
 
+    @admin.display(description="schema")
+    def schema_check(self, event: Event) -> str:
+        if event.schema_version is None:
+            return "not checked (no schema, or validation off, when it was stored)"
+        if event.schema_valid:
+            return f"valid against v{event.schema_version}"
+        return format_html('<span class="health-bad">violates v{}</span> (stored in warn mode)', event.schema_version)
+
     @admin.display(description="seal")
     def seal_status(self, event: Event) -> str:
         position = seal_position(event.id)
@@ -243,14 +253,62 @@ def _stream_overview() -> dict[str, Any]:
     }
 
 
+class SchemaPresenceFilter(admin.SimpleListFilter):
+    title = "schema"
+    parameter_name = "has_schema"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "With a schema"), ("no", "Seen without a schema")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(schemas__isnull=self.value() == "no").distinct()
+        return queryset
+
+
+class EventSchemaInline(admin.TabularInline):  # type: ignore[type-arg]
+    """A type's schema versions, read-only: versions are registered through the API (PUT .../schema)."""
+
+    model = EventSchema
+    fields = ["version", "registered_at", "registered_by", "forced", "schema_view"]
+    readonly_fields = ["version", "registered_at", "registered_by", "forced", "schema_view"]
+    extra = 0
+    can_delete = False
+    ordering = ["-version"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="schema")
+    def schema_view(self, schema: EventSchema) -> str:
+        return json_html(schema.schema)
+
+
 @admin.register(EventType)
 class EventTypeAdmin(AuditedChanges):
-    """Types register themselves on first sight; staff describe them. Strict deployments add them here."""
+    """Types register themselves on first sight; staff describe them and choose how their payloads
+    are checked. Strict deployments add them here."""
 
-    list_display = ["name", "description", "event_count", "first_seen_at", "last_seen_at", "events_link"]
+    list_display = ["name", "description", "event_count", "schema_column", "validation", "schema_violations",
+                    "last_seen_at", "events_link"]  # fmt: skip
+    list_filter = ["validation", SchemaPresenceFilter]
     search_fields = ["name"]
     ordering = ["name"]
-    readonly_fields = ["event_count", "first_seen_at", "last_seen_at", "events_link"]
+    fields = ["name", "description", "validation", "documented_fields", "event_count", "schema_violations",
+              "first_seen_at", "last_seen_at", "events_link"]  # fmt: skip
+    readonly_fields = ["documented_fields", "event_count", "schema_violations", "first_seen_at", "last_seen_at",
+                       "events_link"]  # fmt: skip
+    inlines = [EventSchemaInline]
+
+    class Media:
+        css = {"all": ["events/admin.css"]}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EventType]:
+        types: QuerySet[EventType] = super().get_queryset(request)
+        return types.annotate(latest_schema=Max("schemas__version"))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [*self.readonly_fields, "name"] if obj else self.readonly_fields
@@ -258,10 +316,59 @@ class EventTypeAdmin(AuditedChanges):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(description="schema", ordering="latest_schema")
+    def schema_column(self, event_type: EventType) -> str:
+        latest = getattr(event_type, "latest_schema", None)
+        return f"v{latest}" if latest else "none"
+
+    @admin.display(description="documented fields")
+    def documented_fields(self, event_type: EventType) -> str:
+        """The payload's fields as the latest schema describes them."""
+        latest = event_type.schemas.order_by("-version").first()
+        if latest is None:
+            return "No schema: register one with PUT /api/v1/event-types/<name>/schema."
+        rows = [
+            format_html(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                path, kind, "required" if required else "", note,
+            )
+            for path, kind, required, note in documented(latest.schema)
+        ]  # fmt: skip
+        header = "<tr><th>field</th><th>type</th><th></th><th>description</th></tr>"
+        return format_html(
+            '<p>From schema v{}.</p><table class="documented-fields">{}{}</table>',
+            latest.version, mark_safe(header), mark_safe("".join(rows)),  # noqa: S308 - each row is format_html
+        )  # fmt: skip
+
     @admin.display(description="events")
     def events_link(self, event_type: EventType) -> str:
         url = reverse("admin:events_event_changelist") + f"?type__id__exact={event_type.pk}"
         return format_html('<a href="{}">View {} events</a>', url, event_type.event_count)
+
+
+def documented(schema: Any, path: str = "payload", required: bool = False) -> list[tuple[str, str, bool, str]]:
+    """(path, type, required, description and marks) of every property a schema describes."""
+    if not isinstance(schema, dict):
+        return []
+    rows = []
+    declared = schema.get("type", "any")
+    kind = " or ".join(declared) if isinstance(declared, list) else str(declared)
+    if "enum" in schema:
+        kind += " (" + ", ".join(str(v) for v in schema["enum"]) + ")"
+    note = " ".join(part for part in (schema.get("description", ""), _mark(schema)) if part)
+    if path != "payload":
+        rows.append((path, kind, required, note))
+    needed = set(schema.get("required", []))
+    for name, subschema in schema.get("properties", {}).items():
+        rows += documented(subschema, f"{path}.{name}", name in needed)
+    if isinstance(schema.get("items"), dict):
+        rows += documented(schema["items"], f"{path}[]")
+    return rows
+
+
+def _mark(schema: dict[str, Any]) -> str:
+    mark = schema.get("x-auditsvc")
+    return f"[{mark}]" if mark else ""
 
 
 @admin.register(Source)

@@ -95,3 +95,36 @@ class Corpus:
     def events(self, count: int, **kwargs: Any) -> Iterator[dict[str, Any]]:
         for _ in range(count):
             yield self.event(**kwargs)
+
+
+def payload_schema() -> dict[str, Any]:
+    """A realistic schema of the demo payloads (bench.ingest measures enforce mode with it)."""
+    return {
+        "type": "object",
+        "required": ["plan", "amount", "invoice"],
+        "properties": {
+            "plan": {"type": "string", "enum": list(PLANS)},
+            "amount": {"type": "number", "minimum": 0, "description": "in the invoice's currency"},
+            "invoice": {
+                "type": "object",
+                "required": ["id", "currency", "lines"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^in_[0-9]{9}$"},
+                    "currency": {"type": "string", "enum": list(CURRENCIES)},
+                    "lines": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["sku", "qty"],
+                            "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}},
+                        },
+                    },
+                },
+            },
+            "request": {
+                "type": "object",
+                "properties": {"ip": {"type": "string", "x-auditsvc": "personal"}, "user_agent": {"type": "string"}},
+            },
+        },
+    }

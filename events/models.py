@@ -12,7 +12,8 @@ SCOPE_INGEST = "ingest"
 SCOPE_READ = "read"
 # Reads limited to the key's own source's events (a service reading back its own log).
 SCOPE_READ_OWN = "read:own"
-SCOPES = (SCOPE_INGEST, SCOPE_READ, SCOPE_READ_OWN)
+SCOPE_SCHEMA = "schema"  # register event-type schemas (PUT /api/v1/event-types/{name}/schema)
+SCOPES = (SCOPE_INGEST, SCOPE_READ, SCOPE_READ_OWN, SCOPE_SCHEMA)
 
 
 SERVICE_SOURCE = "auditsvc"  # the log's own events: reads of it, admin changes, retention runs
@@ -70,9 +71,35 @@ class EventType(models.Model):
     # ingest waits on a hot counter row); `manage.py rebuild_event_type_counts` recounts.
     event_count = models.BigIntegerField(default=0, db_default=0)
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    # What ingest does with a payload against the type's latest schema (events.schemas): nothing,
+    # store it and count a violation, or refuse it (400 schema_violation).
+    validation = models.CharField(
+        max_length=8, choices=[(m, m) for m in ("off", "warn", "enforce")], default="off", db_default="off"
+    )
+    schema_violations = models.BigIntegerField(default=0, db_default=0)  # stored in warn mode
 
     def __str__(self) -> str:
         return self.name
+
+
+class EventSchema(models.Model):
+    """One version of an event type's payload schema (JSON Schema draft 2020-12). Versions are
+    never changed: a new one is registered, backward compatible with every earlier one unless
+    forced (events.schemas)."""
+
+    type = models.ForeignKey(EventType, on_delete=models.PROTECT, related_name="schemas")
+    version = models.PositiveIntegerField()
+    schema = models.JSONField()
+    registered_at = models.DateTimeField(db_default=Now())
+    registered_by = models.CharField(max_length=200)
+    forced = models.BooleanField(default=False)  # registered despite incompatibilities
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["type", "version"], name="event_schema_version_unique")]
+        ordering = ["type", "version"]
+
+    def __str__(self) -> str:
+        return f"{self.type} v{self.version}"
 
 
 class Event(models.Model):
@@ -93,6 +120,11 @@ class Event(models.Model):
     payload = models.JSONField(default=dict)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     hash = models.CharField(max_length=64)
+    # The schema version the payload was checked against, and whether it passed (warn mode
+    # stores a failure); null when the type had no schema or validation was off. Not hashed:
+    # a finding about the event, not part of it (the append-only triggers keep it as stored).
+    schema_version = models.PositiveIntegerField(null=True, blank=True)
+    schema_valid = models.BooleanField(null=True, blank=True)
 
     class Meta:
         constraints = [

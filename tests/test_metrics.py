@@ -135,3 +135,27 @@ def test_the_dashboard_and_the_alert_rules_use_only_metrics_that_exist(api, stre
 
     assert len(expressions) >= 12 and len(used) >= 6
     assert used <= served, used - served
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_that_meet_an_unavailable_database_are_counted(tmp_path):
+    from bench.server import free_port  # noqa: PLC0415
+
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/none"  # nothing listens there
+    with gunicorn(DATABASE_URL=nowhere, DB_CONNECT_TIMEOUT="1", PROMETHEUS_MULTIPROC_DIR=str(tmp_path)) as url:
+        parts = urlsplit(url)
+        statuses = []
+        for _ in range(3):
+            client = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=20)
+            headers = {"Authorization": "Bearer audit_abcdefghij_x", "Content-Type": "application/json"}
+            client.request("POST", "/api/v1/events", body='{"type": "a.b"}', headers=headers)
+            response = client.getresponse()
+            statuses.append((response.status, json.loads(response.read())["errors"][0]["code"]))
+            client.close()
+        client = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=20)
+        client.request("GET", "/metrics")
+        scraped = scrape(client.getresponse().read().decode())
+
+    assert statuses == [(503, "database_unavailable")] * 3
+    assert scraped[("auditsvc_database_errors_total", ())] == 3
+    assert scraped[("auditsvc_http_errors_total", (("code", "database_unavailable"), ("status", "503")))] == 3

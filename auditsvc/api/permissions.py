@@ -10,6 +10,8 @@ from rest_framework.request import Request
 READ_SCOPE = "read"
 READ_OWN_SCOPE = "read:own"
 READ_PERMISSION = "events.view_event"
+SCHEMA_SCOPE = "schema"
+SCHEMA_PERMISSION = "events.change_eventtype"
 
 
 class DenyAll(BasePermission):
@@ -36,11 +38,7 @@ class HasScope(BasePermission):
         if request.auth is None:
             # A signed-in person (admin session): reads with the view permission
             # (the Auditors group), never ingest: events come from services.
-            user = request.user
-            self.message = "Sessions may only read, with the view permission on events."
-            return bool(
-                user is not None and user.is_authenticated and scope == READ_SCOPE and user.has_perm(READ_PERMISSION)
-            )
+            return self._session_may(request.user, scope)
         self.message = f"This API key lacks the '{scope}' scope."
         scopes_held: list[str] = getattr(request.auth, "scopes", [])
         if scope in scopes_held:
@@ -49,3 +47,16 @@ class HasScope(BasePermission):
             self.message = "A 'read:own' key reads its own source's events; this endpoint needs 'read'."
             return getattr(view, "action", None) in getattr(view, "read_own_actions", ())
         return False
+
+    def _session_may(self, user: Any, scope: str) -> bool:
+        """A signed-in person (admin session) reads with the view permission (the Auditors
+        group) and registers schemas with the change permission on event types; never ingests:
+        events come from services."""
+        if user is None or not user.is_authenticated:
+            self.message = "Sessions may only read, with the view permission on events."
+            return False
+        if scope == SCHEMA_SCOPE:
+            self.message = "Registering schemas needs the change permission on event types."
+            return bool(user.has_perm(SCHEMA_PERMISSION))
+        self.message = "Sessions may only read, with the view permission on events."
+        return bool(scope == READ_SCOPE and user.has_perm(READ_PERMISSION))

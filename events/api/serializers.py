@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from events.ingest.stream import Accepted
 from events.integrity.hashing import format_time
-from events.models import EventType, Source
+from events.models import EventSchema, EventType, Source
 from events.queries import StoredEvent
 
 
@@ -80,9 +80,23 @@ class AcceptedEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class EventTypeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    schema_version = serializers.SerializerMethodField(help_text="The latest schema version; null: none.")
+
     class Meta:
         model = EventType
-        fields = ["name", "description", "first_seen_at", "last_seen_at", "event_count"]
+        fields = ["name", "description", "first_seen_at", "last_seen_at", "event_count", "validation",
+                  "schema_version", "schema_violations"]  # fmt: skip
+
+    def get_schema_version(self, event_type: EventType) -> int | None:
+        return getattr(event_type, "latest_schema", None)  # annotated by the view
+
+
+class EventSchemaSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    type = serializers.CharField(source="type.name")
+
+    class Meta:
+        model = EventSchema
+        fields = ["type", "version", "schema", "registered_at", "registered_by", "forced"]
 
 
 class SourceSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -29,9 +30,9 @@ from auditsvc.api.pagination import MAX_PAGE, MAX_PAGE_SIZE, PAGINATION_PARAMS, 
 from auditsvc.api.permissions import HasScope
 from auditsvc.api.request_body import read_json_body
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
-from events import export
+from events import export, schemas
 from events.api import openapi, stats
-from events.api.audited import AuditedReads, record_api_read
+from events.api.audited import AuditedReads, api_actor, record_api_read
 from events.api.filters import DurationParamsFilterSet, EventFilterSet
 from events.api.serializers import (
     AcceptedEventSerializer,
@@ -40,6 +41,7 @@ from events.api.serializers import (
     ErrorSerializer,
     EventBatchOutputSerializer,
     EventOutputSerializer,
+    EventSchemaSerializer,
     EventTypeSerializer,
     PublicKeySerializer,
     SourceSerializer,
@@ -48,10 +50,10 @@ from events.api.serializers import (
 )
 from events.ingest import stream
 from events.ingest.group_commit import store_single_event
-from events.ingest.validation import parse_ingest_body, refuse_service_types
+from events.ingest.validation import ItemPaths, parse_ingest_body, refuse_service_types
 from events.ingest.write import ingest_events
 from events.integrity import proofs, signing
-from events.models import SCOPE_INGEST, SCOPE_READ, ApiKey, Event, EventType, Seal, Source
+from events.models import SCOPE_INGEST, SCOPE_READ, SCOPE_SCHEMA, ApiKey, Event, EventType, Seal, Source
 from events.queries import StoredEvent, event_by_id, event_type_ids, events_queryset, stored_event_from_row
 
 _E = '"events_event"'
@@ -230,6 +232,9 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
         api_key = request.auth
         assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
         if not parsed.is_batch and stream.is_enabled():
+            # Refused now, not dead-lettered later: the drainer stores it through the write path,
+            # which checks it again against the version current then.
+            schemas.check_items(parsed.events, ItemPaths(is_batch=False))
             accepted = stream.accept_event(source=api_key.source, item=parsed.events[0])
             metrics.count_ingested(api_key.source.slug, "stream", int(accepted.created))
             return Response(
@@ -319,15 +324,54 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
     retrieve=extend_schema(responses={200: EventTypeSerializer, 404: NOT_FOUND, **ERRORS}),
 )
 class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
-    """Event types with their description, first/last seen and event count."""
+    """Event types with their description, first/last seen, event count, and payload schemas."""
 
     permission_classes = [HasScope]
     required_scope = SCOPE_READ
-    queryset = EventType.objects.order_by("name")
+    required_scopes = {"register_schema": SCOPE_SCHEMA}
+    queryset = EventType.objects.annotate(latest_schema=Max("schemas__version")).order_by("name")
     serializer_class = EventTypeSerializer
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
     pagination_class = None  # bounded: one row per type, a few hundred at most
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        parameters=[OpenApiParameter("force", bool, description="staff only: register despite incompatibilities")],
+        responses={200: EventSchemaSerializer, 201: EventSchemaSerializer, 409: ErrorSerializer, **ERRORS},
+        description='Register a new version of the type\'s payload schema: `{"schema": <JSON Schema 2020-12>, '
+        '"validation": "off"|"warn"|"enforce"}` (validation optional). It must be backward compatible with every '
+        "earlier version and accept the type's latest stored events, else 409 `incompatible_schema` with the "
+        "reasons. The same schema again answers 200 with its version. Needs the `schema` scope, or a staff "
+        "session with the change permission on event types; `?force=true` is for staff.",
+    )
+    @action(detail=True, methods=["put"], filter_backends=[], url_path="schema")
+    def register_schema(self, request: Request, name: str) -> Response:
+        body = orjson.loads(read_json_body(request, max_bytes=settings.AUDITSVC_MAX_BODY_BYTES) or b"null")
+        if not isinstance(body, dict) or "schema" not in body:
+            raise InvalidInput([FieldError("schema", "required", 'Send {"schema": {...}}.')])
+        unknown = sorted(set(body) - {"schema", "validation"})
+        if unknown:
+            raise InvalidInput([FieldError(field, "unknown_field", "Not a field of this body.") for field in unknown])
+        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+        if force and request.auth is not None:
+            raise ProblemError([FieldError("force", "permission_denied", "Only staff may force a schema.")], status=403)
+        if "\x00" in name or len(name) > 200:
+            raise InvalidInput([FieldError("name", "invalid", "Not an event type name.")])
+        event_type, _ = EventType.objects.get_or_create(name=name)
+        registered, created = schemas.register_schema(
+            event_type=event_type, schema=body["schema"], actor=api_actor(request), force=force,
+            validation=body.get("validation"),
+        )  # fmt: skip
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(EventSchemaSerializer(registered).data, status=code)
+
+    @extend_schema(responses={200: EventSchemaSerializer(many=True), 404: NOT_FOUND, **ERRORS})
+    @action(detail=True, methods=["get"], filter_backends=[], url_path="schemas")
+    def schema_versions(self, request: Request, name: str) -> Response:
+        """Every version of the type's payload schema, oldest first."""
+        event_type = self.get_object()
+        return Response(EventSchemaSerializer(event_type.schemas.order_by("version"), many=True).data)
 
 
 @extend_schema_view(

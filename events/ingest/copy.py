@@ -10,7 +10,8 @@ from django.db import connection
 # Up to this many rows, one INSERT statement (one round trip) beats two COPYs (four).
 _INSERT_MAX_ROWS = 20
 EVENT_COLUMNS = (
-    "id, type_id, source_id, customer_id, actor, occurred_at, received_at, description, payload, idempotency_key, hash"
+    "id, type_id, source_id, customer_id, actor, occurred_at, received_at, description, payload, idempotency_key, "
+    "hash, schema_version, schema_valid"
 )
 
 
@@ -20,7 +21,7 @@ def write_events(rows: list[tuple[Any, ...]]) -> None:
     INSERT ... RETURNING feeding the queue for a few rows, where round trips dominate."""
     with connection.cursor() as cursor:
         if len(rows) <= _INSERT_MAX_ROWS:
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)"] * len(rows))
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)"] * len(rows))
             cursor.execute(
                 # S608: only placeholders and the column constant are spliced in.
                 f"WITH stored AS (INSERT INTO events_event ({EVENT_COLUMNS}) VALUES {values} "  # noqa: S608
@@ -44,7 +45,7 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 def _copy_text(value: str | int | None) -> str:
     if value is None:
         return "\\N"
-    if isinstance(value, int):  # customer_id
+    if isinstance(value, int):  # customer_id, schema_version; schema_valid (True → "True", as PostgreSQL reads it)
         return str(value)
     if "\\" in value or not value.isprintable():  # isprintable() is False for tab, newline, CR
         return value.translate(_COPY_ESCAPES)
@@ -58,13 +59,14 @@ def copy_texts(rows: list[tuple[Any, ...]]) -> tuple[str, str]:
     pending: list[str] = []
     last_received: datetime | None = None
     received_text = ""
-    for event_id, type_id, source_id, customer_id, actor, occurred, received, description, payload, key, digest in rows:
+    for (event_id, type_id, source_id, customer_id, actor, occurred, received, description, payload, key, digest,
+         schema_version, schema_valid) in rows:  # fmt: skip
         if received is not last_received:  # usually one receipt time for the whole batch
             last_received, received_text = received, received.isoformat()
         events.append(
             f"{event_id}\t{type_id}\t{source_id}\t{_copy_text(customer_id)}\t{_copy_text(actor)}\t"
             f"{occurred.isoformat()}\t{received_text}\t{_copy_text(description)}\t{_copy_json(payload)}\t"
-            f"{_copy_text(key)}\t{digest}\n"
+            f"{_copy_text(key)}\t{digest}\t{_copy_text(schema_version)}\t{_copy_text(schema_valid)}\n"
         )
         pending.append(f"{event_id}\t{received_text}\n")
     return "".join(events), "".join(pending)

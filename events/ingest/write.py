@@ -7,6 +7,7 @@ COPY the events. Either every new event of the batch is stored, or none is.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -18,6 +19,7 @@ from django.utils import timezone
 from psycopg import errors
 
 from auditsvc.errors import Conflict, FieldError, InvalidInput, ProblemError
+from events import schemas
 from events.ids import uuid7
 from events.ingest import type_counts
 from events.ingest.copy import write_events
@@ -128,6 +130,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     retired = partitions.ensure_partitions(partitions.months_of(event_ids)).retired
     if retired:
         _refuse_retired(event_ids, retired, paths)
+    checks = schemas.check_items(items, paths)  # enforce mode: 400 schema_violation, nothing stored
     results: dict[int, StoredEvent] = {}
     with transaction.atomic():
         fresh, repeats = claim_idempotency_keys(
@@ -166,6 +169,8 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
                     orjson.dumps(stored.payload).decode(),
                     stored.idempotency_key,
                     stored.hash,
+                    checks[index].version,
+                    checks[index].valid,
                 )
             )
         if rows:
@@ -173,6 +178,9 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
         seen = type_counts.tally(source.pk, [type_ids[items[i].type] for i in fresh], received_at)
         transaction.on_commit(lambda: _remember(type_ids, customer_ids))
         transaction.on_commit(lambda: type_counts.add(seen), robust=True)
+        flagged = Counter(items[i].type for i in fresh if checks[i].valid is False)
+        if flagged:
+            transaction.on_commit(lambda: schemas.count_violations(flagged), robust=True)
     for index, first in repeats.items():
         results[index] = replace(results[first], created=False)
     return IngestResult(events=[results[index] for index in range(len(items))])

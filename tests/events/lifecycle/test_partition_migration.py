@@ -76,7 +76,9 @@ def test_a_filled_table_becomes_partitions_and_keeps_every_row(scratch_database)
     this_month = Month.of(datetime.now(UTC))
     with psycopg.connect(url, autocommit=True) as db:
         assert db.execute("SELECT relkind FROM pg_class WHERE relname = 'events_event'").fetchone() == ("p",)
-        assert db.execute("SELECT * FROM events_event ORDER BY id").fetchall() == before
+        # The columns of 0011, as they were (later migrations add columns, null for these rows).
+        kept = db.execute("SELECT * FROM events_event ORDER BY id").fetchall()
+        assert [row[: len(before[0])] for row in kept] == before
         placed: dict[uuid.UUID, str] = dict(
             db.execute("SELECT id, tableoid::regclass::text FROM events_event").fetchall()
         )

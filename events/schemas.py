@@ -1,0 +1,297 @@
+"""Event-type schemas: versioned JSON Schemas (draft 2020-12) that a type's payloads are checked
+against on ingest, by the type's `validation` (off, warn, enforce).
+
+A new version must be backward compatible with every earlier one: an event that was valid
+stays valid. That is checked twice: structurally (no new required field, no narrowed type,
+enum or bound, no new constraint on a property that was there before; the rules in
+incompatibilities()) and against the type's latest stored events, which must all still pass.
+Staff may force an incompatible version; every registration is itself an audited event.
+
+Validators are compiled once per version (jsonschema-rs, offline: a `$ref` is never fetched)
+and cached per process for AUDITSVC_SCHEMA_CACHE_SECONDS, like the API keys.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema_rs
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
+
+from auditsvc.errors import FieldError, InvalidInput, ProblemError
+from auditsvc.metrics import SCHEMA_VIOLATIONS
+from events.ingest.validation import EventIn, ItemPaths
+from events.models import Event, EventSchema, EventType
+
+MODES = ("off", "warn", "enforce")
+RECENT_EVENTS_CHECKED = 500  # stored events a new version must still accept
+_MAX_ERRORS_PER_EVENT = 20
+
+
+@dataclass(frozen=True)
+class Checker:
+    mode: str  # warn or enforce
+    version: int
+    validator: Any  # jsonschema_rs.Draft202012Validator
+
+
+@dataclass(frozen=True)
+class Check:
+    """What ingest learnt of one payload: the version it was checked against, and whether it passed."""
+
+    version: int | None = None
+    valid: bool | None = None
+
+
+UNCHECKED = Check()
+
+
+def compile_schema(schema: Any) -> Any:
+    """A validator for schema, or InvalidInput naming what is wrong with it."""
+    if not isinstance(schema, dict):
+        raise InvalidInput([FieldError("schema", "invalid_schema", "A schema is a JSON object.")])
+    try:
+        jsonschema_rs.meta.validate(schema)
+        return jsonschema_rs.Draft202012Validator(schema, offline=True)
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        message = str(exc).splitlines()[0]
+        raise InvalidInput([FieldError("schema", "invalid_schema", f"Not a valid JSON Schema: {message}")]) from None
+
+
+def payload_path(path: Sequence[str | int]) -> str:
+    """["items", 2, "sku"] → "payload.items[2].sku" (the field name an error carries)."""
+    text = "payload"
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def violations(validator: Any, payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """[(path into the payload, message)], at most _MAX_ERRORS_PER_EVENT."""
+    found = []
+    for error in validator.iter_errors(payload):
+        found.append((payload_path(error.instance_path), error.message))
+        if len(found) == _MAX_ERRORS_PER_EVENT:
+            break
+    return found
+
+
+# --- Compatibility ------------------------------------------------------------------------
+
+_NUMBER_TYPES = {"integer", "number"}
+_LOWER_BOUNDS = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
+_UPPER_BOUNDS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
+_HANDLED = {"type", "required", "enum", "properties", "items", "additionalProperties", "description", "title",
+            "examples", "default", "$schema", "$id", "$comment", "deprecated", "x-auditsvc",
+            *_LOWER_BOUNDS, *_UPPER_BOUNDS}  # fmt: skip
+
+
+def _types(schema: dict[str, Any]) -> set[str] | None:
+    declared = schema.get("type")
+    if declared is None:
+        return None  # any type
+    return {declared} if isinstance(declared, str) else set(declared)
+
+
+def incompatibilities(old: Any, new: Any, path: str = "payload") -> list[str]:
+    """Why an instance valid under old may be invalid under new (empty: compatible)."""
+    if new is True or new == {} or old is False:
+        return []
+    if old is True:
+        old = {}
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [f"{path}: a boolean schema that refuses what was allowed"]
+    problems = _type_problems(old, new, path) + _value_problems(old, new, path) + _object_problems(old, new, path)
+    if "items" in new:
+        problems += incompatibilities(old.get("items", True), new["items"], f"{path}[]")
+    unknown = sorted(key for key in new if key not in _HANDLED and old.get(key) != new[key])
+    if unknown:
+        problems.append(f"{path}: new or changed keywords whose compatibility is not checked: {', '.join(unknown)}")
+    return problems
+
+
+def _type_problems(old: dict[str, Any], new: dict[str, Any], path: str) -> list[str]:
+    old_types, new_types = _types(old), _types(new)
+    if new_types is None:
+        return []
+    allowed = new_types | ({"integer"} if "number" in new_types else set())
+    if old_types is None:
+        return [f"{path}: now only of type {', '.join(sorted(new_types))}, any type before"]
+    lost = sorted(old_types - allowed)
+    return [f"{path}: type {', '.join(lost)} is no longer allowed"] if lost else []
+
+
+def _value_problems(old: dict[str, Any], new: dict[str, Any], path: str) -> list[str]:
+    problems = []
+    if "enum" in new:
+        dropped = [value for value in old.get("enum", []) if value not in new["enum"]]
+        if "enum" not in old:
+            problems.append(f"{path}: values are now limited to an enum")
+        elif dropped:
+            problems.append(f"{path}: enum no longer allows {dropped}")
+    problems += [f"{path}: {bound} raised to {new[bound]}" for bound in _LOWER_BOUNDS
+                 if bound in new and (bound not in old or new[bound] > old[bound])]  # fmt: skip
+    problems += [f"{path}: {bound} lowered to {new[bound]}" for bound in _UPPER_BOUNDS
+                 if bound in new and (bound not in old or new[bound] < old[bound])]  # fmt: skip
+    return problems
+
+
+def _object_problems(old: dict[str, Any], new: dict[str, Any], path: str) -> list[str]:
+    problems = []
+    added_required = sorted(set(new.get("required", [])) - set(old.get("required", [])))
+    if added_required:
+        problems.append(f"{path}: newly required {', '.join(added_required)}")
+    if new.get("additionalProperties") is False and old.get("additionalProperties") is not False:
+        problems.append(f"{path}: other properties are no longer allowed")
+    # A property new to the schema is accepted: documenting a new optional field is how schemas
+    # grow. Events that carried that name before with another shape are what the check against
+    # the stored events (register_schema) finds.
+    old_properties = old.get("properties", {})
+    for name, subschema in new.get("properties", {}).items():
+        if name in old_properties:
+            problems += incompatibilities(old_properties[name], subschema, f"{path}.{name}")
+    return problems
+
+
+# --- Registering --------------------------------------------------------------------------
+
+
+def register_schema(
+    *, event_type: EventType, schema: Any, actor: str, force: bool = False, validation: str | None = None
+) -> tuple[EventSchema, bool]:
+    """(the version, whether it is new). The same schema as the latest version registers nothing.
+    An incompatible one is refused (409 incompatible_schema) unless forced."""
+    from events.access_log import store_service_event  # noqa: PLC0415 - it imports the write path, which imports this
+
+    validator = compile_schema(schema)
+    if validation is not None and validation not in MODES:
+        raise InvalidInput([FieldError("validation", "invalid_choice", f"validation is one of {', '.join(MODES)}.")])
+    with transaction.atomic():
+        locked = EventType.objects.select_for_update().get(pk=event_type.pk)  # one registration at a time
+        versions = list(EventSchema.objects.filter(type=locked).order_by("version"))
+        if versions and versions[-1].schema == schema and validation in (None, locked.validation):
+            return versions[-1], False
+        problems = [f"against v{v.version}: {p}" for v in versions for p in incompatibilities(v.schema, schema)]
+        problems += _stored_events_refused(locked, validator)
+        if problems and not force:
+            raise ProblemError(
+                [FieldError("schema", "incompatible_schema", problem) for problem in problems[:50]], status=409
+            )
+        if versions and versions[-1].schema == schema:
+            registered = versions[-1]
+        else:
+            number = versions[-1].version + 1 if versions else 1
+            registered = EventSchema.objects.create(
+                type=locked, version=number, schema=schema, registered_by=actor, forced=bool(problems)
+            )
+        if validation is not None and validation != locked.validation:
+            locked.validation = validation
+            locked.save(update_fields=["validation"])
+        store_service_event(
+            type="auditsvc.schema.registered",
+            actor=actor,
+            description=f"{actor} registered {locked.name} schema v{registered.version}"
+            + (" despite incompatibilities" if problems else ""),
+            payload={
+                "event_type": locked.name,
+                "version": registered.version,
+                "validation": locked.validation,
+                "forced": bool(problems),
+                "incompatibilities": problems[:50],
+                "schema": schema,
+            },
+            max_chars=10_000,
+        )
+    forget_cached_checkers()
+    return registered, True
+
+
+def _stored_events_refused(event_type: EventType, validator: Any) -> list[str]:
+    recent = Event.objects.filter(type=event_type).order_by("-occurred_at", "-id")
+    problems = []
+    for event_id, payload in recent.values_list("id", "payload")[:RECENT_EVENTS_CHECKED]:
+        for path, message in violations(validator, payload)[:3]:
+            problems.append(f"stored event {event_id} would be refused: {path}: {message}")
+        if len(problems) >= 20:
+            break
+    return problems
+
+
+# --- Checking on ingest -------------------------------------------------------------------
+
+_cache: dict[str, tuple[float, Checker | None]] = {}
+_cache_lock = threading.Lock()
+
+
+def forget_cached_checkers() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def checker_for(type_name: str) -> Checker | None:
+    """The type's mode and latest version's validator, or None when nothing is checked."""
+    now = time.monotonic()
+    cached = _cache.get(type_name)
+    if cached is not None and now - cached[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS:
+        return cached[1]
+    checker = None
+    try:
+        row = (
+            EventType.objects.filter(name=type_name)
+            .exclude(validation="off")
+            .values_list("validation", "schemas__version", "schemas__schema")
+            .order_by("-schemas__version")
+            .first()
+        )
+    except (OperationalError, InterfaceError):
+        if settings.AUDITSVC_INGEST_MODE != "stream":
+            raise
+        # Stream mode takes events while PostgreSQL is away: what this process knew is used (or,
+        # for a type it never saw, nothing: the drainer checks it when it stores it), asked
+        # again in a second.
+        checker = cached[1] if cached is not None else None
+        now -= max(0, settings.AUDITSVC_SCHEMA_CACHE_SECONDS - 1)
+    else:
+        if row is not None and row[1] is not None:
+            checker = Checker(mode=row[0], version=row[1], validator=compile_schema(row[2]))
+    with _cache_lock:
+        _cache[type_name] = (now, checker)
+    return checker
+
+
+def count_violations(flagged: Mapping[str, int]) -> None:
+    """Warn mode: stored events that failed their type's schema, per type (after their commit)."""
+    for name, count in flagged.items():
+        EventType.objects.filter(name=name).update(schema_violations=F("schema_violations") + count)
+        SCHEMA_VIOLATIONS.labels(type=name).inc(count)
+
+
+def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
+    """Each item's check. Raises InvalidInput (400 schema_violation, a field error per violation,
+    e.g. "events[3].payload.amount") when an enforced type's payload fails; nothing is stored then."""
+    checks: list[Check] = []
+    errors: list[FieldError] = []
+    checkers: dict[str, Checker | None] = {}
+    for index, item in enumerate(items):
+        if item.type not in checkers:
+            checkers[item.type] = checker_for(item.type)
+        checker = checkers[item.type]
+        if checker is None:
+            checks.append(UNCHECKED)
+            continue
+        found = violations(checker.validator, item.payload)
+        if found and checker.mode == "enforce":
+            errors += [
+                FieldError(paths(index, path), "schema_violation", f"{message} (schema v{checker.version})")
+                for path, message in found
+            ]
+        checks.append(Check(version=checker.version, valid=not found))
+    if errors:
+        raise InvalidInput(errors)
+    return checks
