@@ -16,7 +16,7 @@ from django.db.models import F, Func, QuerySet, TextField, Value
 
 from events.models import Event
 
-FORMATS = ("ndjson", "csv")
+FORMATS = ("ndjson", "csv", "cloudevents")
 CSV_COLUMNS = (
     "id",
     "type",
@@ -55,10 +55,37 @@ def _select_sql(queryset: QuerySet[Event], export_format: str) -> tuple[str, tup
         pairs = [part for name in CSV_COLUMNS for part in (Value(name), columns[name])]
         # json_build_object gives json, which COPY writes as its text: one document per row.
         rows = queryset.values_list(Func(*pairs, function="json_build_object", output_field=TextField()))
+    elif export_format == "cloudevents":
+        rows = queryset.values_list(_cloudevent(columns))
     else:  # COPY writes each column as its text (the payload's JSON text in one field)
         rows = queryset.values_list(*(columns[name] for name in CSV_COLUMNS))
     sql, params = rows.query.sql_with_params()
     return sql, tuple(params)
+
+
+def _text_of(name: str) -> Func:
+    return Func(F(name), template="%(expressions)s::text", output_field=TextField())
+
+
+def _cloudevent(columns: dict[str, Any]) -> Func:
+    """A CloudEvents 1.0 structured-mode document (JSON format), the mapping of the ingest side
+    (events.ingest.formats.from_cloudevent) reversed: id is the idempotency key (the event id
+    when it has none), source the source's slug, subject the customer, time occurred_at, data
+    the payload; actor, description, the event id, receipt time and hash as extensions.
+    Attributes without a value are left out, as the format asks; data is kept as stored."""
+    attributes = {
+        "specversion": Value("1.0"),
+        "id": Func(F("idempotency_key"), _text_of("id"), function="COALESCE", output_field=TextField()),
+        "source": columns["source"], "type": columns["type"], "time": columns["occurred_at"],
+        "subject": columns["customer"], "datacontenttype": Value("application/json"), "actor": columns["actor"],
+        "description": columns["description"], "auditsvcid": _text_of("id"),
+        "auditsvcreceivedat": columns["received_at"], "auditsvchash": columns["hash"],
+    }  # fmt: skip
+    pairs = [part for name, value in attributes.items() for part in (Value(name), value)]
+    built = Func(*pairs, function="jsonb_build_object", output_field=TextField())
+    context = Func(built, function="jsonb_strip_nulls", output_field=TextField())
+    data = Func(Value("data"), F("payload"), function="jsonb_build_object", output_field=TextField())
+    return Func(context, data, template="(%(expressions)s)::text", arg_joiner=" || ", output_field=TextField())
 
 
 def _copy_statement(queryset: QuerySet[Event], export_format: str) -> tuple[str, tuple[Any, ...]]:

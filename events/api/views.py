@@ -296,26 +296,29 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=[*export.FORMATS], description="default ndjson")],
         responses={(200, "application/x-ndjson"): OpenApiTypes.STR, (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
-        description="Every matching event, streamed (gzip when accepted). Same filters as the list.",
+        description="Every matching event, streamed (gzip when accepted). Same filters as the list. "
+        "`format=cloudevents`: one CloudEvents 1.0 JSON document per line, which `import_events --format "
+        "cloudevents` reads back.",
     )
     @action(detail=False, methods=["get"], extra_query_params=("format",))
     def export(self, request: Request) -> StreamingHttpResponse:
         export_format = request.query_params.get("format", "ndjson")
         if export_format not in export.FORMATS:
-            raise InvalidInput([FieldError("format", "invalid_choice", "format is ndjson or csv.")])
+            raise InvalidInput([FieldError("format", "invalid_choice", "format is ndjson, csv or cloudevents.")])
         events = self.filter_queryset(self.get_queryset()).order_by("-occurred_at", "-id")
         chunks = export.stream_events(
             events,
             export_format=export_format,
             on_finish=lambda rows: record_api_read(request, returned=rows, of="events", details={}),
         )
-        content_type = "application/x-ndjson" if export_format == "ndjson" else "text/csv; charset=utf-8"
+        content_type = "text/csv; charset=utf-8" if export_format == "csv" else "application/x-ndjson"
         gzip = "gzip" in request.headers.get("Accept-Encoding", "")
         response = StreamingHttpResponse(export.gzip_stream(chunks) if gzip else chunks, content_type=content_type)
         if gzip:
             response["Content-Encoding"] = "gzip"
         response["Vary"] = "Accept-Encoding"
-        response["Content-Disposition"] = f'attachment; filename="events.{export_format}"'
+        extension = {"ndjson": "ndjson", "csv": "csv", "cloudevents": "cloudevents.ndjson"}[export_format]
+        response["Content-Disposition"] = f'attachment; filename="events.{extension}"'
         return response
 
 

@@ -360,3 +360,28 @@ def test_a_second_ctrl_c_aborts_at_once_and_a_rerun_still_stores_everything_once
     assert rerun.returncode == 0, rerun.stderr
     assert Event.objects.count() == total
     assert Event.objects.values("payload__n").distinct().count() == total
+
+
+def test_an_export_as_cloudevents_reads_back_through_the_cloudevents_import(billing, tmp_path, api):
+    stored = api.post_json("/api/v1/events", {"events": [
+        {"type": "invoice.paid", "customer": "cus_9", "actor": "stripe", "idempotency_key": "k-1",
+         "payload": {"invoice": "in_1", "note": None, "lines": [{"sku": "a"}]}},
+        {"type": "invoice.sent", "payload": {}},
+    ]}).json()["events"]  # fmt: skip
+
+    response = api.client.get("/api/v1/events/export", {"format": "cloudevents"})
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    documents = sorted((json.loads(line) for line in lines), key=lambda d: d["type"])
+
+    assert response["Content-Type"] == "application/x-ndjson" and len(documents) == 2
+    paid, sent = documents
+    assert paid == {
+        "specversion": "1.0", "id": "k-1", "source": "billing", "type": "invoice.paid",
+        "time": stored[0]["occurred_at"], "subject": "cus_9", "datacontenttype": "application/json",
+        "actor": "stripe", "auditsvcid": stored[0]["id"], "auditsvcreceivedat": stored[0]["received_at"],
+        "auditsvchash": stored[0]["hash"], "data": {"invoice": "in_1", "note": None, "lines": [{"sku": "a"}]},
+    }  # fmt: skip
+    assert sent["id"] == stored[1]["id"] and "subject" not in sent and "actor" not in sent  # no nulls
+    path = write_lines(tmp_path / "ce.ndjson", lines)
+    status, out = run_import(str(path), "--format", "cloudevents")
+    assert status == 0 and "duplicates skipped 1" in out  # k-1 is the same event again
