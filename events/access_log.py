@@ -80,6 +80,11 @@ def clean(value: Any, max_chars: int = _MAX_VALUE_CHARS) -> Any:
     return value
 
 
+def query_filters(params: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A request's query parameters (a QueryDict) as a record shows them: one value, or the list."""
+    return {key: values[0] if len(values) == 1 else values for key, values in params.lists() if key not in skip}
+
+
 def record_read(*, actor: str, via: str, endpoint: str, returned: int, details: dict[str, Any]) -> None:
     """Gather one read: who (actor), through what (via "api" or "admin", the endpoint), what was
     asked (details: filters, the event or customer shown) and how many events it returned."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import redis
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -151,7 +150,7 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if stream.is_enabled():
-            extra_context = {**(extra_context or {}), "stream": _stream_overview()}
+            extra_context = {**(extra_context or {}), "stream": stream.overview()}
         return super().changelist_view(request, extra_context)
 
     def audit_object_read(self, obj: Event, context: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
@@ -173,7 +172,7 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
             else:
                 messages.warning(request, f"Dead letter {letter} is no longer there.")
             return HttpResponseRedirect(reverse("admin:events_event_stream"))
-        overview = _stream_overview()
+        overview = stream.overview()
         readable = overview["enabled"] and "error" not in overview
         context = {
             **self.admin_site.each_context(request),
@@ -235,22 +234,6 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
         return format_html(
             '<span class="seal-ok">sealed</span> in <a href="{}">seal {}</a>, leaf {}', url, position[0], position[1]
         )
-
-
-def _stream_overview() -> dict[str, Any]:
-    """The stream's state for the admin: lag, shards and dead letters, or why it is unknown."""
-    if not stream.is_enabled():
-        return {"enabled": False}
-    try:
-        states = stream.shard_states()
-    except redis.RedisError as exc:
-        return {"enabled": True, "error": f"Redis is unreachable: {exc}"}
-    return {
-        "enabled": True,
-        "lag": stream.total_lag(states),
-        "states": states,
-        "dead": sum(state.dead for state in states),
-    }
 
 
 class SchemaPresenceFilter(admin.SimpleListFilter):

@@ -21,7 +21,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse
 
-from events.access_log import record_read, store_service_event
+from events.access_log import query_filters, record_read, store_service_event
 
 SECRET_FIELDS = frozenset({"password", "secret_hash"})
 ADMIN_VALUE_CHARS = 20_000  # a field's value in a change record: whole, within reason
@@ -62,10 +62,8 @@ class AuditedReads(ModelAdmin):  # type: ignore[type-arg]
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None) or {}
         if request.method == "GET" and response.status_code == 200 and "cl" in context:
-            filters = {key: values[0] if len(values) == 1 else values for key, values in request.GET.lists()}
-            record_admin_read(
-                request, returned=len(context["cl"].result_list), of=self.audit_read_of, details={"filters": filters}
-            )
+            details = {"filters": query_filters(request.GET)}
+            record_admin_read(request, returned=len(context["cl"].result_list), of=self.audit_read_of, details=details)
         return response
 
     def change_view(

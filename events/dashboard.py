@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis
 from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
@@ -81,7 +80,7 @@ def dashboard(now: datetime | None = None) -> Dashboard:
         waiting_for_seal=waiting,
         waiting_is_estimate=is_estimate,
         oldest_unsealed_seconds=oldest_unsealed_age_seconds(),
-        stream=_stream(),
+        stream=stream.overview(),
         quiet_sources=_quiet_sources(own, this_hour),
         generated_at=now,
     )
@@ -141,13 +140,3 @@ def _quiet_sources(own: int | None, this_hour: datetime) -> list[QuietSource]:
         if silent_hours > 1 and silent_hours > QUIET_FACTOR * usual_gap:
             quiet.append(QuietSource(slug, last_hour, round(usual_gap, 1)))
     return sorted(quiet, key=lambda source: source.last_hour or this_hour)
-
-
-def _stream() -> dict[str, Any]:
-    if not stream.is_enabled():
-        return {"enabled": False}
-    try:
-        lag = stream.total_lag(stream.shard_states())
-    except redis.RedisError as exc:
-        return {"enabled": True, "error": f"Redis is unreachable: {exc}"}
-    return {"enabled": True, "entries": lag.entries, "oldest_seconds": lag.oldest_seconds}

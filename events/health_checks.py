@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from events.ingest import stream
 from events.integrity.sealing import oldest_unsealed_age_seconds
@@ -19,7 +19,7 @@ from events.lifecycle.partitions import Month, partitions
 
 def database_problem() -> str | None:
     try:
-        oldest_unsealed_age_seconds()
+        connection.ensure_connection()
     except DatabaseError as exc:
         return f"the database is unreachable: {exc}".strip()
     return None

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from auditsvc.routes import route_of
-from events.access_log import record_read
+from events.access_log import query_filters, record_read
 
 
 def api_actor(request: Request) -> str:
@@ -21,11 +21,7 @@ def api_actor(request: Request) -> str:
 
 def record_api_read(request: Request, *, returned: int, of: str, details: dict[str, Any]) -> None:
     api_key = request.auth
-    filters = {
-        key: values[0] if len(values) == 1 else values
-        for key, values in request.query_params.lists()
-        if key != "cursor"  # opaque and long; the filters say what was asked
-    }
+    filters = query_filters(request.query_params, skip=("cursor",))  # opaque and long; the filters say what was asked
     context: dict[str, Any] = {"of": of, "filters": filters, **details}
     if api_key is not None and hasattr(api_key, "source"):
         context["key_source"] = api_key.source.slug

@@ -387,3 +387,19 @@ def requeue_dead_letter(shard: int, letter_id: str) -> bool:
     """Append a dead letter's entry to its stream again; False if it is no longer there."""
     keys = [stream_key(shard), queued_key(shard), dead_key(shard)]
     return bool(client().register_script(_REQUEUE)(keys=keys, args=[letter_id]))
+
+
+def overview() -> dict[str, Any]:
+    """The stream's state for the admin's pages: lag, shards and dead letters, or why it is unknown."""
+    if not is_enabled():
+        return {"enabled": False}
+    try:
+        states = shard_states()
+    except redis.RedisError as exc:
+        return {"enabled": True, "error": f"Redis is unreachable: {exc}"}
+    return {
+        "enabled": True,
+        "lag": total_lag(states),
+        "states": states,
+        "dead": sum(state.dead for state in states),
+    }

@@ -115,12 +115,11 @@ def test_a_read_record_is_an_event_like_any_other_hashed_and_sealed(api, stored,
     assert odd.payload["q"].startswith("nul\ufffdxx") and len(odd.payload["q"]) == 500
     seal_events()
     assert seal_position(read.id) is not None
-    assert read.id in {e.id for e in Event.objects.all()}
 
 
 def test_reading_can_be_turned_off(api, stored, settings):
     settings.AUDITSVC_AUDIT_READS = False
-    api.client.get("/api/v1/events")
+    assert api.client.get("/api/v1/events").status_code == 200
 
     assert pending_reads() == 0
 
