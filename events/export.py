@@ -29,6 +29,7 @@ CSV_COLUMNS = (
     "payload",
     "idempotency_key",
     "hash",
+    "origin",
 )
 _CSV_HEADER = (",".join(CSV_COLUMNS) + "\n").encode()
 _UTC_TEXT = """to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
@@ -49,7 +50,7 @@ def _select_sql(queryset: QuerySet[Event], export_format: str) -> tuple[str, tup
         "id": F("id"), "type": F("type__name"), "source": F("source__slug"), "customer": F("customer__external_id"),
         "actor": F("actor"), "occurred_at": _utc_text("occurred_at"), "received_at": _utc_text("received_at"),
         "description": F("description"), "payload": F("payload"), "idempotency_key": F("idempotency_key"),
-        "hash": F("hash"),
+        "hash": F("hash"), "origin": F("origin"),
     }  # fmt: skip
     if export_format == "ndjson":
         pairs = [part for name in CSV_COLUMNS for part in (Value(name), columns[name])]
@@ -69,17 +70,20 @@ def _text_of(name: str) -> Func:
 
 def _cloudevent(columns: dict[str, Any]) -> Func:
     """A CloudEvents 1.0 structured-mode document (JSON format), the mapping of the ingest side
-    (events.ingest.formats.from_cloudevent) reversed: id is the idempotency key (the event id
-    when it has none), source the source's slug, subject the customer, time occurred_at, data
-    the payload; actor, description, the event id, receipt time and hash as extensions.
+    (events.ingest.cloudevents) reversed: id is the idempotency key (the event id when it has
+    none), source the origin (the source's slug when it has none), subject the customer, time
+    occurred_at, data the payload; actor, description, and as auditsvc* extensions the event
+    id, receipt time, hash, source and origin, which import_events reads back exactly.
     Attributes without a value are left out, as the format asks; data is kept as stored."""
     attributes = {
         "specversion": Value("1.0"),
         "id": Func(F("idempotency_key"), _text_of("id"), function="COALESCE", output_field=TextField()),
-        "source": columns["source"], "type": columns["type"], "time": columns["occurred_at"],
+        "source": Func(F("origin"), columns["source"], function="COALESCE", output_field=TextField()),
+        "type": columns["type"], "time": columns["occurred_at"],
         "subject": columns["customer"], "datacontenttype": Value("application/json"), "actor": columns["actor"],
         "description": columns["description"], "auditsvcid": _text_of("id"),
         "auditsvcreceivedat": columns["received_at"], "auditsvchash": columns["hash"],
+        "auditsvcsource": columns["source"], "auditsvcorigin": F("origin"),
     }  # fmt: skip
     pairs = [part for name, value in attributes.items() for part in (Value(name), value)]
     built = Func(*pairs, function="jsonb_build_object", output_field=TextField())

@@ -120,6 +120,9 @@ class Event(models.Model):
     payload = models.JSONField(default=dict)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     hash = models.CharField(max_length=64)
+    # Where the sender says the event happened, beyond the key's source: a CloudEvents `source`
+    # ("/billing/eu-1", "https://shop.example/orders"). Hashed when present; never the source.
+    origin = models.CharField(max_length=500, null=True, blank=True)
     # The schema version the payload was checked against, and whether it passed (warn mode
     # stores a failure); null when the type had no schema or validation was off. Not hashed:
     # a finding about the event, not part of it (the append-only triggers keep it as stored).

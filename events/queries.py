@@ -31,6 +31,7 @@ class StoredEvent:
     payload: dict[str, Any]
     idempotency_key: str | None
     hash: str
+    origin: str | None = None
     created: bool = True
 
 
@@ -48,6 +49,7 @@ def stored_event_from_row(event: Event) -> StoredEvent:
         payload=event.payload,
         idempotency_key=event.idempotency_key,
         hash=event.hash,
+        origin=event.origin,
     )
 
 

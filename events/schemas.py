@@ -36,9 +36,9 @@ _MAX_ERRORS_PER_EVENT = 20
 
 @dataclass(frozen=True)
 class Checker:
-    mode: str  # warn or enforce
+    mode: str  # off, warn or enforce
     version: int
-    validator: Any  # jsonschema_rs.Draft202012Validator
+    validator: Any  # jsonschema_rs.Draft202012Validator; None when off
 
 
 @dataclass(frozen=True)
@@ -225,8 +225,12 @@ def _stored_events_refused(event_type: EventType, validator: Any) -> list[str]:
 
 # --- Checking on ingest -------------------------------------------------------------------
 
-_cache: dict[str, tuple[float, Checker | None]] = {}
+_cache: dict[tuple[str, int | None], tuple[float, Checker | None]] = {}
 _cache_lock = threading.Lock()
+
+
+class UnknownVersion(LookupError):
+    """A CloudEvent's dataschema names a version its type does not have."""
 
 
 def forget_cached_checkers() -> None:
@@ -234,21 +238,20 @@ def forget_cached_checkers() -> None:
         _cache.clear()
 
 
-def checker_for(type_name: str) -> Checker | None:
-    """The type's mode and latest version's validator, or None when nothing is checked."""
+def checker_for(type_name: str, version: int | None = None) -> Checker | None:
+    """The type's mode and its latest version's validator (or version's, when a CloudEvent's
+    dataschema names one), or None when nothing is checked. UnknownVersion for a version the
+    type does not have, whatever its mode: the sender meant a schema that is not there."""
+    key = (type_name, version)
     now = time.monotonic()
-    cached = _cache.get(type_name)
+    cached = _cache.get(key)
     if cached is not None and now - cached[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS:
-        return cached[1]
-    checker = None
+        return _known(cached[1], version)
+    versions = EventSchema.objects.filter(type__name=type_name)
+    if version is not None:
+        versions = versions.filter(version=version)
     try:
-        row = (
-            EventType.objects.filter(name=type_name)
-            .exclude(validation="off")
-            .values_list("validation", "schemas__version", "schemas__schema")
-            .order_by("-schemas__version")
-            .first()
-        )
+        row = versions.values_list("type__validation", "version", "schema").order_by("-version").first()
     except (OperationalError, InterfaceError):
         if settings.AUDITSVC_INGEST_MODE != "stream":
             raise
@@ -256,13 +259,21 @@ def checker_for(type_name: str) -> Checker | None:
         # for a type it never saw, nothing: the drainer checks it when it stores it), asked
         # again in a second.
         checker = cached[1] if cached is not None else None
-        now -= max(0, settings.AUDITSVC_SCHEMA_CACHE_SECONDS - 1)
-    else:
-        if row is not None and row[1] is not None:
-            checker = Checker(mode=row[0], version=row[1], validator=compile_schema(row[2]))
+        with _cache_lock:
+            _cache[key] = (now - max(0, settings.AUDITSVC_SCHEMA_CACHE_SECONDS - 1), checker)
+        return checker if checker is not None and checker.mode != "off" else None
+    checker = None
+    if row is not None:
+        checker = Checker(mode=row[0], version=row[1], validator=compile_schema(row[2]) if row[0] != "off" else None)
     with _cache_lock:
-        _cache[type_name] = (now, checker)
-    return checker
+        _cache[key] = (now, checker)
+    return _known(checker, version)
+
+
+def _known(checker: Checker | None, version: int | None) -> Checker | None:
+    if version is not None and checker is None:
+        raise UnknownVersion(version)
+    return checker if checker is not None and checker.mode != "off" else None
 
 
 def count_violations(flagged: Mapping[str, int]) -> None:
@@ -279,9 +290,15 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
     errors: list[FieldError] = []
     checkers: dict[str, Checker | None] = {}
     for index, item in enumerate(items):
-        if item.type not in checkers:
-            checkers[item.type] = checker_for(item.type)
-        checker = checkers[item.type]
+        wanted = f"{item.type} {item.dataschema_version}"
+        if wanted not in checkers:
+            try:
+                checkers[wanted] = checker_for(item.type, item.dataschema_version)
+            except UnknownVersion:
+                message = f"{item.type} has no schema v{item.dataschema_version} (GET its /schemas)."
+                errors.append(FieldError(paths(index, "dataschema"), "unknown_schema_version", message))
+                checkers[wanted] = None
+        checker = checkers[wanted]
         if checker is None:
             checks.append(UNCHECKED)
             continue

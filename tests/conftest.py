@@ -19,6 +19,7 @@ from events.ingest.write import clear_caches
 from events.integrity import signing
 from events.keys import create_api_key, forget_cached_keys
 from events.models import Source
+from events.schemas import forget_cached_checkers
 from tests.database import triggers_off
 from tests.factories import SourceFactory
 from tests.redis_servers import RedisServer, redis_server, stream_mode_on
@@ -118,9 +119,11 @@ def _fresh_id_caches() -> Iterator[None]:
     # Tables are truncated between transactional tests; cached type/customer ids would dangle.
     clear_caches()
     forget_cached_keys()
+    forget_cached_checkers()
     yield
     clear_caches()
     forget_cached_keys()
+    forget_cached_checkers()
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ from rest_framework.request import Request
 from auditsvc.errors import FieldError, ProblemError
 
 
-def read_json_body(request: Request, *, max_bytes: int) -> bytes:
-    """The raw body; 415 unless JSON, 413 above max_bytes (from Content-Length, or while reading)."""
-    if request.content_type.split(";")[0].strip().lower() != "application/json":
+def read_json_body(request: Request, *, max_bytes: int, media_type: str | None = "application/json") -> bytes:
+    """The raw body; 415 unless of media_type (None: the caller checks), 413 above max_bytes
+    (from Content-Length, or while reading)."""
+    if media_type is not None and request.content_type.split(";")[0].strip().lower() != media_type:
         raise ProblemError(
-            [FieldError(None, "unsupported_media_type", "Send the body as Content-Type: application/json.")],
+            [FieldError(None, "unsupported_media_type", f"Send the body as Content-Type: {media_type}.")],
             status=415,
         )
     too_large = ProblemError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from events.ingest import validation as rules
+from events.ingest.cloudevents import JSON_MEDIA_TYPE
 
 REF = "#/components/schemas/"
 # ECMAScript patterns (OpenAPI's dialect): no NUL anywhere, and not only whitespace.
@@ -44,7 +45,7 @@ JSON_VALUE = {
         {"type": "object", "additionalProperties": {"$ref": REF + "JsonValue"}},
     ],
 }
-EVENT_INPUT = {
+EVENT_INPUT: dict[str, Any] = {
     "type": "object",
     "description": "One event. Unknown fields are refused.",
     "additionalProperties": False,
@@ -82,6 +83,34 @@ EVENT_BATCH_INPUT = {
     },
 }  # fmt: skip
 INGEST_BODY = {"oneOf": [{"$ref": REF + "EventInput"}, {"$ref": REF + "EventBatchInput"}]}
+CLOUDEVENT_INPUT = {
+    "type": "object",
+    "description": "A CloudEvents 1.0 event in the JSON format (structured mode). Unknown attributes are "
+                   "refused, except traceparent and tracestate (not stored). Binary mode sends the same "
+                   "attributes as ce-* headers and `data` as an application/json body.",
+    "additionalProperties": False,
+    "required": ["specversion", "id", "source", "type"],
+    "properties": {
+        "specversion": {"type": "string", "enum": ["1.0"]},
+        "id": _text(rules.IDEMPOTENCY_KEY_MAX, description="the idempotency key"),
+        "source": _text(500, description="recorded (and hashed) as the event's origin; the API key "
+                                         "still decides its source"),
+        "type": EVENT_INPUT["properties"]["type"],
+        "subject": _text(rules.CUSTOMER_MAX, nullable=True, description="the customer's external id"),
+        "time": {**EVENT_INPUT["properties"]["occurred_at"], "description": "occurred_at"},
+        "datacontenttype": {"type": "string", "pattern": JSON_MEDIA_TYPE,
+                            "description": "application/json (or a +json type), or absent"},
+        "dataschema": {"type": "string", "format": "uri-reference",
+                       "description": "…/event-types/<type>/schemas/<n> checks data against version n; "
+                                      "other URIs are ignored"},
+        "data": {**EVENT_INPUT["properties"]["payload"], "description": "the payload"},
+        "actor": EVENT_INPUT["properties"]["actor"],
+        "description": EVENT_INPUT["properties"]["description"],
+        "traceparent": {"type": "string"},
+        "tracestate": {"type": "string"},
+    },
+}  # fmt: skip
+CLOUDEVENTS_BATCH = {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"$ref": REF + "CloudEventInput"}}
 IDEMPOTENCY_HEADER = _text(rules.IDEMPOTENCY_KEY_MAX)
 
 
@@ -100,7 +129,12 @@ def add_ingest_components(result: dict[str, Any], generator: Any, request: Any, 
     """drf-spectacular postprocessing hook: the components above, the body marked required,
     the payload filter as JSON content, and links from a stored event to its reads."""
     result.setdefault("components", {}).setdefault("schemas", {}).update(
-        {"JsonValue": JSON_VALUE, "EventInput": EVENT_INPUT, "EventBatchInput": EVENT_BATCH_INPUT}
+        {
+            "JsonValue": JSON_VALUE,
+            "EventInput": EVENT_INPUT,
+            "EventBatchInput": EVENT_BATCH_INPUT,
+            "CloudEventInput": CLOUDEVENT_INPUT,
+        }
     )
     paths = result.get("paths", {})
     post = paths.get("/api/v1/events", {}).get("post")

@@ -28,6 +28,7 @@ def event_output(event: StoredEvent) -> dict[str, Any]:
         "payload": event.payload,
         "idempotency_key": event.idempotency_key,
         "hash": event.hash,
+        "origin": event.origin,
     }
 
 
@@ -93,10 +94,14 @@ class EventTypeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
 
 class EventSchemaSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     type = serializers.CharField(source="type.name")
+    dataschema = serializers.SerializerMethodField(help_text="what a CloudEvent's dataschema names to use it")
 
     class Meta:
         model = EventSchema
-        fields = ["type", "version", "schema", "registered_at", "registered_by", "forced"]
+        fields = ["type", "version", "schema", "registered_at", "registered_by", "forced", "dataschema"]
+
+    def get_dataschema(self, schema: EventSchema) -> str:
+        return f"/api/v1/event-types/{schema.type.name}/schemas/{schema.version}"
 
 
 class SourceSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

@@ -48,9 +48,9 @@ from events.api.serializers import (
     accepted_output,
     event_output,
 )
-from events.ingest import stream
+from events.ingest import cloudevents, stream
 from events.ingest.group_commit import store_single_event
-from events.ingest.validation import ItemPaths, parse_ingest_body, refuse_service_types
+from events.ingest.validation import IngestRequest, ItemPaths, parse_ingest_body, refuse_service_types
 from events.ingest.write import ingest_events
 from events.integrity import proofs, signing
 from events.models import SCOPE_INGEST, SCOPE_READ, SCOPE_SCHEMA, ApiKey, Event, EventType, Seal, Source
@@ -184,7 +184,11 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
         return readable_events(self.request)
 
     @extend_schema(
-        request={"application/json": openapi.INGEST_BODY},
+        request={
+            "application/json": openapi.INGEST_BODY,
+            "application/cloudevents+json": {"$ref": openapi.REF + "CloudEventInput"},
+            "application/cloudevents-batch+json": openapi.CLOUDEVENTS_BATCH,
+        },
         responses={
             201: OpenApiResponse(
                 PolymorphicProxySerializer(
@@ -226,8 +230,16 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
     )
     def create(self, request: Request) -> Response:
         # Parsed by events.ingest.validation, not a DRF serializer: see that module for why.
+        mode = cloudevents.mode_of(request.content_type, request.headers)
+        if mode is not None:
+            with cloudevents.error_names(mode):
+                media_type = None if mode == cloudevents.BINARY else mode  # binary: the data's own type
+                body = read_json_body(request, max_bytes=settings.AUDITSVC_MAX_BODY_BYTES, media_type=media_type)
+                return self._store(request, cloudevents.parse_body(mode, body, request.headers))
         body = read_json_body(request, max_bytes=settings.AUDITSVC_MAX_BODY_BYTES)
-        parsed = parse_ingest_body(body, idempotency_header=request.headers.get("Idempotency-Key"))
+        return self._store(request, parse_ingest_body(body, idempotency_header=request.headers.get("Idempotency-Key")))
+
+    def _store(self, request: Request, parsed: IngestRequest) -> Response:
         refuse_service_types(parsed)
         api_key = request.auth
         assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
@@ -375,6 +387,15 @@ class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
         """Every version of the type's payload schema, oldest first."""
         event_type = self.get_object()
         return Response(EventSchemaSerializer(event_type.schemas.order_by("version"), many=True).data)
+
+    @extend_schema(responses={200: EventSchemaSerializer, 404: NOT_FOUND, **ERRORS})
+    @action(detail=True, methods=["get"], filter_backends=[], url_path=r"schemas/(?P<version>[0-9]{1,9})")
+    def schema_version(self, request: Request, name: str, version: str) -> Response:
+        """One version: the URI a CloudEvent's `dataschema` names to be checked against it."""
+        found = self.get_object().schemas.filter(version=int(version)).first()
+        if found is None:
+            raise ProblemError([FieldError("version", "not_found", "The type has no such version.")], status=404)
+        return Response(EventSchemaSerializer(found).data)
 
 
 @extend_schema_view(

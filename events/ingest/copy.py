@@ -11,7 +11,7 @@ from django.db import connection
 _INSERT_MAX_ROWS = 20
 EVENT_COLUMNS = (
     "id, type_id, source_id, customer_id, actor, occurred_at, received_at, description, payload, idempotency_key, "
-    "hash, schema_version, schema_valid"
+    "hash, schema_version, schema_valid, origin"
 )
 
 
@@ -21,7 +21,7 @@ def write_events(rows: list[tuple[Any, ...]]) -> None:
     INSERT ... RETURNING feeding the queue for a few rows, where round trips dominate."""
     with connection.cursor() as cursor:
         if len(rows) <= _INSERT_MAX_ROWS:
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)"] * len(rows))
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"] * len(rows))
             cursor.execute(
                 # S608: only placeholders and the column constant are spliced in.
                 f"WITH stored AS (INSERT INTO events_event ({EVENT_COLUMNS}) VALUES {values} "  # noqa: S608
@@ -60,13 +60,13 @@ def copy_texts(rows: list[tuple[Any, ...]]) -> tuple[str, str]:
     last_received: datetime | None = None
     received_text = ""
     for (event_id, type_id, source_id, customer_id, actor, occurred, received, description, payload, key, digest,
-         schema_version, schema_valid) in rows:  # fmt: skip
+         schema_version, schema_valid, origin) in rows:  # fmt: skip
         if received is not last_received:  # usually one receipt time for the whole batch
             last_received, received_text = received, received.isoformat()
         events.append(
             f"{event_id}\t{type_id}\t{source_id}\t{_copy_text(customer_id)}\t{_copy_text(actor)}\t"
             f"{occurred.isoformat()}\t{received_text}\t{_copy_text(description)}\t{_copy_json(payload)}\t"
-            f"{_copy_text(key)}\t{digest}\t{_copy_text(schema_version)}\t{_copy_text(schema_valid)}\n"
+            f"{_copy_text(key)}\t{digest}\t{_copy_text(schema_version)}\t{_copy_text(schema_valid)}\t{_copy_text(origin)}\n"
         )
         pending.append(f"{event_id}\t{received_text}\n")
     return "".join(events), "".join(pending)

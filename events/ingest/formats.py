@@ -13,6 +13,7 @@ from typing import IO, Any
 import orjson
 
 from auditsvc.errors import FieldError, InvalidInput
+from events.ingest.cloudevents import EXPORT_EXTENSIONS, native_record
 from events.ingest.validation import reject_duplicate_keys
 
 FORMATS = ("ndjson", "csv", "cloudevents")
@@ -50,7 +51,17 @@ def bytes_read(stream: IO[bytes]) -> int:
         return 0
 
 
-_CSV_OPTIONAL = ("customer", "actor", "description", "idempotency_key", "occurred_at", "received_at", "id", "hash")
+_CSV_OPTIONAL = (
+    "customer",
+    "actor",
+    "description",
+    "idempotency_key",
+    "occurred_at",
+    "received_at",
+    "id",
+    "hash",
+    "origin",
+)
 
 
 def _csv_records(text_stream: Iterable[str]) -> Iterator[RawRecord]:
@@ -77,19 +88,20 @@ def from_csv_row(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def from_cloudevent(event: dict[str, Any]) -> dict[str, Any]:
-    """CloudEvents 1.0 (JSON format) → the ingest shape: id is the idempotency key, subject
-    the customer, time occurred_at, data the payload; `actor`/`description` extensions."""
-    record: dict[str, Any] = {
-        "type": event.get("type"),
-        "idempotency_key": event.get("id"),
-        "occurred_at": event.get("time"),
-        "customer": event.get("subject"),
-        "payload": event.get("data", {}),
-    }
-    for extension in ("actor", "description"):
-        if extension in event:
-            record[extension] = event[extension]
-    if "source" in event:
-        record["source"] = event["source"]
+def from_cloudevent(document: Any) -> dict[str, Any]:
+    """A CloudEvents record (events.ingest.cloudevents has the mapping) → the import's shape: the
+    native fields, `origin`, `dataschema_version`, and the `source` that chooses the import's
+    source when --source is not given. A record of an auditsvc export (it has `auditsvcid`)
+    keeps its id, receipt time, hash, source and origin from the export's extensions; another
+    CloudEvent's `source` is its origin, and names the import's source too."""
+    record, origin, version = native_record(document, exported="auditsvcid" in document)
+    if "auditsvcid" in document:
+        for extension, name in EXPORT_EXTENSIONS.items():
+            record[name] = document.get(extension)
+        if record.get("idempotency_key") == record["id"]:
+            record.pop("idempotency_key")  # the export's id stood in for a missing key
+    else:
+        record["source"] = origin
+        record["origin"] = origin
+    record["dataschema_version"] = version
     return {k: v for k, v in record.items() if v is not None}

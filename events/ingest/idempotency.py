@@ -118,6 +118,7 @@ def same_event(item: EventIn, stored: StoredEvent) -> bool:
         and item.actor == stored.actor
         and item.description == stored.description
         and item.payload == stored.payload
+        and item.origin == stored.origin
         and (item.occurred_at is None or item.occurred_at == stored.occurred_at)
     )
 

@@ -35,6 +35,7 @@ from django.db import connection, connections
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from events.ids import uuid7_at, uuid7_time
 from events.ingest import type_counts
+from events.ingest.cloudevents import STRUCTURED, check_origin, error_names
 from events.ingest.formats import RawRecord, from_cloudevent, from_csv_row, read_raw_records
 from events.ingest.validation import (
     EventIn,
@@ -49,7 +50,7 @@ from events.models import Source
 # An import storing fewer events than this leaves the statistics to autovacuum.
 ANALYZE_MIN_EVENTS = 10_000
 # Import-only fields of an exported event; the API refuses them.
-_EXPORT_FIELDS = ("id", "received_at", "source", "hash")
+_EXPORT_FIELDS = ("id", "received_at", "source", "hash", "origin")
 
 
 def default_workers() -> int:
@@ -316,7 +317,10 @@ class BatchImporter:
             raise InvalidInput([FieldError(None, "malformed_record", "Not a JSON object.")])
         reject_duplicate_keys(data, record)  # the API's check of the same JSON text
         if self.export_format == "cloudevents":
-            record = from_cloudevent(record)
+            with error_names(STRUCTURED):
+                record = from_cloudevent(record)
+                version = record.pop("dataschema_version", None)
+                return self._parse(line, record, derived, dataschema_version=version)
         return self._parse(line, record, derived)
 
     def _store(self, source: Source, batch: list[_Pending], outcome: BatchOutcome) -> None:
@@ -330,7 +334,9 @@ class BatchImporter:
             else:
                 outcome.duplicates += 1
 
-    def _parse(self, line: int, record: dict[str, Any], derived: str) -> tuple[Source, EventIn]:
+    def _parse(
+        self, line: int, record: dict[str, Any], derived: str, *, dataschema_version: int | None = None
+    ) -> tuple[Source, EventIn]:
         """The re-run rule: a record is the same event again when it carries the same
         idempotency key; else the same id; else the same content (see DerivedKeys)."""
         exported = {name: record.pop(name) for name in _EXPORT_FIELDS if name in record}
@@ -342,6 +348,10 @@ class BatchImporter:
             item = parse_event(record, idempotency_header=None if has_own_key else derived)
         except InvalidInput as exc:
             raise InvalidInput(exc.errors + errors) from None
+        origin = exported.get("origin")
+        if origin is not None:
+            origin = check_origin(origin, "origin", errors)
+        item = replace(item, origin=origin, dataschema_version=dataschema_version)
         if item.occurred_at and received_at and item.occurred_at > received_at + _future_skew():
             message = "occurred_at is further after received_at than AUDITSVC_MAX_FUTURE_SKEW_SECONDS allows."
             errors.append(FieldError("occurred_at", "in_future", message))

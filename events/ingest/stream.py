@@ -186,6 +186,7 @@ def encode_entry(*, source: Source, item: EventIn, event_id: str, received_at: d
             "fingerprint": item.fingerprint,
             "canonical": item.payload_is_canonical,
             "hash": digest,
+            "origin": item.origin,
         }
     )
 
@@ -208,6 +209,7 @@ def decode_entry(text: str) -> tuple[int, EventIn]:
         event_id=uuid.UUID(raw["id"]),
         received_at=datetime.fromisoformat(raw["received_at"]),
         hash=raw["hash"],
+        origin=raw.get("origin"),  # entries written before origins existed have none
     )
 
 

@@ -65,6 +65,10 @@ class EventIn:
     # accepted the event (and answered with); stored as is, not computed twice. verify_events
     # recomputes every stored hash from the stored fields, so a divergence could not hide.
     hash: str | None = None
+    # Set only from CloudEvents (events.ingest.cloudevents): the event's `source`, recorded and
+    # hashed, and the schema version its `dataschema` names (checked against instead of the latest).
+    origin: str | None = None
+    dataschema_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,12 +305,12 @@ def parse_event(raw: Any, *, path: str = "", idempotency_header: str | None = No
         description=description,
         payload=payload,
         idempotency_key=key,
-        fingerprint=_fingerprint(raw),
+        fingerprint=fingerprint_of(raw),
         payload_is_canonical=payload_is_canonical,
     )
 
 
-def _fingerprint(raw: dict[str, Any]) -> str:
+def fingerprint_of(raw: dict[str, Any]) -> str:
     content = {k: v for k, v in raw.items() if k != "idempotency_key"}
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

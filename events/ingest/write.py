@@ -171,6 +171,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
                     stored.hash,
                     checks[index].version,
                     checks[index].valid,
+                    stored.origin,
                 )
             )
         if rows:
@@ -249,6 +250,7 @@ def hash_for(*, source: Source, item: EventIn, event_id: uuid.UUID | str, receiv
         received_at=received_at,
         description=item.description,
         payload=item.payload,
+        origin=item.origin,
         payload_is_canonical=item.payload_is_canonical,
     )
 
@@ -271,6 +273,7 @@ def _new_event(
         payload=item.payload,
         idempotency_key=item.idempotency_key,
         hash=item.hash or hash_for(source=source, item=item, event_id=id_text or event_id, received_at=received_at),
+        origin=item.origin,
     )
 
 

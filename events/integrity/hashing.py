@@ -6,6 +6,8 @@ The envelope, documented in docs/integrity.md so anyone can recompute it:
 with times as RFC 3339 UTC strings with microseconds ("2026-11-24T04:21:00.123456Z"),
 `customer` the customer's external id, `source` the source slug, `type` the type name,
 and absent optional values as null. The idempotency key is transport, not content.
+An event with an `origin` (a CloudEvents source) has it as a tenth field; one without has no
+such field, so that the hashes of events stored before origins existed are unchanged.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ def envelope(  # noqa: PLR0917 - positional on purpose, see the docstring
     received_at: datetime,
     description: str | None,
     payload: dict[str, Any],
+    origin: str | None = None,
     /,
 ) -> dict[str, Any]:
     """The fields an event's hash covers, in the documented form (positional: verification
     builds one per stored event, and keyword passing would show in its running time)."""
     return envelope_of_texts(
         str(event_id), type_name, source_slug, customer, actor, format_time(occurred_at), format_time(received_at),
-        description, payload,
+        description, payload, origin,
     )  # fmt: skip
 
 
@@ -58,11 +61,12 @@ def envelope_of_texts(  # noqa: PLR0917 - positional, as envelope()
     received_at: str,
     description: str | None,
     payload: dict[str, Any],
+    origin: str | None = None,
     /,
 ) -> dict[str, Any]:
     """envelope() with the id and times already in their text form: verification has
     PostgreSQL write them (SQL_TIME), which costs it less than Python's formatting."""
-    return {
+    fields = {
         "id": event_id,
         "type": type_name,
         "source": source_slug,
@@ -73,6 +77,9 @@ def envelope_of_texts(  # noqa: PLR0917 - positional, as envelope()
         "description": description,
         "payload": payload,
     }
+    if origin is not None:
+        fields["origin"] = origin
+    return fields
 
 
 # format_time() in SQL, for a timestamptz column: the same RFC 3339 text, microseconds and Z.
@@ -110,8 +117,11 @@ def event_hash(
     received_at: datetime,
     description: str | None,
     payload: dict[str, Any],
+    origin: str | None = None,
     payload_is_canonical: bool = False,
 ) -> str:
     """Hex SHA-256 of an event's canonical envelope."""
-    fields = envelope(event_id, type_name, source_slug, customer, actor, occurred_at, received_at, description, payload)
+    fields = envelope(
+        event_id, type_name, source_slug, customer, actor, occurred_at, received_at, description, payload, origin
+    )
     return envelope_hash(fields, payload_is_canonical=payload_is_canonical)

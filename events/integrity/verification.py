@@ -60,10 +60,10 @@ class VerificationReport:
 
 _EVENT_COLUMNS = (
     f"e.id::text, t.name, s.slug, c.external_id, e.actor, {SQL_TIME.format('e.occurred_at')}, "
-    f"{SQL_TIME.format('e.received_at')}, e.description, e.payload, e.hash"
+    f"{SQL_TIME.format('e.received_at')}, e.description, e.payload, e.origin, e.hash"
 )
 # Binary COPY column types of _EVENT_COLUMNS (varchar travels as text; the times come as text).
-_EVENT_TYPES = ["text", "text", "text", "text", "text", "text", "text", "text", "jsonb", "text"]
+_EVENT_TYPES = ["text", "text", "text", "text", "text", "text", "text", "text", "jsonb", "text", "text"]
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
 _EVENT_JOINS = (
     "JOIN events_eventtype t ON t.id = e.type_id JOIN events_source s ON s.id = e.source_id "
@@ -304,7 +304,7 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
                 gone = f"event {sealed_id} (seal {sequence}, position {position}) is gone"
                 report.findings.append(Finding("event_missing", gone, str(sealed_id), sequence))
             else:
-                recomputed = recomputed_hash(envelope_of_texts(*event[:9]), sealed_hash)
+                recomputed = recomputed_hash(envelope_of_texts(*event[:10]), sealed_hash)
                 if recomputed != sealed_hash or event[-1] != sealed_hash:
                     report.findings.append(Finding("event_modified",
                         f"event {sealed_id} (seal {sequence}, position {position}) no longer matches its sealed hash",
@@ -340,7 +340,7 @@ def _verify_unsealed_events(
             if not pending:
                 report.findings.append(Finding("event_inserted",
                     f"event {event_id} is in no seal and was not written by the ingest path", event_id))  # fmt: skip
-            elif recomputed_hash(envelope_of_texts(*event[:9]), event[-1]) != event[-1]:
+            elif recomputed_hash(envelope_of_texts(*event[:10]), event[-1]) != event[-1]:
                 report.findings.append(Finding("event_modified",
                     f"unsealed event {event_id} does not match its hash", event_id))  # fmt: skip
             if progress and report.events_checked % 10_000 == 0:

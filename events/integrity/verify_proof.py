@@ -83,7 +83,10 @@ def check(
     seal, previous = proof["seal"], proof.get("previous_seal")
     results: list[tuple[str, bool, str]] = []
 
-    recomputed = sha256_hex(jcs({name: event[name] for name in ENVELOPE_FIELDS}))
+    fields = {name: event[name] for name in ENVELOPE_FIELDS}
+    if event.get("origin") is not None:  # hashed only where present (docs/integrity.md)
+        fields["origin"] = event["origin"]
+    recomputed = sha256_hex(jcs(fields))
     results.append(("event hash", recomputed == event["hash"], recomputed))
     try:
         root = root_from_proof(

@@ -139,6 +139,7 @@ def _archived(path: Path, problems: list[Problem]) -> Iterator[tuple[str, str]]:
                 fields = envelope_of_texts(
                     record["id"], record["type"], record["source"], record["customer"], record["actor"],
                     record["occurred_at"], record["received_at"], record["description"], record["payload"],
+                    record.get("origin"),
                 )  # fmt: skip
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 problems.append(Problem("archive_unreadable", f"{path.name} line {number} is not an archived event"))

@@ -34,6 +34,6 @@ def test_the_service_keeps_every_promise_of_its_schema(live_server, tmp_path):
     )  # fmt: skip
 
     assert result.returncode == 0, result.stdout[-8000:]
-    assert "Tested: 18" in result.stdout
+    assert "Tested: 19" in result.stdout
     generated = int(result.stdout.split(" generated")[0].rsplit(maxsplit=1)[-1])
     assert generated > 1000, result.stdout[-2000:]  # really exercised, not skipped

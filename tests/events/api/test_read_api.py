@@ -260,7 +260,7 @@ def test_export_csv_with_gzip(api, corpus):
     assert orjson.loads(rows[0]["payload"]) == Event.objects.get(id=rows[0]["id"]).payload
     assert list(rows[0]) == [
         "id", "type", "source", "customer", "actor", "occurred_at", "received_at",
-        "description", "payload", "idempotency_key", "hash",
+        "description", "payload", "idempotency_key", "hash", "origin",
     ]  # fmt: skip
 
 

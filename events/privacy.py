@@ -1,0 +1,364 @@
+"""Sensitive and personal payload fields: what a schema marks with "x-auditsvc" is stored
+protected, and the event hash covers the protected form, never the plain value.
+
+- sensitive: stored as "hmac-sha256:<hex>", an HMAC of the value's RFC 8785 JSON under a key
+  derived from AUDITSVC_DATA_KEY (as Vault's audit devices store secrets). Not reversible; a
+  filter payload.<path>=<value> still finds it, because the filter hashes the value it is given.
+- personal: stored as "aes-gcm:v1:<data key id>:<base64 of nonce and ciphertext>", encrypted
+  under the customer's own data key (AES-256-GCM; the customer and the path are the associated
+  data, so a ciphertext cannot be moved to another customer or field). Data keys are stored
+  wrapped (AES-GCM) under AUDITSVC_DATA_KEY, and decrypted on read.
+- erase_customer destroys a customer's data keys: their personal fields then read as ERASED,
+  while the stored bytes, the hashes and the seals are untouched, so verification still passes.
+
+Only payloads as a sender sent them are protected; an entry already in its stored form (the
+stream's, an export being imported) is stored as it is, or its hash would change.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.utils import timezone
+
+from auditsvc.errors import FieldError, InvalidInput
+from events.integrity.canonical import canonical_json
+
+SENSITIVE = "sensitive"
+PERSONAL = "personal"
+MARKS = (SENSITIVE, PERSONAL)
+HMAC_PREFIX = "hmac-sha256:"
+CIPHER_PREFIX = "aes-gcm:v1:"
+ERASED = "[erased]"  # how a personal value reads once its customer's data key is destroyed
+UNREADABLE = "[unreadable]"  # a value that looks encrypted but is not ours (a sender's string)
+ANY_ITEM = "*"  # a path step through every element of an array
+
+Path = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Marking:
+    path: Path  # into the payload; ANY_ITEM steps through arrays
+    kind: str  # SENSITIVE or PERSONAL
+
+
+def markings_of(schema: Any, path: Path = ()) -> tuple[Marking, ...]:
+    """Every property the schema marks, through `properties` and array `items`."""
+    if not isinstance(schema, dict):
+        return ()
+    found: list[Marking] = []
+    if path and schema.get("x-auditsvc") in MARKS:
+        return (Marking(path, schema["x-auditsvc"]),)
+    for name, subschema in (schema.get("properties") or {}).items():
+        found += markings_of(subschema, (*path, name))
+    if isinstance(schema.get("items"), dict):
+        found += markings_of(schema["items"], (*path, ANY_ITEM))
+    return tuple(found)
+
+
+def marking_problems(schema: Any, path: str = "schema") -> list[FieldError]:
+    """Unknown x-auditsvc values, and a mark on the whole payload (a mark is on a property)."""
+    problems = []
+    if isinstance(schema, dict):
+        mark = schema.get("x-auditsvc")
+        if mark is not None and (mark not in MARKS or path == "schema"):
+            where = "the payload itself" if path == "schema" else path
+            message = f'x-auditsvc is "sensitive" or "personal", on a property; not {mark!r} on {where}.'
+            problems.append(FieldError(path, "invalid_marking", message))
+        for name, subschema in (schema.get("properties") or {}).items():
+            problems += marking_problems(subschema, f"{path}.properties.{name}")
+        problems += marking_problems(schema.get("items"), f"{path}.items")
+    return problems
+
+
+# --- Keys ---------------------------------------------------------------------------------
+
+
+def _master_key() -> bytes:
+    """AUDITSVC_DATA_KEY: 32 bytes, base64. Outside production, derived from SECRET_KEY when
+    unset (a checked warning says so), so that development needs no setup."""
+    configured = settings.AUDITSVC_DATA_KEY
+    if not configured:
+        if settings.AUDITSVC_ENV == "production":
+            raise ImproperlyConfigured("AUDITSVC_DATA_KEY is required in production (manage.py create_data_key).")
+        return hashlib.sha256(f"auditsvc development data key {settings.SECRET_KEY}".encode()).digest()
+    try:
+        key = base64.b64decode(configured, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ImproperlyConfigured("AUDITSVC_DATA_KEY must be 32 bytes in base64 (manage.py create_data_key).")
+    return key
+
+
+def new_master_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def _hmac_key() -> bytes:
+    derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"auditsvc sensitive fields")
+    return derive.derive(_master_key())
+
+
+def sensitive_digest(value: Any) -> str:
+    """What a sensitive value is stored as; the same value always gives the same text."""
+    return HMAC_PREFIX + hmac.new(_hmac_key(), canonical_json(value), hashlib.sha256).hexdigest()
+
+
+def _wrap_aad(customer: str) -> bytes:
+    return b"auditsvc data key\x00" + customer.encode()
+
+
+_keys: dict[int, tuple[float, bytes | None]] = {}  # data key id → (when read, key or None: erased)
+_keys_lock = threading.Lock()
+
+
+def forget_cached_data_keys() -> None:
+    with _keys_lock:
+        _keys.clear()
+
+
+def _data_key_for_writing(customer: str) -> tuple[int, bytes]:
+    """The customer's live data key (made on first use, and again after an erasure), as (id, key)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, wrapped FROM events_customerdatakey WHERE customer = %s AND erased_at IS NULL", [customer]
+        )
+        row = cursor.fetchone()
+        if row is None:
+            key, nonce = AESGCM.generate_key(256), os.urandom(12)
+            wrapped = nonce + AESGCM(_master_key()).encrypt(nonce, key, _wrap_aad(customer))
+            # Concurrent first uses: one row wins (the partial unique index), the others read it.
+            cursor.execute(
+                "INSERT INTO events_customerdatakey (customer, wrapped, created_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (customer) WHERE erased_at IS NULL DO NOTHING",
+                [customer, wrapped, timezone.now()],
+            )
+            cursor.execute(
+                "SELECT id, wrapped FROM events_customerdatakey WHERE customer = %s AND erased_at IS NULL",
+                [customer],
+            )
+            row = cursor.fetchone()
+    key_id, wrapped = row[0], bytes(row[1])
+    return key_id, _unwrap(wrapped, customer)
+
+
+def _unwrap(wrapped: bytes, customer: str) -> bytes:
+    return AESGCM(_master_key()).decrypt(wrapped[:12], wrapped[12:], _wrap_aad(customer))
+
+
+def _data_keys_for_reading(key_ids: Iterable[int]) -> dict[int, bytes | None]:
+    """Data keys by id (None: erased), cached for AUDITSVC_SCHEMA_CACHE_SECONDS like the schemas:
+    an erasure is seen by every process within that time."""
+    now = time.monotonic()
+    wanted = set(key_ids)
+    found = {
+        key_id: cached[1]
+        for key_id in wanted
+        if (cached := _keys.get(key_id)) and now - cached[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS
+    }
+    missing = wanted - found.keys()
+    if missing:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, customer, wrapped FROM events_customerdatakey WHERE id = ANY(%s)", [sorted(missing)]
+            )
+            rows = cursor.fetchall()
+        with _keys_lock:
+            for key_id, customer, wrapped in rows:
+                key = _unwrap(bytes(wrapped), customer) if wrapped is not None else None
+                _keys[key_id] = (now, key)
+                found[key_id] = key
+    return found
+
+
+# --- Protecting on ingest -----------------------------------------------------------------
+
+
+def protect(payload: dict[str, Any], markings: Sequence[Marking], customer: str | None, field: str) -> dict[str, Any]:
+    """The payload as stored: marked values replaced (a copy; the sender's dict is not changed).
+    InvalidInput when a personal value has no customer whose key could encrypt it."""
+    personal = [m for m in markings if m.kind == PERSONAL and _has(payload, m.path)]
+    if personal and customer is None:
+        message = "Personal fields are encrypted under their customer's key: this event needs a customer."
+        raise InvalidInput([FieldError(f"{field}.{_dotted(m.path)}", "customer_required", message) for m in personal])
+    data_key = _data_key_for_writing(customer) if personal and customer else None
+    protected = _copy_containers(payload)
+    for marking in markings:
+        if marking.kind == SENSITIVE:
+            _replace(protected, marking.path, (), sensitive_digest)
+        elif data_key is not None and customer is not None:
+            key_id, key = data_key
+            _replace(protected, marking.path, (), lambda value, path: _encrypt(value, key_id, key, customer, path))
+    return protected
+
+
+def _encrypt(value: Any, key_id: int, key: bytes, customer: str, path: Path) -> str:
+    nonce = os.urandom(12)
+    sealed = AESGCM(key).encrypt(nonce, canonical_json(value), _value_aad(customer, path))
+    return f"{CIPHER_PREFIX}{key_id}:{base64.b64encode(nonce + sealed).decode()}"
+
+
+def _value_aad(customer: str, path: Path) -> bytes:
+    return "\x00".join(("auditsvc personal", customer, *path)).encode()
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    return value
+
+
+def _has(payload: Any, path: Path) -> bool:
+    if not path:
+        return True
+    head, rest = path[0], path[1:]
+    if head == ANY_ITEM:
+        return isinstance(payload, list) and any(_has(item, rest) for item in payload)
+    return isinstance(payload, dict) and head in payload and _has(payload[head], rest)
+
+
+def _replace(container: Any, path: Path, done: Path, change: Any) -> None:
+    """Replace the value at path (every element's, through ANY_ITEM) by change(value[, its path])."""
+    head, rest = path[0], path[1:]
+    if head == ANY_ITEM:
+        if isinstance(container, list):
+            for index, item in enumerate(container):
+                if rest:
+                    _replace(item, rest, (*done, str(index)), change)
+                else:
+                    container[index] = _call(change, item, (*done, str(index)))
+        return
+    if not isinstance(container, dict) or head not in container:
+        return
+    if rest:
+        _replace(container[head], rest, (*done, head), change)
+    elif container[head] is not None:  # null stays null: nothing to hide
+        container[head] = _call(change, container[head], (*done, head))
+
+
+def _call(change: Any, value: Any, path: Path) -> Any:
+    return change(value) if change is sensitive_digest else change(value, path)
+
+
+def _dotted(path: Path) -> str:
+    return ".".join("[]" if part == ANY_ITEM else part for part in path).replace(".[]", "[]")
+
+
+# --- Reading ------------------------------------------------------------------------------
+
+
+def readable_payloads(payloads: Sequence[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
+    """(payload as stored, its customer) → payloads with personal values decrypted (ERASED where
+    the key is destroyed); the others are returned as they are. One key lookup for them all."""
+    encrypted = [i for i, (payload, _) in enumerate(payloads) if _may_hold_ciphertext(payload)]
+    if not encrypted:
+        return [payload for payload, _ in payloads]
+    key_ids = {key_id for i in encrypted for key_id in _key_ids(payloads[i][0])}
+    keys = _data_keys_for_reading(key_ids)
+    result = [payload for payload, _ in payloads]
+    for i in encrypted:
+        payload, customer = payloads[i]
+        result[i] = _decrypted(payload, keys, customer or "", ())
+    return result
+
+
+def _may_hold_ciphertext(payload: Any) -> bool:
+    if isinstance(payload, str):
+        return payload.startswith(CIPHER_PREFIX)
+    if isinstance(payload, dict):
+        return any(_may_hold_ciphertext(v) for v in payload.values())
+    if isinstance(payload, list):
+        return any(_may_hold_ciphertext(v) for v in payload)
+    return False
+
+
+def _key_ids(payload: Any) -> Iterable[int]:
+    if isinstance(payload, str) and payload.startswith(CIPHER_PREFIX):
+        key_id = payload[len(CIPHER_PREFIX) :].partition(":")[0]
+        if key_id.isdigit():
+            yield int(key_id)
+    elif isinstance(payload, dict):
+        for value in payload.values():
+            yield from _key_ids(value)
+    elif isinstance(payload, list):
+        for value in payload:
+            yield from _key_ids(value)
+
+
+def _decrypted(value: Any, keys: dict[int, bytes | None], customer: str, path: Path) -> Any:
+    if isinstance(value, dict):
+        return {k: _decrypted(v, keys, customer, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decrypted(v, keys, customer, (*path, str(i))) for i, v in enumerate(value)]
+    if not (isinstance(value, str) and value.startswith(CIPHER_PREFIX)):
+        return value
+    key_id, _, sealed = value[len(CIPHER_PREFIX) :].partition(":")
+    if not key_id.isdigit() or int(key_id) not in keys:
+        return UNREADABLE
+    key = keys[int(key_id)]
+    if key is None:
+        return ERASED
+    try:
+        raw = base64.b64decode(sealed, validate=True)
+        plain = AESGCM(key).decrypt(raw[:12], raw[12:], _value_aad(customer, path))
+    except (ValueError, InvalidTag):
+        return UNREADABLE
+    import orjson  # noqa: PLC0415 - kept beside its one use
+
+    return orjson.loads(plain)
+
+
+# --- Erasure ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Erasure:
+    customer: str
+    keys_destroyed: int
+    events: int
+
+
+def erase_customer(customer: str, *, actor: str) -> Erasure:
+    """Destroy the customer's data keys and blank its stored contact fields, and record that as
+    an auditsvc.customer.erased event, in one transaction."""
+    from customers.models import Customer  # noqa: PLC0415
+    from events.access_log import store_service_event  # noqa: PLC0415 - it imports the write path
+    from events.models import Event  # noqa: PLC0415
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE events_customerdatakey SET wrapped = NULL, erased_at = %s "
+                "WHERE customer = %s AND erased_at IS NULL",
+                [timezone.now(), customer],
+            )
+            destroyed = cursor.rowcount
+        Customer.objects.filter(external_id=customer).update(email="", display_name="")
+        events = Event.objects.filter(customer__external_id=customer).count()
+        store_service_event(
+            type="auditsvc.customer.erased",
+            actor=actor,
+            customer=customer,
+            description=f"{actor} erased the personal data of customer {customer}",
+            payload={"data_keys_destroyed": destroyed, "events": events},
+        )
+    forget_cached_data_keys()
+    return Erasure(customer=customer, keys_destroyed=destroyed, events=events)
