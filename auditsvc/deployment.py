@@ -26,10 +26,13 @@ def _is_set(environ: Mapping[str, str], name: str) -> bool:
 
 def missing_production_settings(environ: Mapping[str, str] = os.environ) -> list[str]:
     """The variables a production process lacks: no embedded database, no generated secret,
-    no unsigned seal (a process that only verifies may hold the public keys instead)."""
+    no unsigned seal (a process that only verifies may hold the public keys instead), no
+    personal field encrypted under a key derived from another secret."""
     missing = [name for name in ("DATABASE_URL", "SECRET_KEY") if not _is_set(environ, name)]
     if not _is_set(environ, "AUDIT_SIGNING_KEY") and not _is_set(environ, "AUDIT_PUBLIC_KEYS"):
         missing.append("AUDIT_SIGNING_KEY (or, for a process that only verifies, AUDIT_PUBLIC_KEYS)")
+    if not _is_set(environ, "AUDITSVC_DATA_KEY"):
+        missing.append("AUDITSVC_DATA_KEY")
     return missing
 
 

@@ -13,7 +13,7 @@ from customers.models import Customer, CustomerIdentity
 from customers.queries import search_customers
 from events.access_log import READ_TYPE
 from events.admin_audit import AuditedChanges, AuditedReads, snapshot
-from events.models import SERVICE_SOURCE, Event, EventType
+from events.models import SERVICE_SOURCE, CustomerDataKey, Event, EventType
 
 TIMELINE_PAGE_SIZE = 25
 
@@ -34,7 +34,7 @@ class CustomerAdmin(AuditedReads, AuditedChanges):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     inlines = [CustomerIdentityInline]
-    readonly_fields = ["created_at"]
+    readonly_fields = ["created_at", "personal_data"]
     change_form_template = "admin/customers/customer/change_form.html"
 
     class Media:
@@ -44,6 +44,19 @@ class CustomerAdmin(AuditedReads, AuditedChanges):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [*self.readonly_fields, "external_id"] if obj else self.readonly_fields
+
+    @admin.display(description="personal data")
+    def personal_data(self, customer: Customer) -> str:
+        """Whether its events' personal fields are readable, or erased (docs/privacy.md)."""
+        keys = list(CustomerDataKey.objects.filter(customer=customer.external_id).order_by("created_at"))
+        live = [key for key in keys if key.erased_at is None]
+        erased = [key for key in keys if key.erased_at is not None]
+        parts = []
+        if erased:
+            parts.append(f"erased {erased[-1].erased_at:%Y-%m-%d %H:%M} UTC (manage.py erase_customer)")
+        if live:
+            parts.append(f"encrypted under its data key since {live[0].created_at:%Y-%m-%d %H:%M} UTC")
+        return "; ".join(parts) or "none stored"
 
     def audit_state(self, obj: Any) -> dict[str, Any]:
         identities = obj.identities.order_by("system", "external_id") if obj.pk else []

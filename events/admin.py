@@ -20,6 +20,7 @@ from django.utils.text import Truncator
 from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[import-untyped]
 
 from auditsvc.counting import EstimatedCountPaginator
+from events import privacy
 from events.admin_audit import AuditedChanges, AuditedReads
 from events.ingest import stream
 from events.integrity.hashing import format_time
@@ -215,7 +216,15 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
 
     @admin.display(description="payload")
     def payload_view(self, event: Event) -> str:
-        return format_html('<div class="json-view">{}</div>', json_html(event.payload))
+        customer = event.customer.external_id if event.customer else None
+        readable = privacy.readable_payloads([(event.payload, customer)])[0]
+        if readable is event.payload:
+            return format_html('<div class="json-view">{}</div>', json_html(event.payload))
+        return format_html(
+            '<div class="json-view">{}</div><p class="help">Personal fields decrypted for you. The log stores '
+            "them encrypted, and that is what the hash covers:</p><div class=\"json-view\">{}</div>",
+            json_html(readable), json_html(event.payload),
+        )  # fmt: skip
 
     @admin.display(description="schema")
     def schema_check(self, event: Event) -> str:

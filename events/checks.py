@@ -44,3 +44,17 @@ def check_trusted_proxies(app_configs: Any, **kwargs: Any) -> list[Error]:
                 )
             )
     return errors
+
+
+@register(Tags.security)
+def check_data_key(app_configs: Any, **kwargs: Any) -> list[Error]:
+    """The master key of personal fields: required in production, well formed everywhere."""
+    from django.core.exceptions import ImproperlyConfigured  # noqa: PLC0415
+
+    from events import privacy  # noqa: PLC0415
+
+    try:
+        privacy.master_key()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), hint="manage.py create_data_key prints a new key.", id="auditsvc.E010")]
+    return []

@@ -158,6 +158,31 @@ class Event(models.Model):
         return f"event {self.id}"
 
 
+class CustomerDataKey(models.Model):
+    """A customer's key for its events' personal fields (events.privacy), wrapped under
+    AUDITSVC_DATA_KEY. Erasure sets wrapped to NULL: the key is gone, the row says when."""
+
+    customer = models.CharField(max_length=200)  # the external id, as events name the customer
+    wrapped = models.BinaryField(null=True)
+    created_at = models.DateTimeField()
+    erased_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One live key per customer; erased ones stay beside it.
+            models.UniqueConstraint(
+                fields=["customer"], condition=models.Q(erased_at__isnull=True), name="customer_data_key_live"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(erased_at__isnull=True, wrapped__isnull=False) | models.Q(erased_at__isnull=False),
+                name="customer_data_key_erased_or_kept",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"data key {self.pk} of {self.customer}"
+
+
 class IdempotencyKey(models.Model):
     """A source's claim on an idempotency key, pointing at the event it stored.
 

@@ -18,15 +18,17 @@ stream's, an export being imported) is stored as it is, or its hash would change
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -37,7 +39,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from auditsvc.errors import FieldError, InvalidInput
+from events.ingest.validation import EventIn, ItemPaths
 from events.integrity.canonical import canonical_json
+
+if TYPE_CHECKING:
+    from events.schemas import Check
 
 SENSITIVE = "sensitive"
 PERSONAL = "personal"
@@ -89,7 +95,7 @@ def marking_problems(schema: Any, path: str = "schema") -> list[FieldError]:
 # --- Keys ---------------------------------------------------------------------------------
 
 
-def _master_key() -> bytes:
+def master_key() -> bytes:
     """AUDITSVC_DATA_KEY: 32 bytes, base64. Outside production, derived from SECRET_KEY when
     unset (a checked warning says so), so that development needs no setup."""
     configured = settings.AUDITSVC_DATA_KEY
@@ -110,14 +116,15 @@ def new_master_key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def _hmac_key() -> bytes:
+@functools.lru_cache(maxsize=4)
+def _hmac_key(master: bytes) -> bytes:
     derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"auditsvc sensitive fields")
-    return derive.derive(_master_key())
+    return derive.derive(master)
 
 
 def sensitive_digest(value: Any) -> str:
     """What a sensitive value is stored as; the same value always gives the same text."""
-    return HMAC_PREFIX + hmac.new(_hmac_key(), canonical_json(value), hashlib.sha256).hexdigest()
+    return HMAC_PREFIX + hmac.new(_hmac_key(master_key()), canonical_json(value), hashlib.sha256).hexdigest()
 
 
 def _wrap_aad(customer: str) -> bytes:
@@ -133,33 +140,38 @@ def forget_cached_data_keys() -> None:
         _keys.clear()
 
 
-def _data_key_for_writing(customer: str) -> tuple[int, bytes]:
-    """The customer's live data key (made on first use, and again after an erasure), as (id, key)."""
+def _data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, bytes]]:
+    """Each customer's live data key (made on first use, and again after an erasure), as
+    (id, key), in two statements for the lot. Never cached: a key erased a moment ago must not
+    encrypt anything new."""
+    if not customers:
+        return {}
+    query = "SELECT customer, id, wrapped FROM events_customerdatakey WHERE customer = ANY(%s) AND erased_at IS NULL"
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id, wrapped FROM events_customerdatakey WHERE customer = %s AND erased_at IS NULL", [customer]
-        )
-        row = cursor.fetchone()
-        if row is None:
-            key, nonce = AESGCM.generate_key(256), os.urandom(12)
-            wrapped = nonce + AESGCM(_master_key()).encrypt(nonce, key, _wrap_aad(customer))
+        cursor.execute(query, [sorted(customers)])
+        rows = cursor.fetchall()
+        missing = sorted(customers - {row[0] for row in rows})
+        if missing:
+            wrapped = [_wrap(AESGCM.generate_key(256), customer) for customer in missing]
             # Concurrent first uses: one row wins (the partial unique index), the others read it.
             cursor.execute(
-                "INSERT INTO events_customerdatakey (customer, wrapped, created_at) VALUES (%s, %s, %s) "
+                "INSERT INTO events_customerdatakey (customer, wrapped, created_at) "
+                "SELECT unnest(%s::text[]), unnest(%s::bytea[]), %s "
                 "ON CONFLICT (customer) WHERE erased_at IS NULL DO NOTHING",
-                [customer, wrapped, timezone.now()],
+                [missing, wrapped, timezone.now()],
             )
-            cursor.execute(
-                "SELECT id, wrapped FROM events_customerdatakey WHERE customer = %s AND erased_at IS NULL",
-                [customer],
-            )
-            row = cursor.fetchone()
-    key_id, wrapped = row[0], bytes(row[1])
-    return key_id, _unwrap(wrapped, customer)
+            cursor.execute(query, [missing])
+            rows += cursor.fetchall()
+    return {customer: (key_id, _unwrap(bytes(wrapped), customer)) for customer, key_id, wrapped in rows}
+
+
+def _wrap(key: bytes, customer: str) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(master_key()).encrypt(nonce, key, _wrap_aad(customer))
 
 
 def _unwrap(wrapped: bytes, customer: str) -> bytes:
-    return AESGCM(_master_key()).decrypt(wrapped[:12], wrapped[12:], _wrap_aad(customer))
+    return AESGCM(master_key()).decrypt(wrapped[:12], wrapped[12:], _wrap_aad(customer))
 
 
 def _data_keys_for_reading(key_ids: Iterable[int]) -> dict[int, bytes | None]:
@@ -190,25 +202,49 @@ def _data_keys_for_reading(key_ids: Iterable[int]) -> dict[int, bytes | None]:
 # --- Protecting on ingest -----------------------------------------------------------------
 
 
-def protect(payload: dict[str, Any], markings: Sequence[Marking], customer: str | None, field: str) -> dict[str, Any]:
-    """The payload as stored: marked values replaced (a copy; the sender's dict is not changed).
-    InvalidInput when a personal value has no customer whose key could encrypt it."""
-    personal = [m for m in markings if m.kind == PERSONAL and _has(payload, m.path)]
-    if personal and customer is None:
-        message = "Personal fields are encrypted under their customer's key: this event needs a customer."
-        raise InvalidInput([FieldError(f"{field}.{_dotted(m.path)}", "customer_required", message) for m in personal])
-    data_key = _data_key_for_writing(customer) if personal and customer else None
-    protected = _copy_containers(payload)
-    for marking in markings:
-        if marking.kind == SENSITIVE:
-            _replace(protected, marking.path, (), sensitive_digest)
-        elif data_key is not None and customer is not None:
-            key_id, key = data_key
-            _replace(protected, marking.path, (), lambda value, path: _encrypt(value, key_id, key, customer, path))
+def protect_items(items: Sequence[EventIn], checks: Sequence[Check], paths: ItemPaths) -> list[EventIn]:
+    """The items as they are to be stored and hashed: marked fields protected, by the markings of
+    the version each was checked against (schemas.check_items). InvalidInput (nothing stored)
+    when a personal value has no customer whose key could encrypt it."""
+    marked = [(i, item, check.markings) for i, (item, check) in enumerate(zip(items, checks, strict=True))
+              if check.markings and not item.in_stored_form]  # fmt: skip
+    errors: list[FieldError] = []
+    customers: set[str] = set()
+    message = "Personal fields are encrypted under their customer's key: this event needs a customer."
+    for index, item, markings in marked:
+        personal = [m.path for m in markings if m.kind == PERSONAL and _has(item.payload, m.path)]
+        if personal and item.customer is None:
+            errors += [
+                FieldError(paths(index, f"payload.{_dotted(p)}"), "customer_required", message) for p in personal
+            ]
+        elif personal and item.customer is not None:
+            customers.add(item.customer)
+    if errors:
+        raise InvalidInput(errors)
+    keys = _data_keys_for_writing(customers)
+    protected = list(items)
+    for index, item, markings in marked:
+        data_key = keys.get(item.customer) if item.customer else None
+        protected[index] = replace(item, payload=protect(item.payload, markings, item.customer, data_key))
     return protected
 
 
-def _encrypt(value: Any, key_id: int, key: bytes, customer: str, path: Path) -> str:
+def protect(
+    payload: dict[str, Any], markings: Sequence[Marking], customer: str | None, data_key: tuple[int, bytes] | None
+) -> dict[str, Any]:
+    """The payload as stored: marked values replaced (a copy; the sender's dict is not changed).
+    Personal values are encrypted under data_key, the customer's (id, key)."""
+    protected = _copy_containers(payload)
+    encrypt = functools.partial(_encrypt, *data_key, customer) if data_key and customer is not None else None
+    for marking in markings:
+        if marking.kind == SENSITIVE:
+            _replace(protected, marking.path, (), lambda value, _path: sensitive_digest(value))
+        elif encrypt is not None:
+            _replace(protected, marking.path, (), encrypt)
+    return dict(protected)
+
+
+def _encrypt(key_id: int, key: bytes, customer: str, value: Any, path: Path) -> str:
     nonce = os.urandom(12)
     sealed = AESGCM(key).encrypt(nonce, canonical_json(value), _value_aad(customer, path))
     return f"{CIPHER_PREFIX}{key_id}:{base64.b64encode(nonce + sealed).decode()}"
@@ -236,7 +272,7 @@ def _has(payload: Any, path: Path) -> bool:
 
 
 def _replace(container: Any, path: Path, done: Path, change: Any) -> None:
-    """Replace the value at path (every element's, through ANY_ITEM) by change(value[, its path])."""
+    """Replace the value at path (every element's, through ANY_ITEM) by change(value, its path)."""
     head, rest = path[0], path[1:]
     if head == ANY_ITEM:
         if isinstance(container, list):
@@ -244,18 +280,14 @@ def _replace(container: Any, path: Path, done: Path, change: Any) -> None:
                 if rest:
                     _replace(item, rest, (*done, str(index)), change)
                 else:
-                    container[index] = _call(change, item, (*done, str(index)))
+                    container[index] = change(item, (*done, str(index)))
         return
     if not isinstance(container, dict) or head not in container:
         return
     if rest:
         _replace(container[head], rest, (*done, head), change)
     elif container[head] is not None:  # null stays null: nothing to hide
-        container[head] = _call(change, container[head], (*done, head))
-
-
-def _call(change: Any, value: Any, path: Path) -> Any:
-    return change(value) if change is sensitive_digest else change(value, path)
+        container[head] = change(container[head], (*done, head))
 
 
 def _dotted(path: Path) -> str:
@@ -278,6 +310,15 @@ def readable_payloads(payloads: Sequence[tuple[dict[str, Any], str | None]]) -> 
         payload, customer = payloads[i]
         result[i] = _decrypted(payload, keys, customer or "", ())
     return result
+
+
+def readable_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events as the API renders them, with their payloads readable (see readable_payloads)."""
+    payloads = readable_payloads([(output["payload"], output["customer"]) for output in outputs])
+    return [
+        output if payload is output["payload"] else {**output, "payload": payload}
+        for output, payload in zip(outputs, payloads, strict=True)
+    ]
 
 
 def _may_hold_ciphertext(payload: Any) -> bool:
@@ -303,7 +344,7 @@ def _key_ids(payload: Any) -> Iterable[int]:
             yield from _key_ids(value)
 
 
-def _decrypted(value: Any, keys: dict[int, bytes | None], customer: str, path: Path) -> Any:
+def _decrypted(value: Any, keys: dict[int, bytes | None], customer: str, path: Path) -> Any:  # noqa: PLR0911
     if isinstance(value, dict):
         return {k: _decrypted(v, keys, customer, (*path, k)) for k, v in value.items()}
     if isinstance(value, list):
@@ -321,8 +362,6 @@ def _decrypted(value: Any, keys: dict[int, bytes | None], customer: str, path: P
         plain = AESGCM(key).decrypt(raw[:12], raw[12:], _value_aad(customer, path))
     except (ValueError, InvalidTag):
         return UNREADABLE
-    import orjson  # noqa: PLC0415 - kept beside its one use
-
     return orjson.loads(plain)
 
 

@@ -28,6 +28,7 @@ from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from auditsvc.metrics import SCHEMA_VIOLATIONS
 from events.ingest.validation import EventIn, ItemPaths
 from events.models import Event, EventSchema, EventType
+from events.privacy import Marking, marking_problems, markings_of
 
 MODES = ("off", "warn", "enforce")
 RECENT_EVENTS_CHECKED = 500  # stored events a new version must still accept
@@ -39,6 +40,7 @@ class Checker:
     mode: str  # off, warn or enforce
     version: int
     validator: Any  # jsonschema_rs.Draft202012Validator; None when off
+    markings: tuple[Marking, ...] = ()  # its sensitive and personal fields, protected in every mode
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Check:
 
     version: int | None = None
     valid: bool | None = None
+    markings: tuple[Marking, ...] = ()
 
 
 UNCHECKED = Check()
@@ -56,6 +59,9 @@ def compile_schema(schema: Any) -> Any:
     """A validator for schema, or InvalidInput naming what is wrong with it."""
     if not isinstance(schema, dict):
         raise InvalidInput([FieldError("schema", "invalid_schema", "A schema is a JSON object.")])
+    problems = marking_problems(schema)
+    if problems:
+        raise InvalidInput(problems)
     try:
         jsonschema_rs.meta.validate(schema)
         return jsonschema_rs.Draft202012Validator(schema, offline=True)
@@ -239,8 +245,8 @@ def forget_cached_checkers() -> None:
 
 
 def checker_for(type_name: str, version: int | None = None) -> Checker | None:
-    """The type's mode and its latest version's validator (or version's, when a CloudEvent's
-    dataschema names one), or None when nothing is checked. UnknownVersion for a version the
+    """The type's mode, markings and its latest version's validator (or version's, when a
+    CloudEvent's dataschema names one), or None when the type has no schema. UnknownVersion for a version the
     type does not have, whatever its mode: the sender meant a schema that is not there."""
     key = (type_name, version)
     now = time.monotonic()
@@ -256,15 +262,16 @@ def checker_for(type_name: str, version: int | None = None) -> Checker | None:
         if settings.AUDITSVC_INGEST_MODE != "stream":
             raise
         # Stream mode takes events while PostgreSQL is away: what this process knew is used (or,
-        # for a type it never saw, nothing: the drainer checks it when it stores it), asked
-        # again in a second.
+        # for a type it never saw, nothing: such an event is stored unchecked), asked again in a
+        # second.
         checker = cached[1] if cached is not None else None
         with _cache_lock:
             _cache[key] = (now - max(0, settings.AUDITSVC_SCHEMA_CACHE_SECONDS - 1), checker)
-        return checker if checker is not None and checker.mode != "off" else None
+        return checker
     checker = None
     if row is not None:
-        checker = Checker(mode=row[0], version=row[1], validator=compile_schema(row[2]) if row[0] != "off" else None)
+        validator = compile_schema(row[2]) if row[0] != "off" else None
+        checker = Checker(mode=row[0], version=row[1], validator=validator, markings=markings_of(row[2]))
     with _cache_lock:
         _cache[key] = (now, checker)
     return _known(checker, version)
@@ -273,7 +280,7 @@ def checker_for(type_name: str, version: int | None = None) -> Checker | None:
 def _known(checker: Checker | None, version: int | None) -> Checker | None:
     if version is not None and checker is None:
         raise UnknownVersion(version)
-    return checker if checker is not None and checker.mode != "off" else None
+    return checker
 
 
 def count_violations(flagged: Mapping[str, int]) -> None:
@@ -299,8 +306,14 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
                 errors.append(FieldError(paths(index, "dataschema"), "unknown_schema_version", message))
                 checkers[wanted] = None
         checker = checkers[wanted]
+        if item.in_stored_form:
+            checks.append(Check(version=item.checked_version, valid=item.checked_valid))
+            continue
         if checker is None:
             checks.append(UNCHECKED)
+            continue
+        if checker.mode == "off":
+            checks.append(Check(markings=checker.markings))
             continue
         found = violations(checker.validator, item.payload)
         if found and checker.mode == "enforce":
@@ -308,7 +321,7 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
                 FieldError(paths(index, path), "schema_violation", f"{message} (schema v{checker.version})")
                 for path, message in found
             ]
-        checks.append(Check(version=checker.version, valid=not found))
+        checks.append(Check(version=checker.version, valid=not found, markings=checker.markings))
     if errors:
         raise InvalidInput(errors)
     return checks

@@ -21,6 +21,7 @@ from tests.paths import REPO_ROOT
 
 # What the process would otherwise inherit from the test run (CI sets DATABASE_URL).
 _OURS = ("DATABASE_URL", "SECRET_KEY", "AUDIT_SIGNING_KEY", "AUDIT_PUBLIC_KEYS", "AUDITSVC_API_KEY_HASH_SECRET")
+DATA_KEY = "A" * 43 + "="  # 32 bytes in base64
 PUBLIC_KEY = signing.public_key_bytes(Ed25519PrivateKey.generate().public_key()).hex()
 
 
@@ -36,9 +37,11 @@ def run(command: list[str], env: dict[str, str], timeout: float = 60) -> subproc
 def test_it_names_every_missing_production_setting():
     assert missing_production_settings({"AUDITSVC_ENV": "production"}) == [
         "DATABASE_URL", "SECRET_KEY", "AUDIT_SIGNING_KEY (or, for a process that only verifies, AUDIT_PUBLIC_KEYS)",
+        "AUDITSVC_DATA_KEY",
     ]  # fmt: skip
-    assert missing_production_settings({"DATABASE_URL": "postgres://x/y", "SECRET_KEY_FILE": "/run/s",
-                                        "AUDIT_PUBLIC_KEYS": PUBLIC_KEY}) == []  # fmt: skip
+    configured = {"DATABASE_URL": "postgres://x/y", "SECRET_KEY_FILE": "/run/s", "AUDIT_PUBLIC_KEYS": PUBLIC_KEY,
+                  "AUDITSVC_DATA_KEY_FILE": "/run/d"}  # fmt: skip
+    assert missing_production_settings(configured) == []
     assert production_problem({}) is None  # development: nothing needed
     assert "AUDITSVC_ENV must be one of" in (production_problem({"AUDITSVC_ENV": "prod"}) or "")
 
@@ -48,7 +51,7 @@ def test_manage_py_refuses_to_start_in_production_without_its_settings(tmp_path)
 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    for name in ("DATABASE_URL", "SECRET_KEY", "AUDIT_SIGNING_KEY"):
+    for name in ("DATABASE_URL", "SECRET_KEY", "AUDIT_SIGNING_KEY", "AUDITSVC_DATA_KEY"):
         assert name in result.stderr
     assert not (tmp_path / "var").exists()  # no embedded database, no generated secret
 
@@ -65,13 +68,14 @@ def test_gunicorn_refuses_to_start_in_production_without_its_settings(tmp_path):
     assert time.monotonic() - started < 20
     assert "Traceback" not in result.stderr  # refused by the master, before any worker boots
     assert "these settings are missing: DATABASE_URL; AUDIT_SIGNING_KEY" in result.stderr
+    assert "AUDITSVC_DATA_KEY" in result.stderr
     assert "SECRET_KEY" not in result.stderr.split("missing:")[1]
 
 
 def test_a_configured_production_process_starts(tmp_path):
     env = environment(
         tmp_path, AUDITSVC_ENV="production", DATABASE_URL="postgres://u@127.0.0.1:1/none", SECRET_KEY="s" * 50,
-        AUDIT_PUBLIC_KEYS=PUBLIC_KEY, ALLOWED_HOSTS="audit.example",
+        AUDIT_PUBLIC_KEYS=PUBLIC_KEY, ALLOWED_HOSTS="audit.example", AUDITSVC_DATA_KEY=DATA_KEY,
     )  # fmt: skip
 
     result = run([sys.executable, "manage.py", "check"], env)
@@ -83,7 +87,7 @@ def test_a_configured_production_process_starts(tmp_path):
 def test_production_never_seals_unsigned(tmp_path):
     env = environment(
         tmp_path, AUDITSVC_ENV="production", DATABASE_URL="postgres://u@127.0.0.1:1/none", SECRET_KEY="s" * 50,
-        AUDIT_PUBLIC_KEYS=PUBLIC_KEY,
+        AUDIT_PUBLIC_KEYS=PUBLIC_KEY, AUDITSVC_DATA_KEY=DATA_KEY,
     )  # fmt: skip
 
     sealing = run([sys.executable, "manage.py", "seal_events"], env)

@@ -17,7 +17,8 @@ function init(args)
   run = args[3]  -- unique per run: keys never repeat across phases
   keys = io.open(out_dir .. "/acked-" .. id .. ".txt", "w")
   keys:setvbuf("full")
-  headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. os.getenv("AUDITSVC_BENCH_KEY")}
+  local content_type = os.getenv("AUDITSVC_BENCH_CONTENT_TYPE") or "application/json"
+  headers = {["Content-Type"] = content_type, ["Authorization"] = "Bearer " .. os.getenv("AUDITSVC_BENCH_KEY")}
 end
 
 function request()
@@ -29,7 +30,7 @@ end
 function response(status, headers, body)
   if status == 201 then
     acked = acked + 1
-    for key in body:gmatch('"idempotency_key":"([^"]+)"') do
+    for key in body:gmatch('"idempotency_key":"([^"]+)"') do  -- a CloudEvent's id becomes this
       keys:write(key, "\n")
       events = events + 1
     end

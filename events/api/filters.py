@@ -16,6 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from auditsvc.errors import FieldError, InvalidInput
 from auditsvc.times import parse_rfc3339
 from customers.queries import customer_ids_for
+from events import privacy
 from events.api import openapi
 from events.ingest.validation import contains_nul
 from events.models import Event
@@ -159,6 +160,8 @@ def payload_path_condition(key: str, values: list[str]) -> Q:
     else:
         if not isinstance(scalar, dict | list | str):
             candidates.append(scalar)  # 5, true, null also match the JSON number/boolean/null
+    # A sensitive field holds only the HMAC of its value (events.privacy): hash what is asked for.
+    candidates += [privacy.sensitive_digest(candidate) for candidate in candidates]
     condition = Q()
     for candidate in candidates:
         document: Any = candidate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -30,7 +31,7 @@ from auditsvc.api.pagination import MAX_PAGE, MAX_PAGE_SIZE, PAGINATION_PARAMS, 
 from auditsvc.api.permissions import HasScope
 from auditsvc.api.request_body import read_json_body
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
-from events import export, schemas
+from events import export, privacy, schemas
 from events.api import openapi, stats
 from events.api.audited import AuditedReads, api_actor, record_api_read
 from events.api.filters import DurationParamsFilterSet, EventFilterSet
@@ -92,7 +93,8 @@ PAGINATION_PARAMETERS = [
 ]
 PAYLOAD_PATH_NOTE = (
     "Besides the parameters below, `payload.<path>=<value>` filters on a nested payload key, "
-    "e.g. `payload.invoice.currency=EUR` (repeatable)."
+    "e.g. `payload.invoice.currency=EUR` (repeatable); a field its schema marks sensitive is matched by the HMAC "
+    "of the value given."
 )
 EVENT_PAGE = OpenApiResponse(
     OpenApiTypes.OBJECT,
@@ -160,7 +162,9 @@ def _is_queued(event_id: str) -> bool:
 def event_page(request: Request, events: QuerySet[Event]) -> Response:
     """A page of events: shared by /events and a customer's timeline."""
     ordering = choose_ordering(request, EVENT_ORDERINGS, "-occurred_at")
-    return Response(paginate(request, events, ordering=ordering, render=render_event))
+    page = paginate(request, events, ordering=ordering, render=render_event)
+    page["results"] = privacy.readable_outputs(page["results"])  # one key lookup for the page
+    return Response(page)
 
 
 class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-arg]
@@ -246,8 +250,12 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
         if not parsed.is_batch and stream.is_enabled():
             # Refused now, not dead-lettered later: the drainer stores it through the write path,
             # which checks it again against the version current then.
-            schemas.check_items(parsed.events, ItemPaths(is_batch=False))
-            accepted = stream.accept_event(source=api_key.source, item=parsed.events[0])
+            paths = ItemPaths(is_batch=False)
+            checks = schemas.check_items(parsed.events, paths)
+            # Protected now: the hash the answer carries covers the protected payload.
+            item = privacy.protect_items(parsed.events, checks, paths)[0]
+            item = replace(item, checked_version=checks[0].version, checked_valid=checks[0].valid)
+            accepted = stream.accept_event(source=api_key.source, item=item)
             metrics.count_ingested(api_key.source.slug, "stream", int(accepted.created))
             return Response(
                 accepted_output(accepted), status=status.HTTP_202_ACCEPTED if accepted.created else status.HTTP_200_OK
@@ -288,7 +296,7 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
     )
     def retrieve(self, request: Request, pk: str) -> Response:
         event = _event_or_404(pk, request)
-        return Response(event_output(event))
+        return Response(privacy.readable_outputs([event_output(event)])[0])
 
     @extend_schema(
         responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERRORS},

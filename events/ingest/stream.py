@@ -187,6 +187,7 @@ def encode_entry(*, source: Source, item: EventIn, event_id: str, received_at: d
             "canonical": item.payload_is_canonical,
             "hash": digest,
             "origin": item.origin,
+            "checked": [item.checked_version, item.checked_valid],
         }
     )
 
@@ -210,6 +211,8 @@ def decode_entry(text: str) -> tuple[int, EventIn]:
         received_at=datetime.fromisoformat(raw["received_at"]),
         hash=raw["hash"],
         origin=raw.get("origin"),  # entries written before origins existed have none
+        checked_version=raw.get("checked", [None, None])[0],
+        checked_valid=raw.get("checked", [None, None])[1],
     )
 
 

@@ -69,6 +69,16 @@ class EventIn:
     # hashed, and the schema version its `dataschema` names (checked against instead of the latest).
     origin: str | None = None
     dataschema_version: int | None = None
+    # Set only on stream entries: the API's check when it accepted the event (see in_stored_form).
+    checked_version: int | None = None
+    checked_valid: bool | None = None
+
+    @property
+    def in_stored_form(self) -> bool:
+        """Whether the payload is already as stored (a stream entry the API checked and protected, or
+        an exported event being imported): stored as it is, neither checked nor protected again,
+        or its hash would change."""
+        return self.hash is not None or (self.event_id is not None and self.received_at is not None)
 
 
 @dataclass(frozen=True, slots=True)

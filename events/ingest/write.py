@@ -19,7 +19,7 @@ from django.utils import timezone
 from psycopg import errors
 
 from auditsvc.errors import Conflict, FieldError, InvalidInput, ProblemError
-from events import schemas
+from events import privacy, schemas
 from events.ids import uuid7
 from events.ingest import type_counts
 from events.ingest.copy import write_events
@@ -131,6 +131,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     if retired:
         _refuse_retired(event_ids, retired, paths)
     checks = schemas.check_items(items, paths)  # enforce mode: 400 schema_violation, nothing stored
+    items = privacy.protect_items(items, checks, paths)  # the marked fields, before they are hashed
     results: dict[int, StoredEvent] = {}
     with transaction.atomic():
         fresh, repeats = claim_idempotency_keys(

@@ -1,0 +1,180 @@
+"""CloudEvents and protected fields against the native write path, in one run.
+
+    .venv/bin/python -m bench.cloudevents_privacy [--seconds 15] [--no-docs]
+
+On a fresh database (as bench.ingest), under the same gunicorn setup and wrk load:
+1. native batch POST of 1,000 (the reference, measured before and after the others, the
+   better run counting) and single-event POST at concurrency 16;
+2. the same events as CloudEvents: batch mode (application/cloudevents-batch+json) and
+   structured mode (application/cloudevents+json);
+3. the native batches again with every type's schema marking two fields personal (AES-GCM
+   under the customer's data key) and one sensitive (HMAC), validation off;
+every acknowledged event is checked to be stored once; appended to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.ingest import PORT, ROOT, THREADS, WORKERS, event_bodies, fresh_database, wrk
+from bench.report import publish
+
+CE_BATCH = "application/cloudevents-batch+json"
+CE_STRUCTURED = "application/cloudevents+json"
+
+
+def as_cloudevent(event: dict[str, Any]) -> dict[str, Any]:
+    """A native event body (events.demo's) as the CloudEvent a service would send for it."""
+    document = {"specversion": "1.0", "id": event["idempotency_key"], "source": "/bench/eu-1", "type": event["type"],
+                "data": event.get("payload", {})}  # fmt: skip
+    for native, attribute in (("customer", "subject"), ("actor", "actor"), ("description", "description")):
+        if event.get(native) is not None:
+            document[attribute] = event[native]
+    return document
+
+
+def cloudevent_bodies(native: list[str], *, batch: bool) -> list[str]:
+    bodies = []
+    for body in native:
+        parsed = json.loads(body)
+        if batch:
+            bodies.append(json.dumps([as_cloudevent(event) for event in parsed["events"]]))
+        else:
+            bodies.append(json.dumps(as_cloudevent(parsed)))
+    return bodies
+
+
+def marked_schema(payload_schema: dict[str, Any]) -> dict[str, Any]:
+    """events.demo's schema with two fields personal and one sensitive (all present in its payloads)."""
+    properties = dict(payload_schema.get("properties", {}))
+    for name, mark in (("email", "personal"), ("ip", "personal"), ("card_fingerprint", "sensitive")):
+        properties[name] = {"type": "string", "x-auditsvc": mark}
+    return {**payload_schema, "properties": properties}
+
+
+def with_marked_fields(native: list[str]) -> list[str]:
+    """The batches with the marked fields added to every payload (and every event given a customer)."""
+    bodies = []
+    for number, body in enumerate(native):
+        parsed = json.loads(body)
+        for index, event in enumerate(parsed["events"]):
+            event["customer"] = event.get("customer") or f"cus_{(number * 1000 + index) % 5000}"
+            event.setdefault("payload", {}).update(
+                email=f"person{index}@example.com", ip=f"203.0.113.{index % 250}", card_fingerprint=f"fp_{index:08x}"
+            )
+        bodies.append(json.dumps(parsed))
+    return bodies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each load phase")
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    url = fresh_database()
+    os.environ["DATABASE_URL"] = url
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    from bench.django_setup import setup  # noqa: PLC0415
+
+    setup()
+    from django.db import connection  # noqa: PLC0415
+
+    from bench.server import gunicorn  # noqa: PLC0415
+    from events import schemas  # noqa: PLC0415
+    from events.demo import TYPES, payload_schema  # noqa: PLC0415
+    from events.keys import create_api_key  # noqa: PLC0415
+    from events.models import EventSchema, EventType, Source  # noqa: PLC0415
+
+    source = Source.objects.create(slug="bench", name="Benchmark")
+    key = create_api_key(source=source, scopes=["ingest"]).plaintext
+    EventType.objects.bulk_create([EventType(name=name) for name in TYPES], ignore_conflicts=True)
+    connection.close()
+    workdir = Path(tempfile.mkdtemp(prefix="auditsvc-bench-"))
+    endpoint = f"http://127.0.0.1:{PORT}/api/v1/events"
+    batches, singles = event_bodies(8, 1000), event_bodies(2000, None)
+
+    def load(bodies: list[str], connections: int, content_type: str = "application/json") -> dict[str, Any]:
+        os.environ["AUDITSVC_BENCH_CONTENT_TYPE"] = content_type
+        try:
+            return wrk(endpoint, bodies, seconds=args.seconds, connections=connections, key=key, workdir=workdir)
+        finally:
+            del os.environ["AUDITSVC_BENCH_CONTENT_TYPE"]
+
+    with gunicorn(PORT, workers=WORKERS, threads=THREADS):
+        native_batch = [load(batches, 4)]
+        native_single = load(singles, 16)
+        ce_batch = load(cloudevent_bodies(batches, batch=True), 4, CE_BATCH)
+        ce_single = load(cloudevent_bodies(singles, batch=False), 16, CE_STRUCTURED)
+    for event_type in EventType.objects.filter(name__in=TYPES):
+        schemas.register_schema(event_type=event_type, schema=marked_schema(payload_schema()), actor="bench")
+    connection.close()
+    with gunicorn(PORT, workers=WORKERS, threads=THREADS):
+        marked = load(with_marked_fields(batches), 4)
+    EventType.objects.filter(name__in=TYPES).update(validation="off")
+    EventSchema.objects.all().delete()  # the reference again, without marks
+    connection.close()
+    with gunicorn(PORT, workers=WORKERS, threads=THREADS):
+        native_batch.append(load(batches, 4))
+
+    phases = [*native_batch, native_single, ce_batch, ce_single, marked]
+    acked = [k for phase in phases for k in phase["keys"]]
+    with psycopg.connect(url) as db:
+        stored: dict[str, int] = dict(db.execute(
+            "SELECT idempotency_key, count(*) FROM events_event WHERE source_id = %s GROUP BY 1", [source.pk]
+        ).fetchall())  # fmt: skip
+        plain = db.execute("SELECT count(*) FROM events_event WHERE payload->>'email' LIKE 'person%%'").fetchone()
+        version = db.execute("SELECT version()").fetchone()[0].split(" on ")[0]  # type: ignore[index]
+    missing = [k for k in acked if k not in stored]
+    duplicated = [k for k, n in stored.items() if n > 1]
+    best = max(native_batch, key=lambda run: run["events"] / run["seconds"])
+    batch_rate = best["events"] / best["seconds"]
+    single_rate = native_single["acked"] / native_single["seconds"]
+
+    def row(name: str, run: dict[str, Any], rate: float, reference: float, target: str = "") -> str:
+        return (f"| {name} | {rate:,.0f} events/s | {rate / reference:.2f}{target} | "
+                f"p50 {run['p50_ms']:.1f} / p99 {run['p99_ms']:.1f} |")  # fmt: skip
+
+    runs = " and ".join(f"{run['events'] / run['seconds']:,.0f}" for run in native_batch)
+    report = "\n".join([
+        f"### CloudEvents and protected fields (issue 17), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `.venv/bin/python -m bench.cloudevents_privacy --seconds {args.seconds}`; {version}; gunicorn "
+        f"{WORKERS} gthread workers × {THREADS} threads, production settings; wrk on 127.0.0.1; the events of "
+        "`make bench`; latencies in ms. Ratios are against the native format in the same run.",
+        "",
+        "| measurement | rate | ratio | latency |",
+        "| --- | ---: | --- | --- |",
+        row(f"(a) native batch POST of 1,000, c4 (better of {runs})", best, batch_rate, batch_rate),
+        row("CloudEvents batch mode, 1,000 per request, c4", ce_batch, ce_batch["events"] / ce_batch["seconds"],
+            batch_rate, " of (a)"),
+        row("native batch of 1,000 with 2 personal + 1 sensitive field per event (validation off)", marked,
+            marked["events"] / marked["seconds"], batch_rate, " of (a)"),
+        row("(b) native single-event POST, c16", native_single, single_rate, single_rate),
+        row("CloudEvents structured mode, one per request, c16", ce_single, ce_single["acked"] / ce_single["seconds"],
+            single_rate, " of (b)"),
+        "",
+        f"Acknowledged {len(acked):,} events; missing from the database: **{len(missing)}**; stored twice: "
+        f"**{len(duplicated)}**; stored with a marked e-mail address in plain text: **{plain[0] if plain else '?'}**; "
+        f"non-2xx or socket errors: {sum(p['failed'] + p['errors'] for p in phases)}.",
+    ])  # fmt: skip
+    shutil.rmtree(workdir, ignore_errors=True)
+    publish(report, to_docs=not args.no_docs)
+    if missing or duplicated:
+        sys.exit("acknowledged events are missing or duplicated")
+
+
+if __name__ == "__main__":
+    main()
