@@ -28,6 +28,7 @@ from django.db import DatabaseError, connection
 
 from auditsvc.errors import ProblemError
 from auditsvc.metrics import READS_UNRECORDED
+from events import privacy
 from events.ingest.validation import EventIn, parse_event
 from events.ingest.write import ingest_each, ingest_events
 from events.models import SERVICE_SOURCE, EventType, Source
@@ -81,8 +82,11 @@ def clean(value: Any, max_chars: int = _MAX_VALUE_CHARS) -> Any:
 
 
 def query_filters(params: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A request's query parameters (a QueryDict) as a record shows them: one value, or the list."""
-    return {key: values[0] if len(values) == 1 else values for key, values in params.lists() if key not in skip}
+    """A request's query parameters (a QueryDict) as a record shows them: one value, or the list.
+    A value sought in a sensitive or personal field is recorded as its HMAC, never as asked:
+    the record must not keep what the events themselves do not (events.privacy)."""
+    filters = {key: values[0] if len(values) == 1 else values for key, values in params.lists() if key not in skip}
+    return privacy.redacted_filters(filters)
 
 
 def record_read(*, actor: str, via: str, endpoint: str, returned: int, details: dict[str, Any]) -> None:

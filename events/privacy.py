@@ -35,12 +35,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from auditsvc.errors import FieldError, InvalidInput
 from events.ingest.validation import EventIn, ItemPaths
 from events.integrity.canonical import canonical_json
+from events.models import EventSchema
 
 if TYPE_CHECKING:
     from events.schemas import Check
@@ -363,6 +364,59 @@ def _decrypted(value: Any, keys: dict[int, bytes | None], customer: str, path: P
     except (ValueError, InvalidTag):
         return UNREADABLE
     return orjson.loads(plain)
+
+
+# --- The access log's records --------------------------------------------------------------
+
+_protected_paths: tuple[float, frozenset[Path]] | None = None
+
+
+def protected_paths() -> frozenset[Path] | None:
+    """The paths a type's latest schema marks (any type's), cached like the schemas; None when
+    the database cannot say (then every payload filter counts as protected)."""
+    global _protected_paths  # noqa: PLW0603 - a process-wide cache, like the others here
+    now = time.monotonic()
+    if _protected_paths is not None and now - _protected_paths[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS:
+        return _protected_paths[1]
+    try:
+        latest = EventSchema.objects.order_by("type_id", "-version").distinct("type_id").values_list("schema")
+        paths = frozenset(marking.path for (schema,) in latest for marking in markings_of(schema))
+    except DatabaseError:
+        return None
+    _protected_paths = (now, paths)
+    return paths
+
+
+def forget_protected_paths() -> None:
+    global _protected_paths  # noqa: PLW0603
+    _protected_paths = None
+
+
+def redacted_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """Query filters as a read record keeps them: payload.<path>=<value> on a marked path, and a
+    payload={...} filter that names one, with each value replaced by its HMAC."""
+    if not any(key == "payload" or key.startswith("payload.") for key in filters):
+        return filters
+    paths = protected_paths()
+    redacted = dict(filters)
+    for key, value in filters.items():
+        if key.startswith("payload.") and (paths is None or tuple(key[8:].split(".")) in _without_items(paths)):
+            redacted[key] = [sensitive_digest(v) for v in value] if isinstance(value, list) else sensitive_digest(value)
+        elif key == "payload" and _names_any(value, paths):
+            redacted[key] = sensitive_digest(value)  # JSON containment naming a marked field: all of it
+    return redacted
+
+
+def _names_any(value: Any, paths: frozenset[Path] | None) -> bool:
+    try:
+        document = orjson.loads(value) if isinstance(value, str) else None
+    except orjson.JSONDecodeError:
+        return False  # refused as a filter: nothing was sought
+    return paths is None or any(_has(document, path) for path in paths)
+
+
+def _without_items(paths: frozenset[Path]) -> set[Path]:
+    return {path for path in paths if ANY_ITEM not in path}
 
 
 # --- Erasure ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from auditsvc.metrics import SCHEMA_VIOLATIONS
 from events.ingest.validation import EventIn, ItemPaths
 from events.models import Event, EventSchema, EventType
-from events.privacy import Marking, marking_problems, markings_of
+from events.privacy import Marking, forget_protected_paths, marking_problems, markings_of
 
 MODES = ("off", "warn", "enforce")
 RECENT_EVENTS_CHECKED = 500  # stored events a new version must still accept
@@ -242,6 +242,7 @@ class UnknownVersion(LookupError):
 def forget_cached_checkers() -> None:
     with _cache_lock:
         _cache.clear()
+    forget_protected_paths()
 
 
 def checker_for(type_name: str, version: int | None = None) -> Checker | None:

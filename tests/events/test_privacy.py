@@ -189,3 +189,19 @@ def test_a_ciphertext_copied_to_another_customer_does_not_decrypt(api, marked):
     copied = api.post_json(URL, {"type": "note.taken", "customer": "cus_2", "payload": {"x": ana["payload"]["email"]}})
 
     assert api.client.get(f"{URL}/{copied.json()['id']}").json()["payload"] == {"x": "[unreadable]"}
+
+
+def test_a_read_record_keeps_the_hmac_of_a_value_sought_in_a_marked_field(api, marked):
+    from events.access_log import flush_access_log  # noqa: PLC0415
+
+    sign_up(api)
+    api.client.get(URL, {"payload.national_id": "756.1234.5678.97", "payload.plan": "pro"})
+    api.client.get(URL, {"payload": '{"email": "ana@example.com"}'})
+    flush_access_log()
+
+    records = [e.payload["filters"] for e in Event.objects.filter(type__name="auditsvc.read")]
+    dotted = next(filters for filters in records if "payload.plan" in filters)
+    containment = next(filters for filters in records if "payload" in filters)
+    assert dotted["payload.national_id"].startswith("hmac-sha256:") and dotted["payload.plan"] == "pro"
+    assert containment["payload"].startswith("hmac-sha256:")
+    assert "756.1234.5678.97" not in stored_texts() and "ana@example.com" not in stored_texts()
