@@ -99,11 +99,15 @@ def marking_problems(schema: Any, path: str = "schema") -> list[FieldError]:
 def master_key() -> bytes:
     """AUDITSVC_DATA_KEY: 32 bytes, base64. Outside production, derived from SECRET_KEY when
     unset (a checked warning says so), so that development needs no setup."""
-    configured = settings.AUDITSVC_DATA_KEY
+    return _master_key(settings.AUDITSVC_DATA_KEY, settings.AUDITSVC_ENV, settings.SECRET_KEY)
+
+
+@functools.lru_cache(maxsize=4)
+def _master_key(configured: str, environment: str, secret_key: str) -> bytes:
     if not configured:
-        if settings.AUDITSVC_ENV == "production":
+        if environment == "production":
             raise ImproperlyConfigured("AUDITSVC_DATA_KEY is required in production (manage.py create_data_key).")
-        return hashlib.sha256(f"auditsvc development data key {settings.SECRET_KEY}".encode()).digest()
+        return hashlib.sha256(f"auditsvc development data key {secret_key}".encode()).digest()
     try:
         key = base64.b64decode(configured, validate=True)
     except ValueError:
@@ -123,9 +127,15 @@ def _hmac_key(master: bytes) -> bytes:
     return derive.derive(master)
 
 
-def sensitive_digest(value: Any) -> str:
-    """What a sensitive value is stored as; the same value always gives the same text."""
-    return HMAC_PREFIX + hmac.new(_hmac_key(master_key()), canonical_json(value), hashlib.sha256).hexdigest()
+def sensitive_digest(value: Any, key: bytes | None = None) -> str:
+    """What a sensitive value is stored as; the same value always gives the same text. key: the
+    HMAC key (hmac_key()), when the caller hashes many values."""
+    digest = hmac.new(key or hmac_key(), canonical_json(value), hashlib.sha256).hexdigest()
+    return HMAC_PREFIX + digest
+
+
+def hmac_key() -> bytes:
+    return _hmac_key(master_key())
 
 
 def _wrap_aad(customer: str) -> bytes:
@@ -139,11 +149,12 @@ _keys_lock = threading.Lock()
 def forget_cached_data_keys() -> None:
     with _keys_lock:
         _keys.clear()
+    _ciphers.clear()
 
 
-def _data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, bytes]]:
+def _data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, AESGCM]]:
     """Each customer's live data key (made on first use, and again after an erasure), as
-    (id, key), in two statements for the lot. Never cached: a key erased a moment ago must not
+    (id, cipher), in two statements for the lot. Never cached: a key erased a moment ago must not
     encrypt anything new."""
     if not customers:
         return {}
@@ -163,7 +174,20 @@ def _data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, bytes]]:
             )
             cursor.execute(query, [missing])
             rows += cursor.fetchall()
-    return {customer: (key_id, _unwrap(bytes(wrapped), customer)) for customer, key_id, wrapped in rows}
+    return {customer: (key_id, _writing_cipher(key_id, bytes(wrapped), customer)) for customer, key_id, wrapped in rows}
+
+
+_ciphers: dict[int, AESGCM] = {}  # data key id → its cipher; used only for keys the database just called live
+_CIPHERS_MAX = 100_000
+
+
+def _writing_cipher(key_id: int, wrapped: bytes, customer: str) -> AESGCM:
+    cipher = _ciphers.get(key_id)
+    if cipher is None:
+        if len(_ciphers) >= _CIPHERS_MAX:
+            _ciphers.clear()
+        cipher = _ciphers[key_id] = AESGCM(_unwrap(wrapped, customer))
+    return cipher
 
 
 def _wrap(key: bytes, customer: str) -> bytes:
@@ -231,36 +255,29 @@ def protect_items(items: Sequence[EventIn], checks: Sequence[Check], paths: Item
 
 
 def protect(
-    payload: dict[str, Any], markings: Sequence[Marking], customer: str | None, data_key: tuple[int, bytes] | None
+    payload: dict[str, Any], markings: Sequence[Marking], customer: str | None, data_key: tuple[int, AESGCM] | None
 ) -> dict[str, Any]:
-    """The payload as stored: marked values replaced (a copy; the sender's dict is not changed).
-    Personal values are encrypted under data_key, the customer's (id, key)."""
-    protected = _copy_containers(payload)
+    """The payload as stored: marked values replaced (the sender's dict is not changed).
+    Personal values are encrypted under data_key, the customer's (id, cipher)."""
+    protected = payload
     encrypt = functools.partial(_encrypt, *data_key, customer) if data_key and customer is not None else None
+    key = hmac_key()
     for marking in markings:
         if marking.kind == SENSITIVE:
-            _replace(protected, marking.path, (), lambda value, _path: sensitive_digest(value))
+            protected = _replaced(protected, marking.path, (), lambda value, _path: sensitive_digest(value, key))
         elif encrypt is not None:
-            _replace(protected, marking.path, (), encrypt)
+            protected = _replaced(protected, marking.path, (), encrypt)
     return dict(protected)
 
 
-def _encrypt(key_id: int, key: bytes, customer: str, value: Any, path: Path) -> str:
+def _encrypt(key_id: int, cipher: AESGCM, customer: str, value: Any, path: Path) -> str:
     nonce = os.urandom(12)
-    sealed = AESGCM(key).encrypt(nonce, canonical_json(value), _value_aad(customer, path))
+    sealed = cipher.encrypt(nonce, canonical_json(value), _value_aad(customer, path))
     return f"{CIPHER_PREFIX}{key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
 
 def _value_aad(customer: str, path: Path) -> bytes:
     return "\x00".join(("auditsvc personal", customer, *path)).encode()
-
-
-def _copy_containers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy_containers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_containers(v) for v in value]
-    return value
 
 
 def _has(payload: Any, path: Path) -> bool:
@@ -272,23 +289,21 @@ def _has(payload: Any, path: Path) -> bool:
     return isinstance(payload, dict) and head in payload and _has(payload[head], rest)
 
 
-def _replace(container: Any, path: Path, done: Path, change: Any) -> None:
-    """Replace the value at path (every element's, through ANY_ITEM) by change(value, its path)."""
+def _replaced(value: Any, path: Path, done: Path, change: Any) -> Any:
+    """value with what lies at path (at every element, through ANY_ITEM) replaced by change(it,
+    its path); the containers on the way are copies, the rest is shared. null stays null."""
+    if not path:
+        return value if value is None else change(value, done)
     head, rest = path[0], path[1:]
     if head == ANY_ITEM:
-        if isinstance(container, list):
-            for index, item in enumerate(container):
-                if rest:
-                    _replace(item, rest, (*done, str(index)), change)
-                else:
-                    container[index] = change(item, (*done, str(index)))
-        return
-    if not isinstance(container, dict) or head not in container:
-        return
-    if rest:
-        _replace(container[head], rest, (*done, head), change)
-    elif container[head] is not None:  # null stays null: nothing to hide
-        container[head] = change(container[head], (*done, head))
+        if not isinstance(value, list):
+            return value
+        return [_replaced(item, rest, (*done, str(index)), change) for index, item in enumerate(value)]
+    if not isinstance(value, dict) or head not in value:
+        return value
+    copy = dict(value)
+    copy[head] = _replaced(value[head], rest, (*done, head), change)
+    return copy
 
 
 def _dotted(path: Path) -> str:

@@ -26,7 +26,7 @@ import orjson
 from django.conf import settings
 
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
-from events.ingest.validation import IngestRequest, fingerprint_of, parse_event, reject_duplicate_keys
+from events.ingest.validation import EventIn, IngestRequest, parse_event, reject_duplicate_keys
 
 SPEC_VERSION = "1.0"
 STRUCTURED = "application/cloudevents+json"
@@ -142,13 +142,11 @@ def _binary_event(body: bytes, headers: Mapping[str, str]) -> Any:
     return event_of(document)
 
 
-def event_of(document: Any, *, path: str = "", exported: bool = False) -> Any:
+def event_of(document: Any, *, path: str = "", exported: bool = False) -> EventIn:
     """One CloudEvent (a parsed JSON object) as the write path's EventIn. exported: an auditsvc
     export being imported, whose extensions are the import's to read (see EXPORT_EXTENSIONS)."""
     record, origin, version = native_record(document, path=path, exported=exported)
-    item = parse_event(record, path=path)
-    fingerprint = fingerprint_of({**record, "origin": origin})  # a retry from another source is another event
-    return replace(item, origin=origin, dataschema_version=version, fingerprint=fingerprint)
+    return parse_event(record, path=path, origin=origin, dataschema_version=version)
 
 
 def native_record(document: Any, *, path: str = "", exported: bool = False) -> tuple[dict[str, Any], str, int | None]:

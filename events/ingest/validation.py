@@ -260,8 +260,16 @@ def _too_deep() -> InvalidInput:
     return InvalidInput([FieldError(None, "nesting_too_deep", TOO_DEEP)])
 
 
-def parse_event(raw: Any, *, path: str = "", idempotency_header: str | None = None) -> EventIn:
-    """Validate one event object; path prefixes field names in errors ("events[3].")."""
+def parse_event(
+    raw: Any,
+    *,
+    path: str = "",
+    idempotency_header: str | None = None,
+    origin: str | None = None,
+    dataschema_version: int | None = None,
+) -> EventIn:
+    """Validate one event object; path prefixes field names in errors ("events[3]."). origin and
+    dataschema_version come from a CloudEvent (events.ingest.cloudevents), checked there."""
     errors = _Errors()
     if not isinstance(raw, dict):
         raise InvalidInput([FieldError(path.rstrip(".") or None, "wrong_type", "An event must be a JSON object.")])
@@ -315,8 +323,11 @@ def parse_event(raw: Any, *, path: str = "", idempotency_header: str | None = No
         description=description,
         payload=payload,
         idempotency_key=key,
-        fingerprint=fingerprint_of(raw),
+        # A retry from another origin is another event.
+        fingerprint=fingerprint_of(raw if origin is None else {**raw, "origin": origin}),
         payload_is_canonical=payload_is_canonical,
+        origin=origin,
+        dataschema_version=dataschema_version,
     )
 
 
