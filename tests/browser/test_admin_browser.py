@@ -160,3 +160,40 @@ def test_the_first_page_shows_the_logs_health(live_server, browser_page, setting
     page.click("#busiest-types >> text=billing.refunded")
     page.wait_for_selector("#result_list")
     assert page.locator("#result_list tbody tr").count() == 4
+
+
+def test_an_auditor_reads_a_personal_field_until_the_customer_is_erased(live_server, browser_page, settings):
+    from io import StringIO  # noqa: PLC0415
+
+    from django.core.management import call_command  # noqa: PLC0415
+
+    from events import schemas  # noqa: PLC0415
+    from events.models import Event, EventType  # noqa: PLC0415
+
+    settings.DEBUG = False
+    schema = {"type": "object", "properties": {"email": {"type": "string", "x-auditsvc": "personal"}}}
+    schemas.register_schema(event_type=EventType.objects.create(name="customer.signed_up"), schema=schema, actor="t")
+    source = SourceFactory.create(slug="accounts")
+    raw = {"type": "customer.signed_up", "customer": "cus_7", "payload": {"email": "ana@example.com", "plan": "pro"}}
+    event = ingest_events(source=source, items=[parse_event(raw)]).events[0]
+    user = User.objects.create_user("auditor", password="correct horse battery", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    page = browser_page
+    page.goto(f"{live_server.url}/admin/login/")  # type: ignore[attr-defined]
+    page.fill("#id_username", "auditor")  # type: ignore[attr-defined]
+    page.fill("#id_password", "correct horse battery")  # type: ignore[attr-defined]
+    page.click("input[type=submit]")  # type: ignore[attr-defined]
+    event_page = f"{live_server.url}/admin/events/event/{event.id}/change/"
+
+    page.goto(event_page)  # type: ignore[attr-defined]
+    before = page.inner_text(".json-view")  # type: ignore[attr-defined]  # the first: the readable payload
+    call_command("erase_customer", "cus_7", "--yes", stdout=StringIO())
+    page.goto(event_page)  # type: ignore[attr-defined]
+    after = page.inner_text(".json-view")  # type: ignore[attr-defined]
+    customer_id = Event.objects.get(id=event.id).customer_id
+    page.goto(f"{live_server.url}/admin/customers/customer/{customer_id}/change/")  # type: ignore[attr-defined]
+    customer = page.inner_text("body")  # type: ignore[attr-defined]
+
+    assert "ana@example.com" in before and '"pro"' in before
+    assert "ana@example.com" not in after and "[erased]" in after and '"pro"' in after
+    assert "erased 20" in customer

@@ -102,6 +102,8 @@ def test_a_personal_value_is_readable_before_erasure_and_erased_after_and_the_lo
     assert api.client.get(f"{URL}/{bob['id']}").json()["payload"]["email"] == "bob@example.com"
     report = verify_integrity()
     assert report.ok and report.events_checked >= 3, report.findings
+    call_command("verify_events", stdout=(verified := StringIO()))  # exits non-zero on any finding
+    assert "OK" in verified.getvalue()
     proof = api.client.get(f"{URL}/{ana['id']}/proof").json()
     assert all(passed for name, passed, _ in check(proof) if name != "signature")
     record = Event.objects.get(type__name="auditsvc.customer.erased")
