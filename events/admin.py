@@ -129,13 +129,14 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
     list_per_page = 50
     actions = None
     fieldsets = [
-        (None, {"fields": ["id", "type_link", "source", "customer_link", "actor", "description"]}),
+        (None, {"fields": ["id", "type_link", "source", "origin", "customer_link", "actor", "description"]}),
         ("Time", {"fields": ["occurred", "received"]}),
         ("Payload", {"fields": ["payload_view"]}),
         ("Integrity", {"fields": ["hash", "seal_status", "idempotency_key", "schema_check"]}),
     ]
-    readonly_fields = ["id", "type_link", "source", "customer_link", "actor", "description", "occurred", "received",
-                       "payload_view", "hash", "seal_status", "idempotency_key", "schema_check"]  # fmt: skip
+    readonly_fields = ["id", "type_link", "source", "origin", "customer_link", "actor", "description",
+                       "occurred", "received", "payload_view", "hash", "seal_status", "idempotency_key",
+                       "schema_check"]  # fmt: skip
 
     class Media:
         css = {"all": ["events/admin.css"]}

@@ -122,7 +122,9 @@ class Event(models.Model):
     hash = models.CharField(max_length=64)
     # Where the sender says the event happened, beyond the key's source: a CloudEvents `source`
     # ("/billing/eu-1", "https://shop.example/orders"). Hashed when present; never the source.
-    origin = models.CharField(max_length=500, null=True, blank=True)
+    origin = models.CharField(
+        max_length=500, null=True, blank=True, help_text="the CloudEvents source it was sent with (hashed)"
+    )
     # The schema version the payload was checked against, and whether it passed (warn mode
     # stores a failure); null when the type had no schema or validation was off. Not hashed:
     # a finding about the event, not part of it (the append-only triggers keep it as stored).

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='event',
             name='origin',
-            field=models.CharField(blank=True, max_length=500, null=True),
+            field=models.CharField(blank=True, help_text='the CloudEvents source it was sent with (hashed)', max_length=500, null=True),
         ),
     ]

@@ -70,6 +70,19 @@ def test_structured_mode_maps_every_attribute_and_records_the_source_as_origin(a
     assert stored.origin == "/billing/eu-1"
     assert stored.source.slug == api.source.slug  # the key decides the source, never the event
     assert response.json()["origin"] == "/billing/eu-1" and response.json()["source"] == "billing"
+    assert "/billing/eu-1" in admin_page_of(stored)
+
+
+def admin_page_of(event: Event) -> str:
+    from django.contrib.auth.models import Group, User  # noqa: PLC0415
+    from django.test import Client  # noqa: PLC0415
+    from django.urls import reverse  # noqa: PLC0415
+
+    auditor = User.objects.create_user("auditor", is_staff=True)
+    auditor.groups.add(Group.objects.get(name="Auditors"))
+    client = Client()
+    client.force_login(auditor)
+    return client.get(reverse("admin:events_event_change", args=[event.pk])).content.decode()
 
 
 def test_a_retry_is_the_same_event_and_the_same_id_from_another_origin_is_a_conflict(api):
