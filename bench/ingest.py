@@ -162,7 +162,7 @@ def service_rows(rows: int, *, seed: int = 7) -> list[tuple[Any, ...]]:
                             actor=raw["actor"], occurred_at=now, received_at=now, description=raw["description"],
                             payload=raw["payload"])  # fmt: skip
         built.append((event_id, 1 + n % 50, 1, 1 + n % 1000, raw["actor"], now, now, raw["description"],
-                      orjson.dumps(raw["payload"]).decode(), f"ref-{n}", digest, None, None))  # fmt: skip
+                      orjson.dumps(raw["payload"]).decode(), f"ref-{n}", digest, None, None, None))  # fmt: skip
     return built
 
 
