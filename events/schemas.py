@@ -28,7 +28,7 @@ from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from auditsvc.metrics import SCHEMA_VIOLATIONS
 from events.ingest.validation import EventIn, ItemPaths
 from events.models import Event, EventSchema, EventType
-from events.privacy import Marking, forget_protected_paths, marking_problems, markings_of
+from events.privacy import Marking, forget_protected_paths, marking_problems, markings_of, stored_form
 
 MODES = ("off", "warn", "enforce")
 RECENT_EVENTS_CHECKED = 500  # stored events a new version must still accept
@@ -175,7 +175,7 @@ def register_schema(
     An incompatible one is refused (409 incompatible_schema) unless forced."""
     from events.access_log import store_service_event  # noqa: PLC0415 - it imports the write path, which imports this
 
-    validator = compile_schema(schema)
+    compile_schema(schema)  # an invalid schema is refused before anything else
     if validation is not None and validation not in MODES:
         raise InvalidInput([FieldError("validation", "invalid_choice", f"validation is one of {', '.join(MODES)}.")])
     with transaction.atomic():
@@ -184,7 +184,8 @@ def register_schema(
         if versions and versions[-1].schema == schema and validation in (None, locked.validation):
             return versions[-1], False
         problems = [f"against v{v.version}: {p}" for v in versions for p in incompatibilities(v.schema, schema)]
-        problems += _stored_events_refused(locked, validator)
+        # Stored events hold their marked fields protected (HMACs, ciphertexts): those are not checked.
+        problems += _stored_events_refused(locked, compile_schema(stored_form(schema)))
         if problems and not force:
             raise ProblemError(
                 [FieldError("schema", "incompatible_schema", problem) for problem in problems[:50]], status=409
