@@ -189,19 +189,21 @@ def _data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, AESGCM]]
             )
             cursor.execute(query, [missing])
             rows += cursor.fetchall()
-    return {customer: (key_id, _writing_cipher(key_id, bytes(wrapped), customer)) for customer, key_id, wrapped in rows}
+    return {customer: (key_id, _writing_cipher(bytes(wrapped), customer)) for customer, key_id, wrapped in rows}
 
 
-_ciphers: dict[int, AESGCM] = {}  # data key id → its cipher; used only for keys the database just called live
+# Wrapped key → its cipher: used only for keys the database has just called live, and keyed by
+# the wrapped bytes (unique to each key), so that a restored database's reused ids cannot mislead.
+_ciphers: dict[bytes, AESGCM] = {}
 _CIPHERS_MAX = 100_000
 
 
-def _writing_cipher(key_id: int, wrapped: bytes, customer: str) -> AESGCM:
-    cipher = _ciphers.get(key_id)
+def _writing_cipher(wrapped: bytes, customer: str) -> AESGCM:
+    cipher = _ciphers.get(wrapped)
     if cipher is None:
         if len(_ciphers) >= _CIPHERS_MAX:
             _ciphers.clear()
-        cipher = _ciphers[key_id] = AESGCM(_unwrap(wrapped, customer))
+        cipher = _ciphers[wrapped] = AESGCM(_unwrap(wrapped, customer))
     return cipher
 
 

@@ -19,6 +19,7 @@ from events.ingest.write import clear_caches
 from events.integrity import signing
 from events.keys import create_api_key, forget_cached_keys
 from events.models import Source
+from events.privacy import forget_cached_data_keys
 from events.schemas import forget_cached_checkers
 from tests.database import triggers_off
 from tests.factories import SourceFactory
@@ -120,10 +121,12 @@ def _fresh_id_caches() -> Iterator[None]:
     clear_caches()
     forget_cached_keys()
     forget_cached_checkers()
+    forget_cached_data_keys()
     yield
     clear_caches()
     forget_cached_keys()
     forget_cached_checkers()
+    forget_cached_data_keys()
 
 
 @pytest.fixture
