@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from bench.ingest import PORT, ROOT, THREADS, WORKERS, event_bodies, fresh_database, wrk
+from bench.ingest import PORT, THREADS, WORKERS, bench_source, event_bodies, migrated_database, wrk
 from bench.report import publish
 
 ROUNDS = 2
@@ -84,27 +83,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15, help="duration of each load phase")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk is needed: apt-get install wrk")
-    url = fresh_database()
-    os.environ["DATABASE_URL"] = url
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
-    from bench.django_setup import setup  # noqa: PLC0415
-
-    setup()
+    url = migrated_database()
     from django.conf import settings  # noqa: PLC0415
     from django.db import connection  # noqa: PLC0415
 
     from bench.server import gunicorn  # noqa: PLC0415
     from events import schemas  # noqa: PLC0415
     from events.demo import TYPES, payload_schema  # noqa: PLC0415
-    from events.keys import create_api_key  # noqa: PLC0415
-    from events.models import EventSchema, EventType, Source  # noqa: PLC0415
+    from events.models import EventSchema, EventType  # noqa: PLC0415
 
-    source = Source.objects.create(slug="bench", name="Benchmark")
-    key = create_api_key(source=source, scopes=["ingest"]).plaintext
-    EventType.objects.bulk_create([EventType(name=name) for name in TYPES], ignore_conflicts=True)
-    connection.close()
+    source, key = bench_source()
     workdir = Path(tempfile.mkdtemp(prefix="auditsvc-bench-"))
     endpoint = f"http://127.0.0.1:{PORT}/api/v1/events"
     batches, singles = event_bodies(8, 1000), event_bodies(2000, None)

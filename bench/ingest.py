@@ -177,21 +177,44 @@ def copy_reference(url: str, rows: int) -> float:
     return rows / elapsed
 
 
+def migrated_database(*, collectstatic: bool = False) -> str:
+    """A fresh, migrated database for a load benchmark (wrk is checked for first), with Django set
+    up on it in this process; its URL."""
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    url = fresh_database()
+    os.environ["DATABASE_URL"] = url
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    if collectstatic:
+        subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, check=True)
+    from bench.django_setup import setup  # noqa: PLC0415
+
+    setup()
+    return url
+
+
+def bench_source() -> tuple[Any, str]:
+    """The "bench" source with an ingest key (its plaintext), and the demo's event types."""
+    from django.db import connection  # noqa: PLC0415
+
+    from events.demo import TYPES  # noqa: PLC0415
+    from events.keys import create_api_key  # noqa: PLC0415
+    from events.models import EventType, Source  # noqa: PLC0415
+
+    source = Source.objects.create(slug="bench", name="Benchmark")
+    key = create_api_key(source=source, scopes=["ingest"]).plaintext
+    EventType.objects.bulk_create([EventType(name=name) for name in TYPES], ignore_conflicts=True)
+    connection.close()
+    return source, key
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=15, help="duration of each load phase")
     parser.add_argument("--copy-rows", type=int, default=200_000)
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk is needed: apt-get install wrk")
-    url = fresh_database()
-    os.environ["DATABASE_URL"] = url
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, check=True)
-    from bench.django_setup import setup  # noqa: PLC0415
-
-    setup()
+    url = migrated_database(collectstatic=True)
     from django.db import connection  # noqa: PLC0415
 
     from bench import stream as bench_stream  # noqa: PLC0415
@@ -200,9 +223,7 @@ def main() -> None:
     from events.keys import create_api_key  # noqa: PLC0415
     from events.models import EventType, Source  # noqa: PLC0415
 
-    source = Source.objects.create(slug="bench", name="Benchmark")
-    key = create_api_key(source=source, scopes=["ingest"]).plaintext
-    EventType.objects.bulk_create([EventType(name=name) for name in TYPES], ignore_conflicts=True)
+    source, key = bench_source()
     with connection.cursor() as cursor:  # the COPY reference's rows point at real customers
         cursor.execute("INSERT INTO customers_customer (external_id, email, display_name) "
                        "SELECT 'ref_' || n, '', '' FROM generate_series(1, 1000) AS n")  # fmt: skip

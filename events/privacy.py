@@ -22,6 +22,7 @@ import functools
 import hashlib
 import hmac
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -35,13 +36,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from auditsvc.errors import FieldError, InvalidInput
+from customers.models import Customer
 from events.ingest.validation import EventIn, ItemPaths
 from events.integrity.canonical import canonical_json
-from events.models import EventSchema
+from events.models import CustomerDataKey, Event, EventSchema
 
 if TYPE_CHECKING:
     from events.schemas import Check
@@ -157,7 +159,7 @@ def _wrap_aad(customer: str) -> bytes:
     return b"auditsvc data key\x00" + customer.encode()
 
 
-_keys: dict[int, tuple[float, bytes | None]] = {}  # data key id → (when read, key or None: erased)
+_keys: dict[int, tuple[float, AESGCM | None]] = {}  # data key id → (when read, its cipher or None: erased)
 _keys_lock = threading.Lock()
 
 
@@ -169,27 +171,26 @@ def forget_cached_data_keys() -> None:
 
 def _data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, AESGCM]]:
     """Each customer's live data key (made on first use, and again after an erasure), as
-    (id, cipher), in two statements for the lot. Never cached: a key erased a moment ago must not
-    encrypt anything new."""
+    (id, cipher), in two queries for the lot (three when some are new). Never cached: a key
+    erased a moment ago must not encrypt anything new."""
     if not customers:
         return {}
-    query = "SELECT customer, id, wrapped FROM events_customerdatakey WHERE customer = ANY(%s) AND erased_at IS NULL"
-    with connection.cursor() as cursor:
-        cursor.execute(query, [sorted(customers)])
-        rows = cursor.fetchall()
-        missing = sorted(customers - {row[0] for row in rows})
-        if missing:
-            wrapped = [_wrap(AESGCM.generate_key(256), customer) for customer in missing]
-            # Concurrent first uses: one row wins (the partial unique index), the others read it.
-            cursor.execute(
-                "INSERT INTO events_customerdatakey (customer, wrapped, created_at) "
-                "SELECT unnest(%s::text[]), unnest(%s::bytea[]), %s "
-                "ON CONFLICT (customer) WHERE erased_at IS NULL DO NOTHING",
-                [missing, wrapped, timezone.now()],
-            )
-            cursor.execute(query, [missing])
-            rows += cursor.fetchall()
-    return {customer: (key_id, _writing_cipher(bytes(wrapped), customer)) for customer, key_id, wrapped in rows}
+    live = CustomerDataKey.objects.filter(erased_at__isnull=True)
+    rows = list(live.filter(customer__in=customers).values_list("customer", "id", "wrapped"))
+    missing = sorted(customers - {row[0] for row in rows})
+    if missing:
+        now = timezone.now()
+        # Concurrent first uses: one row wins (the partial unique constraint), the others read it.
+        CustomerDataKey.objects.bulk_create(
+            [CustomerDataKey(customer=c, wrapped=_wrap(AESGCM.generate_key(256), c), created_at=now) for c in missing],
+            ignore_conflicts=True,
+        )
+        rows += live.filter(customer__in=missing).values_list("customer", "id", "wrapped")
+    keys = {}
+    for customer, key_id, wrapped in rows:
+        assert wrapped is not None  # a live key holds its wrapped bytes (customer_data_key_erased_or_kept)
+        keys[customer] = (key_id, _writing_cipher(bytes(wrapped), customer))
+    return keys
 
 
 # Wrapped key → its cipher: used only for keys the database has just called live, and keyed by
@@ -216,9 +217,9 @@ def _unwrap(wrapped: bytes, customer: str) -> bytes:
     return AESGCM(master_key()).decrypt(wrapped[:12], wrapped[12:], _wrap_aad(customer))
 
 
-def _data_keys_for_reading(key_ids: Iterable[int]) -> dict[int, bytes | None]:
-    """Data keys by id (None: erased), cached for AUDITSVC_SCHEMA_CACHE_SECONDS like the schemas:
-    an erasure is seen by every process within that time."""
+def _data_keys_for_reading(key_ids: Iterable[int]) -> dict[int, AESGCM | None]:
+    """Data keys' ciphers by id (None: erased), cached for AUDITSVC_SCHEMA_CACHE_SECONDS like the
+    schemas: an erasure is seen by every process within that time."""
     now = time.monotonic()
     wanted = set(key_ids)
     found = {
@@ -228,16 +229,12 @@ def _data_keys_for_reading(key_ids: Iterable[int]) -> dict[int, bytes | None]:
     }
     missing = wanted - found.keys()
     if missing:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id, customer, wrapped FROM events_customerdatakey WHERE id = ANY(%s)", [sorted(missing)]
-            )
-            rows = cursor.fetchall()
+        rows = CustomerDataKey.objects.filter(id__in=missing).values_list("id", "customer", "wrapped")
         with _keys_lock:
             for key_id, customer, wrapped in rows:
-                key = _unwrap(bytes(wrapped), customer) if wrapped is not None else None
-                _keys[key_id] = (now, key)
-                found[key_id] = key
+                cipher = AESGCM(_unwrap(bytes(wrapped), customer)) if wrapped is not None else None
+                _keys[key_id] = (now, cipher)
+                found[key_id] = cipher
     return found
 
 
@@ -333,16 +330,14 @@ def _dotted(path: Path) -> str:
 def readable_payloads(payloads: Sequence[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
     """(payload as stored, its customer) → payloads with personal values decrypted (ERASED where
     the key is destroyed); the others are returned as they are. One key lookup for them all."""
-    encrypted = [i for i, (payload, _) in enumerate(payloads) if _may_hold_ciphertext(payload)]
-    if not encrypted:
+    key_ids = [_key_ids(payload) for payload, _ in payloads]
+    if not any(key_ids):
         return [payload for payload, _ in payloads]
-    key_ids = {key_id for i in encrypted for key_id in _key_ids(payloads[i][0])}
-    keys = _data_keys_for_reading(key_ids)
-    result = [payload for payload, _ in payloads]
-    for i in encrypted:
-        payload, customer = payloads[i]
-        result[i] = _decrypted(payload, keys, customer or "", ())
-    return result
+    keys = _data_keys_for_reading(set().union(*key_ids))
+    return [
+        _decrypted(payload, keys, customer or "", ()) if ids else payload
+        for (payload, customer), ids in zip(payloads, key_ids, strict=True)
+    ]
 
 
 def readable_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -354,30 +349,18 @@ def readable_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _may_hold_ciphertext(payload: Any) -> bool:
-    if isinstance(payload, str):
-        return payload.startswith(CIPHER_PREFIX)
-    if isinstance(payload, dict):
-        return any(_may_hold_ciphertext(v) for v in payload.values())
-    if isinstance(payload, list):
-        return any(_may_hold_ciphertext(v) for v in payload)
-    return False
+# A ciphertext's start in JSON text: the key id follows. orjson writes a payload far faster than
+# Python could walk it, so most payloads (which hold none) cost one serialisation and one search.
+_CIPHERTEXT_IN_JSON = re.compile(rb'"' + re.escape(CIPHER_PREFIX.encode()) + rb"([0-9]+):")
 
 
-def _key_ids(payload: Any) -> Iterable[int]:
-    if isinstance(payload, str) and payload.startswith(CIPHER_PREFIX):
-        key_id = payload[len(CIPHER_PREFIX) :].partition(":")[0]
-        if key_id.isdigit():
-            yield int(key_id)
-    elif isinstance(payload, dict):
-        for value in payload.values():
-            yield from _key_ids(value)
-    elif isinstance(payload, list):
-        for value in payload:
-            yield from _key_ids(value)
+def _key_ids(payload: dict[str, Any]) -> set[int]:
+    """The data key ids of the ciphertexts in payload (a key that merely looks like one adds a
+    lookup that finds nothing, and _decrypted ignores keys)."""
+    return {int(key_id) for key_id in _CIPHERTEXT_IN_JSON.findall(orjson.dumps(payload))}
 
 
-def _decrypted(value: Any, keys: dict[int, bytes | None], customer: str, path: Path) -> Any:  # noqa: PLR0911
+def _decrypted(value: Any, keys: dict[int, AESGCM | None], customer: str, path: Path) -> Any:  # noqa: PLR0911
     if isinstance(value, dict):
         return {k: _decrypted(v, keys, customer, (*path, k)) for k, v in value.items()}
     if isinstance(value, list):
@@ -387,12 +370,12 @@ def _decrypted(value: Any, keys: dict[int, bytes | None], customer: str, path: P
     key_id, _, sealed = value[len(CIPHER_PREFIX) :].partition(":")
     if not key_id.isdigit() or int(key_id) not in keys:
         return UNREADABLE
-    key = keys[int(key_id)]
-    if key is None:
+    cipher = keys[int(key_id)]
+    if cipher is None:
         return ERASED
     try:
         raw = base64.b64decode(sealed, validate=True)
-        plain = AESGCM(key).decrypt(raw[:12], raw[12:], _value_aad(customer, path))
+        plain = cipher.decrypt(raw[:12], raw[12:], _value_aad(customer, path))
     except (ValueError, InvalidTag):
         return UNREADABLE
     return orjson.loads(plain)
@@ -432,7 +415,7 @@ def redacted_filters(filters: dict[str, Any]) -> dict[str, Any]:
     paths = protected_paths()
     redacted = dict(filters)
     for key, value in filters.items():
-        if key.startswith("payload.") and (paths is None or tuple(key[8:].split(".")) in _without_items(paths)):
+        if key.startswith("payload.") and (paths is None or tuple(key.split(".")[1:]) in paths):
             redacted[key] = [sensitive_digest(v) for v in value] if isinstance(value, list) else sensitive_digest(value)
         elif key == "payload" and _names_any(value, paths):
             redacted[key] = sensitive_digest(value)  # JSON containment naming a marked field: all of it
@@ -445,10 +428,6 @@ def _names_any(value: Any, paths: frozenset[Path] | None) -> bool:
     except orjson.JSONDecodeError:
         return False  # refused as a filter: nothing was sought
     return paths is None or any(_has(document, path) for path in paths)
-
-
-def _without_items(paths: frozenset[Path]) -> set[Path]:
-    return {path for path in paths if ANY_ITEM not in path}
 
 
 # --- Erasure ------------------------------------------------------------------------------
@@ -464,18 +443,11 @@ class Erasure:
 def erase_customer(customer: str, *, actor: str) -> Erasure:
     """Destroy the customer's data keys and blank its stored contact fields, and record that as
     an auditsvc.customer.erased event, in one transaction."""
-    from customers.models import Customer  # noqa: PLC0415
     from events.access_log import store_service_event  # noqa: PLC0415 - it imports the write path
-    from events.models import Event  # noqa: PLC0415
 
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE events_customerdatakey SET wrapped = NULL, erased_at = %s "
-                "WHERE customer = %s AND erased_at IS NULL",
-                [timezone.now(), customer],
-            )
-            destroyed = cursor.rowcount
+        live = CustomerDataKey.objects.filter(customer=customer, erased_at__isnull=True)
+        destroyed = live.update(wrapped=None, erased_at=timezone.now())
         Customer.objects.filter(external_id=customer).update(email="", display_name="")
         events = Event.objects.filter(customer__external_id=customer).count()
         store_service_event(

@@ -175,7 +175,7 @@ def register_schema(
     An incompatible one is refused (409 incompatible_schema) unless forced."""
     from events.access_log import store_service_event  # noqa: PLC0415 - it imports the write path, which imports this
 
-    compile_schema(schema)  # an invalid schema is refused before anything else
+    validator = compile_schema(schema)
     if validation is not None and validation not in MODES:
         raise InvalidInput([FieldError("validation", "invalid_choice", f"validation is one of {', '.join(MODES)}.")])
     with transaction.atomic():
@@ -185,7 +185,8 @@ def register_schema(
             return versions[-1], False
         problems = [f"against v{v.version}: {p}" for v in versions for p in incompatibilities(v.schema, schema)]
         # Stored events hold their marked fields protected (HMACs, ciphertexts): those are not checked.
-        problems += _stored_events_refused(locked, compile_schema(stored_form(schema)))
+        stored_validator = compile_schema(stored_form(schema)) if markings_of(schema) else validator
+        problems += _stored_events_refused(locked, stored_validator)
         if problems and not force:
             raise ProblemError(
                 [FieldError("schema", "incompatible_schema", problem) for problem in problems[:50]], status=409
@@ -297,9 +298,12 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
     e.g. "events[3].payload.amount") when an enforced type's payload fails; nothing is stored then."""
     checks: list[Check] = []
     errors: list[FieldError] = []
-    checkers: dict[str, Checker | None] = {}
+    checkers: dict[tuple[str, int | None], Checker | None] = {}
     for index, item in enumerate(items):
-        wanted = f"{item.type} {item.dataschema_version}"
+        if item.in_stored_form:  # checked before, when the API accepted it or the export was made
+            checks.append(Check(version=item.checked_version, valid=item.checked_valid))
+            continue
+        wanted = (item.type, item.dataschema_version)
         if wanted not in checkers:
             try:
                 checkers[wanted] = checker_for(item.type, item.dataschema_version)
@@ -308,9 +312,6 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
                 errors.append(FieldError(paths(index, "dataschema"), "unknown_schema_version", message))
                 checkers[wanted] = None
         checker = checkers[wanted]
-        if item.in_stored_form:
-            checks.append(Check(version=item.checked_version, valid=item.checked_valid))
-            continue
         if checker is None:
             checks.append(UNCHECKED)
             continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -51,7 +50,7 @@ from events.api.serializers import (
 )
 from events.ingest import cloudevents, stream
 from events.ingest.group_commit import store_single_event
-from events.ingest.validation import IngestRequest, ItemPaths, parse_ingest_body, refuse_service_types
+from events.ingest.validation import IngestRequest, parse_ingest_body, refuse_service_types
 from events.ingest.write import ingest_events
 from events.integrity import proofs, signing
 from events.models import SCOPE_INGEST, SCOPE_READ, SCOPE_SCHEMA, ApiKey, Event, EventType, Seal, Source
@@ -248,14 +247,7 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
         api_key = request.auth
         assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
         if not parsed.is_batch and stream.is_enabled():
-            # Refused now, not dead-lettered later: the drainer stores it through the write path,
-            # which checks it again against the version current then.
-            paths = ItemPaths(is_batch=False)
-            checks = schemas.check_items(parsed.events, paths)
-            # Protected now: the hash the answer carries covers the protected payload.
-            item = privacy.protect_items(parsed.events, checks, paths)[0]
-            item = replace(item, checked_version=checks[0].version, checked_valid=checks[0].valid)
-            accepted = stream.accept_event(source=api_key.source, item=item)
+            accepted = stream.accept_event(source=api_key.source, item=parsed.events[0])
             metrics.count_ingested(api_key.source.slug, "stream", int(accepted.created))
             return Response(
                 accepted_output(accepted), status=status.HTTP_202_ACCEPTED if accepted.created else status.HTTP_200_OK

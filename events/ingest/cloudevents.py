@@ -22,11 +22,10 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
 from django.conf import settings
 
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
-from events.ingest.validation import EventIn, IngestRequest, parse_event, reject_duplicate_keys
+from events.ingest.validation import EventIn, IngestRequest, load_json, parse_batch_items, parse_event
 
 SPEC_VERSION = "1.0"
 STRUCTURED = "application/cloudevents+json"
@@ -80,44 +79,22 @@ def parse_body(mode: str, body: bytes, headers: Mapping[str, str], *, max_events
             message = "Batches carry idempotency keys per event (their ids), not in the header."
             raise InvalidInput([FieldError("Idempotency-Key", "header_not_allowed", message)])
         return IngestRequest(
-            events=_batch(_json(body), max_events or settings.AUDITSVC_BATCH_MAX_EVENTS), is_batch=True
+            events=_batch(load_json(body), max_events or settings.AUDITSVC_BATCH_MAX_EVENTS), is_batch=True
         )
-    event = _binary_event(body, headers) if mode == BINARY else event_of(_json(body))
+    event = _binary_event(body, headers) if mode == BINARY else event_of(load_json(body))
     if header is not None and header != event.idempotency_key:
         message = "The Idempotency-Key header and the event's id differ."
         raise InvalidInput([FieldError("idempotency_key", "conflicting_idempotency_key", message)])
     return IngestRequest(events=[event], is_batch=False)
 
 
-def _json(body: bytes) -> Any:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput([FieldError(None, "malformed_json", f"Body is not valid JSON: {exc}")]) from None
-    reject_duplicate_keys(body, document)
-    return document
-
-
-def _batch(document: Any, max_events: int) -> list[Any]:
+def _batch(document: Any, max_events: int) -> list[EventIn]:
     if not isinstance(document, list):
         raise InvalidInput([FieldError(None, "invalid_body", "A CloudEvents batch is a JSON array of events.")])
-    if not document:
-        raise InvalidInput([FieldError(None, "empty_batch", "A batch needs at least one event.")])
-    if len(document) > max_events:
-        message = f"A batch holds at most {max_events} events, got {len(document)}."
-        raise InvalidInput([FieldError(None, "too_many_events", message)])
-    events, errors = [], []
-    for index, item in enumerate(document):
-        try:
-            events.append(event_of(item, path=f"events[{index}]."))
-        except InvalidInput as exc:
-            errors += exc.errors
-    if errors:
-        raise InvalidInput(errors)
-    return events
+    return parse_batch_items(document, max_events=max_events, field=None, parse=event_of)
 
 
-def _binary_event(body: bytes, headers: Mapping[str, str]) -> Any:
+def _binary_event(body: bytes, headers: Mapping[str, str]) -> EventIn:
     """Binary mode: the attributes are ce-* headers (percent-encoded, as the HTTP binding says),
     the body is the data, and its Content-Type the datacontenttype."""
     document: dict[str, Any] = {}
@@ -138,14 +115,13 @@ def _binary_event(body: bytes, headers: Mapping[str, str]) -> Any:
         message = "The data of a binary-mode CloudEvent is JSON: Content-Type application/json, or none."
         raise ProblemError([FieldError(None, "unsupported_media_type", message)], status=415)
     if body.strip():
-        document["data"] = _json(body)
+        document["data"] = load_json(body)
     return event_of(document)
 
 
-def event_of(document: Any, *, path: str = "", exported: bool = False) -> EventIn:
-    """One CloudEvent (a parsed JSON object) as the write path's EventIn. exported: an auditsvc
-    export being imported, whose extensions are the import's to read (see EXPORT_EXTENSIONS)."""
-    record, origin, version = native_record(document, path=path, exported=exported)
+def event_of(document: Any, *, path: str = "") -> EventIn:
+    """One CloudEvent (a parsed JSON object) as the write path's EventIn."""
+    record, origin, version = native_record(document, path=path)
     return parse_event(record, path=path, origin=origin, dataschema_version=version)
 
 

@@ -88,12 +88,12 @@ def from_csv_row(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def from_cloudevent(document: Any) -> dict[str, Any]:
-    """A CloudEvents record (events.ingest.cloudevents has the mapping) → the import's shape: the
-    native fields, `origin`, `dataschema_version`, and the `source` that chooses the import's
-    source when --source is not given. A record of an auditsvc export (it has `auditsvcid`)
-    keeps its id, receipt time, hash, source and origin from the export's extensions; another
-    CloudEvent's `source` is its origin, and names the import's source too."""
+def from_cloudevent(document: Any) -> tuple[dict[str, Any], int | None]:
+    """A CloudEvents record (events.ingest.cloudevents has the mapping) → the import's shape (the
+    native fields, `origin`, and the `source` that chooses the import's source when --source is
+    not given) and the schema version its dataschema names. A record of an auditsvc export (it
+    has `auditsvcid`) keeps its id, receipt time, hash, source and origin from the export's
+    extensions; another CloudEvent's `source` is its origin, and names the import's source too."""
     record, origin, version = native_record(document, exported="auditsvcid" in document)
     if "auditsvcid" in document:
         for extension, name in EXPORT_EXTENSIONS.items():
@@ -103,5 +103,4 @@ def from_cloudevent(document: Any) -> dict[str, Any]:
     else:
         record["source"] = origin
         record["origin"] = origin
-    record["dataschema_version"] = version
-    return {k: v for k, v in record.items() if v is not None}
+    return {k: v for k, v in record.items() if v is not None}, version

@@ -318,8 +318,7 @@ class BatchImporter:
         reject_duplicate_keys(data, record)  # the API's check of the same JSON text
         if self.export_format == "cloudevents":
             with error_names(STRUCTURED):
-                record = from_cloudevent(record)
-                version = record.pop("dataschema_version", None)
+                record, version = from_cloudevent(record)
                 return self._parse(line, record, derived, dataschema_version=version)
         return self._parse(line, record, derived)
 
@@ -344,14 +343,16 @@ class BatchImporter:
         errors: list[FieldError] = []
         event_id, received_at = _receipt(exported, errors)
         has_own_key = record.get("idempotency_key") is not None or exported.get("id") is not None
-        try:
-            item = parse_event(record, idempotency_header=None if has_own_key else derived)
-        except InvalidInput as exc:
-            raise InvalidInput(exc.errors + errors) from None
         origin = exported.get("origin")
         if origin is not None:
             origin = check_origin(origin, "origin", errors)
-        item = replace(item, origin=origin, dataschema_version=dataschema_version)
+        try:
+            item = parse_event(
+                record, idempotency_header=None if has_own_key else derived, origin=origin,
+                dataschema_version=dataschema_version,
+            )  # fmt: skip
+        except InvalidInput as exc:
+            raise InvalidInput(exc.errors + errors) from None
         if item.occurred_at and received_at and item.occurred_at > received_at + _future_skew():
             message = "occurred_at is further after received_at than AUDITSVC_MAX_FUTURE_SKEW_SECONDS allows."
             errors.append(FieldError("occurred_at", "in_future", message))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -34,8 +34,8 @@ from redis.cluster import RedisCluster
 from auditsvc.errors import Conflict
 from events.ids import uuid7
 from events.ingest.idempotency import key_conflict
-from events.ingest.validation import EventIn
-from events.ingest.write import hash_for
+from events.ingest.validation import EventIn, ItemPaths
+from events.ingest.write import checked_and_protected, hash_for
 from events.models import Source
 
 GROUP = "drainers"
@@ -146,8 +146,12 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
     """Append one validated event to its shard; durable when this returns (see durability_problem).
 
     Raises Conflict when the idempotency key is held by a different event, and redis.RedisError
-    when Redis is unreachable (the API answers 503; nothing was acknowledged).
+    when Redis is unreachable (the API answers 503; nothing was acknowledged). Checked against its
+    schema and protected first, as the write path would (InvalidInput then): the hash the answer
+    carries covers the stored form, and the entry carries the check for the drainer to record.
     """
+    [item], [check] = checked_and_protected([item], ItemPaths(is_batch=False))
+    item = replace(item, checked_version=check.version, checked_valid=check.valid)
     event_id = uuid7()
     received_at = timezone.now()
     id_text = str(event_id)
@@ -196,6 +200,7 @@ def decode_entry(text: str) -> tuple[int, EventIn]:
     """(source id, the event as the write path takes it: id and receipt time preset, like an
     import's, so that a redelivered entry is recognised by its id and never stored twice)."""
     raw = orjson.loads(text)
+    checked_version, checked_valid = raw.get("checked") or (None, None)  # none in entries of before
     return int(raw["source"]), EventIn(
         type=raw["type"],
         customer=raw["customer"],
@@ -211,8 +216,8 @@ def decode_entry(text: str) -> tuple[int, EventIn]:
         received_at=datetime.fromisoformat(raw["received_at"]),
         hash=raw["hash"],
         origin=raw.get("origin"),  # entries written before origins existed have none
-        checked_version=raw.get("checked", [None, None])[0],
-        checked_valid=raw.get("checked", [None, None])[1],
+        checked_version=checked_version,
+        checked_valid=checked_valid,
     )
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -147,11 +148,7 @@ def parse_ingest_body(
     body: bytes, *, idempotency_header: str | None = None, max_events: int | None = None
 ) -> IngestRequest:
     """Parse a POST /api/v1/events body: one event object, or {"events": [...]}."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput([FieldError(None, "malformed_json", f"Body is not valid JSON: {exc}")]) from None
-    reject_duplicate_keys(body, document)
+    document = load_json(body)
     if not isinstance(document, dict):
         raise InvalidInput([FieldError(None, "invalid_body", "Body must be a JSON object.")])
     max_events = max_events or settings.AUDITSVC_BATCH_MAX_EVENTS
@@ -160,6 +157,16 @@ def parse_ingest_body(
         return IngestRequest(events=[event], is_batch=False)
 
     return IngestRequest(events=_parse_batch(document, idempotency_header, max_events), is_batch=True)
+
+
+def load_json(body: bytes) -> Any:
+    """A request body's JSON document; malformed JSON, a repeated key or a huge integer is a 400."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput([FieldError(None, "malformed_json", f"Body is not valid JSON: {exc}")]) from None
+    reject_duplicate_keys(body, document)
+    return document
 
 
 def _parse_batch(document: dict[str, Any], idempotency_header: str | None, max_events: int) -> list[EventIn]:
@@ -175,20 +182,35 @@ def _parse_batch(document: dict[str, Any], idempotency_header: str | None, max_e
     if not isinstance(items, list):
         errors.add("events", "wrong_type", "Must be a list of event objects.")
         raise InvalidInput(errors.items)
+    return parse_batch_items(items, max_events=max_events, field="events", parse=parse_event, errors=errors.items)
+
+
+def parse_batch_items(
+    items: list[Any],
+    *,
+    max_events: int,
+    field: str | None,
+    parse: Callable[..., EventIn],
+    errors: list[FieldError] | None = None,
+) -> list[EventIn]:
+    """A batch's events, parsed by parse(item, path="events[i]."), all or none: every error of every
+    item in one InvalidInput, after the errors already found (errors); field names the list."""
+    errors = list(errors or [])
     if not items:
-        errors.add("events", "empty_batch", "A batch needs at least one event.")
+        errors.append(FieldError(field, "empty_batch", "A batch needs at least one event."))
     if len(items) > max_events:
-        errors.add("events", "too_many_events", f"A batch holds at most {max_events} events, got {len(items)}.")
-    if errors.items:
-        raise InvalidInput(errors.items)
+        message = f"A batch holds at most {max_events} events, got {len(items)}."
+        errors.append(FieldError(field, "too_many_events", message))
+    if errors:
+        raise InvalidInput(errors)
     events = []
     for index, item in enumerate(items):
         try:
-            events.append(parse_event(item, path=f"events[{index}]."))
+            events.append(parse(item, path=f"events[{index}]."))
         except InvalidInput as exc:
-            errors.items.extend(exc.errors)
-    if errors.items:
-        raise InvalidInput(errors.items)
+            errors.extend(exc.errors)
+    if errors:
+        raise InvalidInput(errors)
     return events
 
 

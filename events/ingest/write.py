@@ -130,8 +130,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     retired = partitions.ensure_partitions(partitions.months_of(event_ids)).retired
     if retired:
         _refuse_retired(event_ids, retired, paths)
-    checks = schemas.check_items(items, paths)  # enforce mode: 400 schema_violation, nothing stored
-    items = privacy.protect_items(items, checks, paths)  # the marked fields, before they are hashed
+    items, checks = checked_and_protected(items, paths)
     results: dict[int, StoredEvent] = {}
     with transaction.atomic():
         fresh, repeats = claim_idempotency_keys(
@@ -186,6 +185,14 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     for index, first in repeats.items():
         results[index] = replace(results[first], created=False)
     return IngestResult(events=[results[index] for index in range(len(items))])
+
+
+def checked_and_protected(items: Sequence[EventIn], paths: ItemPaths) -> tuple[list[EventIn], list[schemas.Check]]:
+    """The items as they are to be hashed and stored, and their schema checks: checked against
+    their schemas (enforce mode: 400 schema_violation, nothing stored), then their marked fields
+    protected. The write path and the stream's accept both call it, before they hash."""
+    checks = schemas.check_items(items, paths)
+    return privacy.protect_items(items, checks, paths), checks
 
 
 def _refuse_retired(event_ids: list[uuid.UUID], retired: set[partitions.Month], paths: ItemPaths) -> None:
