@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from django.db import DatabaseError, connection
 
 from events.ingest import stream
-from events.integrity.sealing import oldest_unsealed_age_seconds
+from events.integrity.sealing import lost_events, oldest_unsealed_age_seconds
 from events.lifecycle.partitions import Month, partitions
 
 
@@ -33,6 +33,18 @@ def seal_problem(max_lag_seconds: float) -> str | None:
             "is the sealer running?"
         )
     return None
+
+
+def lost_events_warning() -> str | None:
+    """Not a reason to restart the sealer (it has moved on): a loss for a person to look into."""
+    count, first = lost_events()
+    if not count:
+        return None
+    more = f" and {count - len(first)} more" if count > len(first) else ""
+    return (
+        f"{count} acknowledged events were gone before their seal (events_lostevent; verify_events reports "
+        f"each): {', '.join(first)}{more}"
+    )
 
 
 def stream_problem(max_lag_seconds: float) -> str | None:

@@ -17,6 +17,9 @@ SCOPES = (SCOPE_INGEST, SCOPE_READ, SCOPE_READ_OWN, SCOPE_SCHEMA)
 
 
 SERVICE_SOURCE = "auditsvc"  # the log's own events: reads of it, admin changes, retention runs
+# The service's record of one retirement: once sealed, the only thing that excuses a sealed
+# event's absence from the table (events.integrity.retirements).
+RETENTION_TYPE = "auditsvc.retention.applied"
 
 
 class Source(models.Model):
@@ -253,6 +256,19 @@ class PendingSeal(models.Model):
             # The sealer's scan: WHERE received_at < now() - lag ORDER BY received_at, event_id.
             models.Index(fields=["received_at", "event_id"], name="pending_seal_received"),
         ]
+
+    def __str__(self) -> str:
+        return str(self.event_id)
+
+
+class LostEvent(models.Model):
+    """An event whose pending-seal row outlived it: acknowledged, then gone before its seal
+    (a partition dropped by hand, or by retention before it locked its month). The sealer moves
+    the row here so the queue never stalls on it; verification and healthcheck name each one."""
+
+    event_id = models.UUIDField(primary_key=True)
+    received_at = models.DateTimeField()
+    noticed_at = models.DateTimeField()
 
     def __str__(self) -> str:
         return str(self.event_id)

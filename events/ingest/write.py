@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -27,6 +28,7 @@ from events.ingest.idempotency import claim_idempotency_keys
 from events.ingest.validation import EventIn, ItemPaths, errors_of_item, failed_items
 from events.integrity.hashing import event_hash
 from events.lifecycle import partitions
+from events.lifecycle.partitions import RETIRING_CONSTRAINT
 from events.models import Source
 from events.queries import StoredEvent, stored_events_by_id
 
@@ -132,7 +134,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
         _refuse_retired(event_ids, retired, paths)
     items, checks = checked_and_protected(items, paths)
     results: dict[int, StoredEvent] = {}
-    with transaction.atomic():
+    with _writes_into_retiring_months_refused(event_ids, paths), transaction.atomic():
         fresh, repeats = claim_idempotency_keys(
             source=source,
             items=items,
@@ -200,9 +202,25 @@ def _refuse_retired(event_ids: list[uuid.UUID], retired: set[partitions.Month], 
     for index, event_id in enumerate(event_ids):
         month = partitions.Month.of_id(event_id)
         if month in retired:
-            message = f"Events received in {month} were removed by retention; none is stored again."
+            message = f"Events received in {month} are retired by retention; none is stored again."
             errors.append(FieldError(paths(index, "received_at"), "retention_expired", message))
     raise InvalidInput(errors)
+
+
+@contextmanager
+def _writes_into_retiring_months_refused(event_ids: list[uuid.UUID], paths: ItemPaths) -> Iterator[None]:
+    """A row for a partition that retention has closed (partitions.refuse_writes) fails its
+    CHECK: the items of that partition's range are refused as retired, the others unharmed."""
+    try:
+        yield
+    except IntegrityError as exc:
+        cause = exc.__cause__
+        if not (isinstance(cause, errors.CheckViolation) and cause.diag.constraint_name == RETIRING_CONSTRAINT):
+            raise
+        closed = next(p for p in partitions.partitions() if p.table == cause.diag.table_name)
+        low, high = closed.id_range()
+        months = {partitions.Month.of_id(i) for i in event_ids if low <= i < high}
+        _refuse_retired(event_ids, months, paths)
 
 
 def _skip_imported_duplicates(

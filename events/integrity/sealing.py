@@ -8,6 +8,7 @@ can land inside a seal that was already made, and every event is sealed exactly 
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,8 @@ from events.integrity import merkle, signing
 from events.integrity.canonical import canonical_json
 from events.integrity.hashing import format_time
 from events.models import Seal
+
+logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 # pg_try_advisory_xact_lock key: one sealer at a time, across every process and host.
@@ -70,23 +73,7 @@ def _seal_once(*, cutoff: datetime, limit: int) -> Seal | None:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SEAL_LOCK])
         if not cursor.fetchone()[0]:
             return None
-        cursor.execute(
-            "SELECT event_id, received_at FROM events_pendingseal WHERE received_at < %s"
-            " ORDER BY received_at, event_id LIMIT %s",
-            [cutoff, limit],
-        )
-        pending = cursor.fetchall()
-        if not pending:
-            return None
-        # The hashes by id, bounded by the batch's id range: a join would let the planner
-        # hash all of events_event for a large batch; this reads only the partitions it needs.
-        ids = [event_id for event_id, _ in pending]
-        cursor.execute(
-            "SELECT id, hash FROM events_event WHERE id = ANY(%s) AND id >= %s AND id <= %s",
-            [ids, min(ids), max(ids)],
-        )
-        hashes = dict(cursor.fetchall())
-        rows = [(event_id, hashes[event_id], received) for event_id, received in pending if event_id in hashes]
+        rows = _sealable(cursor, cutoff=cutoff, limit=limit)
         if not rows:
             return None
         previous = Seal.objects.order_by("-sequence").first()
@@ -109,6 +96,54 @@ def _seal_once(*, cutoff: datetime, limit: int) -> Seal | None:
                 copy.write_row((event_id, seal.sequence, position, hash_hex))
         cursor.execute("DELETE FROM events_pendingseal WHERE event_id = ANY(%s)", [[row[0] for row in rows]])
         return seal
+
+
+def _sealable(cursor: Any, *, cutoff: datetime, limit: int) -> list[tuple[Any, str, datetime]]:
+    """(id, hash, received_at) of the oldest pending events, up to limit; rows whose events are
+    gone are set aside on the way, so that they never fill the batch."""
+    while True:
+        cursor.execute(
+            "SELECT event_id, received_at FROM events_pendingseal WHERE received_at < %s"
+            " ORDER BY received_at, event_id LIMIT %s",
+            [cutoff, limit],
+        )
+        pending = cursor.fetchall()
+        if not pending:
+            return []
+        # The hashes by id, bounded by the batch's id range: a join would let the planner
+        # hash all of events_event for a large batch; this reads only the partitions it needs.
+        ids = [event_id for event_id, _ in pending]
+        cursor.execute(
+            "SELECT id, hash FROM events_event WHERE id = ANY(%s) AND id >= %s AND id <= %s",
+            [ids, min(ids), max(ids)],
+        )
+        hashes = dict(cursor.fetchall())
+        lost = [(event_id, received) for event_id, received in pending if event_id not in hashes]
+        if not lost:
+            return [(event_id, hashes[event_id], received) for event_id, received in pending]
+        _set_aside(cursor, lost)
+
+
+def _set_aside(cursor: Any, lost: list[tuple[Any, datetime]]) -> None:
+    """Pending rows whose events are gone go to events_lostevent: a row and its event commit
+    together, so such an event was acknowledged and then removed. Left in the queue, they
+    would be read first by every run and, enough of them, stop sealing altogether."""
+    logger.error("%d acknowledged events are gone before their seal: %s", len(lost), [str(i) for i, _ in lost[:20]])
+    cursor.execute(
+        "INSERT INTO events_lostevent (event_id, received_at, noticed_at) SELECT u.id, u.received, now()"
+        " FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(id, received) ON CONFLICT DO NOTHING",
+        [[i for i, _ in lost], [r for _, r in lost]],
+    )
+    cursor.execute("DELETE FROM events_pendingseal WHERE event_id = ANY(%s)", [[i for i, _ in lost]])
+
+
+def lost_events(limit: int = 20) -> tuple[int, list[str]]:
+    """How many acknowledged events were gone before their seal, and the first of their ids."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM events_lostevent")
+        (count,) = cursor.fetchone()
+        cursor.execute("SELECT event_id::text FROM events_lostevent ORDER BY received_at, event_id LIMIT %s", [limit])
+        return count, [event_id for (event_id,) in cursor.fetchall()]
 
 
 def oldest_unsealed_age_seconds() -> float | None:

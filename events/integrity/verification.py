@@ -21,10 +21,11 @@ from psycopg.types.json import set_json_loads
 from auditsvc.worker_process import setup_django
 from events.integrity import merkle, signing
 from events.integrity.hashing import SQL_TIME, envelope_of_texts, recomputed_hash
+from events.integrity.retirements import accepted_retirements
 from events.integrity.sealing import GENESIS_HASH, seal_hash
 from events.lifecycle.archives import check_archive
 from events.lifecycle.partitions import Partition
-from events.models import RetiredPartition, Seal
+from events.models import LostEvent, RetiredPartition, Seal
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,9 @@ def verify_integrity(
     reading the same snapshot as this one (pg_export_snapshot), with the same findings in the
     same order. Only outside a transaction: the workers must see what this process sees.
 
-    Events of retired partitions are reported as archived, not missing; with archive_dir
-    their archives are read and every record is checked against its seal entry.
+    Sealed events absent from the table are reported as archived, not missing, only inside a
+    retirement that the sealed chain records with their count and digest (retirements); with
+    archive_dir the archives are read and every record is checked against its seal entry.
     """
     keys = signing.trusted_public_keys() if public_keys is None else public_keys
     report = VerificationReport(signatures_checked=bool(keys))
@@ -123,14 +125,17 @@ def verify_integrity(
         cursor.execute("SET LOCAL statement_timeout = 0")
         seals = list(Seal.objects.order_by("sequence"))
         _verify_chain(seals, report, keys)
+        retired, problems = accepted_retirements()
+        report.findings.extend(Finding(p.kind, p.detail, p.event_id) for p in problems)
         checked = [s for s in seals if since is None or s.last_received_at >= since]
         if workers > 1 and outermost and len(checked) > 1:
             cursor.execute("SELECT pg_export_snapshot()")
             (snapshot,) = cursor.fetchone()
-            _verify_in_workers(checked, since, report, progress, workers=workers, snapshot=snapshot)
+            _verify_in_workers(checked, since, report, progress, workers=workers, snapshot=snapshot, retired=retired)
         else:
-            _verify_sealed_events(checked, report, progress)
+            _verify_sealed_events(checked, report, progress, retired)
             _verify_unsealed_events(since, report, progress)
+        _report_lost_events(report)
         if archive_dir is not None:
             _verify_archives(archive_dir, report, progress)
     return report
@@ -147,12 +152,6 @@ def _verify_archives(archive_dir: Path, report: VerificationReport, progress: Ca
         report.findings.extend(Finding(p.kind, p.detail, p.event_id) for p in problems)
 
 
-def _retired_ranges() -> list[tuple[str, str]]:
-    """The id ranges of retired partitions, as text (UUID text sorts as the UUIDs do)."""
-    retired = RetiredPartition.objects.values_list("table", "lower_id", "upper_id")
-    return [(str(low), str(high)) for low, high in (Partition(*row).id_range() for row in retired)]
-
-
 def _verify_in_workers(
     seals: list[Seal],
     since: datetime | None,
@@ -161,6 +160,7 @@ def _verify_in_workers(
     *,
     workers: int,
     snapshot: str,
+    retired: list[tuple[str, str]],
 ) -> None:
     """The sealed events in worker processes, reading snapshot; the unsealed ones here meanwhile.
     Findings are added in the order one process would report them: seal by seal, then unsealed."""
@@ -170,7 +170,9 @@ def _verify_in_workers(
         initializer=setup_django,
         initargs=(connection.settings_dict["NAME"],),
     ) as pool:
-        parts = [pool.submit(_verify_seals_elsewhere, snapshot, chunk) for chunk in _chunks(seals, workers)]
+        parts = [
+            pool.submit(_verify_seals_elsewhere, snapshot, chunk, retired) for chunk in _chunks(seals, workers)
+        ]
         unsealed = VerificationReport()
         _verify_unsealed_events(since, unsealed, progress)
         for part in parts:
@@ -201,14 +203,17 @@ def _chunks(seals: list[Seal], workers: int) -> list[list[int]]:
     return chunks
 
 
-def _verify_seals_elsewhere(snapshot: str, sequences: list[int]) -> tuple[int, int, list[Finding]]:
+def _verify_seals_elsewhere(
+    snapshot: str, sequences: list[int], retired: list[tuple[str, str]]
+) -> tuple[int, int, list[Finding]]:
     """In a worker process: these seals' events and roots, in the snapshot of the caller."""
     part = VerificationReport()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
         cursor.execute("SET LOCAL statement_timeout = 0")
-        _verify_sealed_events(list(Seal.objects.filter(sequence__in=sequences).order_by("sequence")), part, None)
+        seals = list(Seal.objects.filter(sequence__in=sequences).order_by("sequence"))
+        _verify_sealed_events(seals, part, None, retired)
     connection.close()
     return part.events_checked, part.archived_events, part.findings
 
@@ -248,8 +253,12 @@ def _verify_chain(seals: list[Seal], report: VerificationReport, keys: dict[str,
 
 
 def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep it linear
-    seals: list[Seal], report: VerificationReport, progress: Callable[[int], object] | None
+    seals: list[Seal],
+    report: VerificationReport,
+    progress: Callable[[int], object] | None,
+    retired: list[tuple[str, str]],
 ) -> None:
+    """retired: the id ranges of accepted retirements, whose sealed events may be absent."""
     if not seals:
         return
     by_sequence = {seal.sequence: seal for seal in seals}
@@ -275,7 +284,6 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
     current: int | None = None
     leaves: list[bytes] = []
     seen: set[int] = set()
-    retired = _retired_ranges()
 
     def close(sequence: int) -> None:
         seal = by_sequence[sequence]
@@ -299,7 +307,7 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
             report.events_checked += 1
             if event[0] is None:
                 if any(low <= sealed_id < high for low, high in retired):
-                    report.archived_events += 1  # retention took it; the archive check proves it
+                    report.archived_events += 1  # a sealed retirement took it; the archive check proves it
                     continue
                 gone = f"event {sealed_id} (seal {sequence}, position {position}) is gone"
                 report.findings.append(Finding("event_missing", gone, str(sealed_id), sequence))
@@ -347,3 +355,14 @@ def _verify_unsealed_events(
                 progress(10_000)
     finally:
         rows.close()  # an error mid-stream must not leave the COPY running
+
+
+def _report_lost_events(report: VerificationReport) -> None:
+    """Events acknowledged, queued for a seal, and gone before the sealer came (sealing)."""
+    for lost in LostEvent.objects.order_by("received_at", "event_id")[:_LOST_LISTED]:
+        report.findings.append(Finding("event_lost",
+            f"event {lost.event_id} (received {lost.received_at:%Y-%m-%d %H:%M:%S} UTC) was stored and "
+            "acknowledged, and was gone before it could be sealed", str(lost.event_id)))  # fmt: skip
+
+
+_LOST_LISTED = 1_000  # findings are listed, not counted: an operator reads them

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,15 +57,83 @@ def write_archive(partition: Partition, directory: Path) -> ArchiveFile:
         out.flush()
         os.fsync(out.fileno())
     partial.replace(final)
+    fsync_directory(directory)
     return ArchiveFile(name, digest.hexdigest(), size)
 
 
 def write_manifest(directory: Path, name: str, manifest: dict[str, Any]) -> Path:
     path = directory / name
     partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    with partial.open("w") as out:
+        out.write(json.dumps(manifest, indent=2) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
     partial.replace(path)
+    fsync_directory(directory)
     return path
+
+
+def fsync_directory(directory: Path) -> None:
+    """A rename is durable only once its directory is: retention drops the partition next."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@dataclass(frozen=True)
+class RangeContents:
+    """What a range of events is, for retention and its verification: how many, the first and
+    last id, and the SHA-256 of their "id:hash" lines in id order (one digest for the rows of a
+    partition and for the seal entries of its range: equal when every event is sealed as stored)."""
+
+    count: int
+    first_id: str | None
+    last_id: str | None
+    digest: str
+
+
+_PAGE = 50_000
+
+
+def stored_contents(partition: Partition) -> RangeContents:
+    """The rows of the partition's own table (it may be closed to writes, or detached)."""
+    table = connection.ops.quote_name(partition.table)
+    return _contents(f"SELECT id::text, hash FROM {table} WHERE id > %s::uuid ORDER BY id LIMIT %s", [])  # noqa: S608
+
+
+def sealed_contents(low: Any, high: Any) -> RangeContents:
+    """The seal entries of [low, high)."""
+    return _contents(
+        "SELECT event_id::text, event_hash FROM events_sealentry WHERE event_id > %s::uuid AND event_id < %s"
+        " ORDER BY event_id LIMIT %s",
+        [high],
+        low=low,
+    )
+
+
+def _contents(sql: str, bounds: list[Any], *, low: Any = None) -> RangeContents:
+    # Keyset pages: a month can hold millions of rows, and a client-side cursor would load them all.
+    digest = hashlib.sha256()
+    count, first, last = 0, None, None
+    after = str(low) if low is not None else "00000000-0000-0000-0000-000000000000"
+    if low is not None:  # the page query is "> after": the range's own lower bound is inclusive
+        after = str(uuid.UUID(int=max(uuid.UUID(str(low)).int - 1, 0)))
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(sql, [after, *bounds, _PAGE])
+            rows = cursor.fetchall()
+            for event_id, event_hash in rows:
+                digest.update(f"{event_id}:{event_hash}\n".encode())
+            if not rows:
+                break
+            count += len(rows)
+            first = first or rows[0][0]
+            last = after = rows[-1][0]
+            if len(rows) < _PAGE:
+                break
+    return RangeContents(count, first, last, digest.hexdigest())
 
 
 def _in_range(partition: Partition) -> Any:

@@ -30,6 +30,10 @@ PARENT = "events_event"
 ID_TIME_SLACK = timedelta(minutes=1)
 # pg_advisory_xact_lock key: one creator of partitions at a time across every process.
 _CREATE_LOCK = 0x6175_6469_7470  # "auditp"
+# The CHECK (false) NOT VALID constraint retention puts on a partition before it archives it:
+# from its commit on, every write into that month fails (the write path answers
+# retention_expired), while the rows already there stay readable and sealable.
+RETIRING_CONSTRAINT = "auditsvc_retiring"
 _YEAR_10000_MILLIS = 253_402_300_800_000
 LOWEST_ID, HIGHEST_ID = uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1)
 _BOUND = re.compile(r"FROM \((MINVALUE|'[0-9a-f-]{36}')\) TO \((MAXVALUE|'[0-9a-f-]{36}')\)")
@@ -51,6 +55,12 @@ class Month:
         if millis >= _YEAR_10000_MILLIS:  # not a UUIDv7 of this era (a legacy random id)
             return cls(9999, 12)
         return cls.of(datetime.fromtimestamp(millis / 1000, tz=UTC))
+
+    @classmethod
+    def of_table(cls, table: str) -> Month | None:
+        """The month of a partition named as this module names them (events_event_y2026m01)."""
+        match = re.fullmatch(rf"{PARENT}_y(\d{{4}})m(\d{{2}})", table)
+        return cls(int(match[1]), int(match[2])) if match and 1 <= int(match[2]) <= 12 else None
 
     @classmethod
     def parse(cls, text: str) -> Month:
@@ -206,6 +216,32 @@ def _create(month: Month, existing: list[Partition]) -> None:
         )
         # TRUNCATE of a partition does not fire the parent's statement trigger: each has its own.
         cursor.execute(no_truncate_trigger_sql(month.table))
+
+
+def refuse_writes(partition: Partition) -> None:
+    """Make partition refuse every new row, for good (retention's first step); idempotent.
+
+    Only the partition is locked, and only while the transactions already writing into it
+    finish: events_event and the other months take writes throughout.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = '30s'")
+        if partition.table not in refusing_writes():
+            cursor.execute(
+                f"ALTER TABLE {connection.ops.quote_name(partition.table)} ADD CONSTRAINT"
+                f" {RETIRING_CONSTRAINT} CHECK (false) NOT VALID"
+            )
+
+
+def refusing_writes() -> set[str]:
+    """The partitions retention has closed to writes (and not dropped yet)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid"
+            " JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = %s::regclass AND k.conname = %s",
+            [PARENT, RETIRING_CONSTRAINT],
+        )
+        return {name for (name,) in cursor.fetchall()}
 
 
 def no_truncate_trigger_sql(table: str) -> str:

@@ -1,11 +1,16 @@
 """Retention: partitions wholly older than AUDITSVC_RETENTION_DAYS are archived, checked, dropped.
 
-For each such partition, oldest first: refuse it while any of its events waits for a seal
-(the seals are what proves the archive later); write its events to an archive and a manifest
-(count, first and last id, the archive's SHA-256, the seals that cover it with their roots);
-read the archive back against the seal entries; then, in one transaction, record the
-partition as retired, detach and drop it. Every run that drops something is itself an
-audit event, `auditsvc.retention.applied`, stored through the one write path.
+For each such partition, oldest first:
+1. close it to writes (a CHECK (false) NOT VALID constraint, committed: an import of an old
+   event that commits after this gets retention_expired, one that committed before is in it);
+2. refuse it while any of its events waits for a seal, or its rows differ from its seal entries;
+3. write its events to an archive and read the archive back against the seal entries;
+4. write the manifest (count, first and last id, the digest of the sealed "id:hash" lines, the
+   archive's SHA-256, the covering seals with their roots), file and directory fsynced;
+5. in one transaction: find the partition still holding exactly that, record it as retired,
+   store the auditsvc.retention.applied event that carries the same figures, detach and drop.
+The record is sealed right after where this process may seal. Verification accepts a sealed
+event's absence only inside a retirement whose sealed record agrees with the seal entries.
 
 Seals and seal entries stay: they are small, and they are what lets verify_events prove an
 archive, and the chain, long after the events are gone.
@@ -13,6 +18,7 @@ archive, and the chain, long after the events are gone.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
+from psycopg import errors
 
 from events.access_log import store_service_event
 from events.integrity.hashing import format_time
-from events.lifecycle import archives
-from events.lifecycle.partitions import Partition, forget_known, partitions, uuid7_floor
-from events.models import RetiredPartition, Seal
+from events.integrity.sealing import seal_events
+from events.lifecycle import archives, partitions
+from events.lifecycle.partitions import Partition, uuid7_floor
+from events.models import RETENTION_TYPE, RetiredPartition, Seal
 
 
 class RetentionRefused(RuntimeError):
@@ -58,7 +67,7 @@ def retention_cutoff(now: datetime | None = None) -> datetime | None:
 def due_partitions(cutoff: datetime) -> list[Partition]:
     """Partitions whose every possible id was received before cutoff, oldest first."""
     floor = uuid7_floor(cutoff)
-    return [p for p in partitions() if p.upper is not None and p.upper <= floor]
+    return [p for p in partitions.partitions() if p.upper is not None and p.upper <= floor]
 
 
 def apply_retention(
@@ -80,61 +89,173 @@ def apply_retention(
         archive_dir.mkdir(parents=True, exist_ok=True)
     try:
         for partition in report.due:
-            report.retired.append(retire(partition, archive_dir, progress=progress))
-    finally:  # a partition refused midway: what was retired before it is recorded all the same
+            report.retired.append(retire(partition, archive_dir, cutoff=cutoff, progress=progress))
+    finally:
         if report.retired:
-            _record_run(report, archive_dir)
+            _seal_the_records()
     return report
 
 
 def retire(
-    partition: Partition, archive_dir: Path | None, *, progress: Callable[[int], object] | None = None
+    partition: Partition,
+    archive_dir: Path | None,
+    *,
+    cutoff: datetime,
+    progress: Callable[[int], object] | None = None,
 ) -> Retired:
+    """Close the partition to writes, archive and check it, then record, detach and drop it in
+    one transaction that finds in it exactly what the manifest says."""
+    partitions.refuse_writes(partition)
+    contents = closed_contents(partition)
     low, high = partition.id_range()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM events_pendingseal WHERE event_id >= %s AND event_id < %s", [low, high])
-        (unsealed,) = cursor.fetchone()
-        if unsealed:
-            raise RetentionRefused(
-                f"{partition.table}: {unsealed} of its events are not sealed yet (run manage.py seal_events first)."
-            )
-        table = connection.ops.quote_name(partition.table)
-        cursor.execute(f"SELECT count(*), min(id::text), max(id::text) FROM {table}")  # noqa: S608 - a catalog name
-        count, first_id, last_id = cursor.fetchone()
     manifest: dict[str, Any] = {
         "partition": partition.table,
         "months": partition.span,
         "lower_id": str(partition.lower) if partition.lower else None,
         "upper_id": str(partition.upper) if partition.upper else None,
-        "count": count,
-        "first_id": first_id,
-        "last_id": last_id,
+        "count": contents.count,
+        "first_id": contents.first_id,
+        "last_id": contents.last_id,
+        "sealed_digest": contents.digest,
         "seals": _covering_seals(low, high),
         "retired_at": format_time(timezone.now()),
     }
-    archive = manifest_name = None
     if archive_dir is not None:
-        written = archives.write_archive(partition, archive_dir)
-        checked, problems = archives.check_archive(
-            archive_dir / written.name, partition=partition, sha256=written.sha256, progress=progress
+        manifest |= _archive(partition, archive_dir, contents, progress)
+    drop_retired(partition, contents=contents, manifest=manifest, cutoff=cutoff, archive_dir=archive_dir)
+    return Retired(partition, contents.count, manifest.get("archive"), manifest.get("manifest"))
+
+
+def closed_contents(partition: Partition) -> archives.RangeContents:
+    """What a partition closed to writes holds, once every event of it is sealed as stored."""
+    low, high = partition.id_range()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM events_pendingseal WHERE event_id >= %s AND event_id < %s", [low, high])
+        (unsealed,) = cursor.fetchone()
+    if unsealed:
+        raise RetentionRefused(
+            f"{partition.table}: {unsealed} of its events are not sealed yet (run manage.py seal_events first; "
+            "the month takes no new events meanwhile)."
         )
-        if problems or checked != count:
-            what = problems[0].detail if problems else f"{checked} of {count} events read back"
-            raise RetentionRefused(f"{partition.table}: the archive does not read back ({what}); nothing dropped.")
-        manifest |= {"archive": written.name, "sha256": written.sha256, "bytes": written.bytes}
-        archive = written.name
-        manifest_name = f"{archives.archive_name(partition)}.manifest.json"
-        archives.write_manifest(archive_dir, manifest_name, manifest)
-    with transaction.atomic(), connection.cursor() as cursor:
-        RetiredPartition.objects.create(
-            table=partition.table, lower_id=partition.lower, upper_id=partition.upper, retired_at=timezone.now(),
-            event_count=count, first_event_id=first_id, last_event_id=last_id, archive_name=archive or "",
-            archive_sha256=manifest.get("sha256", ""), manifest=manifest,
-        )  # fmt: skip
-        cursor.execute(f"ALTER TABLE events_event DETACH PARTITION {table}")
-        cursor.execute(f"DROP TABLE {table}")
-    forget_known()
-    return Retired(partition, count, archive, manifest_name)
+    stored = archives.stored_contents(partition)
+    if stored != archives.sealed_contents(low, high):
+        raise RetentionRefused(
+            f"{partition.table}: its events are not the ones its seals hold (run manage.py verify_events); "
+            "nothing dropped."
+        )
+    return stored
+
+
+def _archive(
+    partition: Partition,
+    archive_dir: Path,
+    contents: archives.RangeContents,
+    progress: Callable[[int], object] | None,
+) -> dict[str, Any]:
+    written = archives.write_archive(partition, archive_dir)
+    checked, problems = archives.check_archive(
+        archive_dir / written.name, partition=partition, sha256=written.sha256, progress=progress
+    )
+    if problems or checked != contents.count:
+        what = problems[0].detail if problems else f"{checked} of {contents.count} events read back"
+        raise RetentionRefused(f"{partition.table}: the archive does not read back ({what}); nothing dropped.")
+    return {
+        "archive": written.name,
+        "sha256": written.sha256,
+        "bytes": written.bytes,
+        "manifest": f"{archives.archive_name(partition)}.manifest.json",
+    }
+
+
+def drop_retired(
+    partition: Partition,
+    *,
+    contents: archives.RangeContents,
+    manifest: dict[str, Any],
+    cutoff: datetime,
+    archive_dir: Path | None,
+) -> None:
+    """Record the retirement in the chain (the sealed auditsvc.retention.applied event that
+    verification requires), detach and drop the partition, in one transaction; refused when the
+    partition no longer holds what was archived. The manifest is on disk before anything goes."""
+    if archive_dir is not None:
+        archives.write_manifest(archive_dir, manifest["manifest"], manifest)
+    table = connection.ops.quote_name(partition.table)
+    for attempt in range(_DROP_ATTEMPTS):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '30s'")
+                # The partition takes no writes (its CHECK); SHARE keeps a superuser's out too.
+                cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
+                if archives.stored_contents(partition) != contents:
+                    raise RetentionRefused(
+                        f"{partition.table}: its events changed after they were archived; nothing dropped."
+                    )
+                RetiredPartition.objects.create(
+                    table=partition.table, lower_id=partition.lower, upper_id=partition.upper,
+                    retired_at=timezone.now(), event_count=contents.count, first_event_id=contents.first_id,
+                    last_event_id=contents.last_id, archive_name=manifest.get("archive", ""),
+                    archive_sha256=manifest.get("sha256", ""), manifest=manifest,
+                )  # fmt: skip
+                _record(partition, contents, manifest, cutoff=cutoff, archive_dir=archive_dir)
+                cursor.execute(f"ALTER TABLE events_event DETACH PARTITION {table}")
+                cursor.execute(f"DROP TABLE {table}")
+            break
+        except OperationalError as exc:
+            # A writer that queued on the partition while holding events_event: one of us is
+            # chosen as the deadlock's victim. Nothing was dropped; try again.
+            if attempt + 1 == _DROP_ATTEMPTS or not isinstance(exc.__cause__, _RETRIED):
+                raise
+    partitions.forget_known()
+
+
+_DROP_ATTEMPTS = 3
+_RETRIED = (errors.DeadlockDetected, errors.LockNotAvailable)
+
+
+def _record(
+    partition: Partition,
+    contents: archives.RangeContents,
+    manifest: dict[str, Any],
+    *,
+    cutoff: datetime,
+    archive_dir: Path | None,
+) -> None:
+    """The retirement as an event of the chain: once sealed, it is what excuses the range's
+    sealed events from being in the table (verification), with their count and digest."""
+    store_service_event(
+        type=RETENTION_TYPE,
+        actor=f"manage.py apply_retention ({getpass.getuser()})",
+        description=f"Retention retired {partition.table} ({contents.count} events received in {partition.span}).",
+        payload={
+            "retention_days": settings.AUDITSVC_RETENTION_DAYS,
+            "cutoff": format_time(cutoff),
+            "archived": archive_dir is not None,
+            "archive_dir": str(archive_dir) if archive_dir is not None else None,
+            "partitions": [
+                {
+                    "table": partition.table,
+                    "months": partition.span,
+                    "lower_id": manifest["lower_id"],
+                    "upper_id": manifest["upper_id"],
+                    "events": contents.count,
+                    "first_id": contents.first_id,
+                    "last_id": contents.last_id,
+                    "sealed_digest": contents.digest,
+                    "archive": manifest.get("archive"),
+                    "archive_sha256": manifest.get("sha256"),
+                }
+            ],
+        },
+        max_chars=10_000,
+    )
+
+
+def _seal_the_records() -> None:
+    """Seal the retirement records now where this process may seal (a development checkout, or
+    one with the signing key); elsewhere the sealer takes them within its lag."""
+    with contextlib.suppress(ImproperlyConfigured):
+        seal_events(lag_seconds=0)
 
 
 def _covering_seals(low: Any, high: Any) -> list[dict[str, Any]]:
@@ -159,23 +280,3 @@ def _covering_seals(low: Any, high: Any) -> list[dict[str, Any]]:
         }
         for seal in seals
     ]
-
-
-def _record_run(report: RetentionReport, archive_dir: Path | None) -> None:
-    assert report.cutoff is not None
-    store_service_event(
-        type="auditsvc.retention.applied",
-        actor=f"manage.py apply_retention ({getpass.getuser()})",
-        description=f"Retention retired {len(report.retired)} partition(s) received before the cutoff.",
-        payload={
-            "retention_days": settings.AUDITSVC_RETENTION_DAYS,
-            "cutoff": format_time(report.cutoff),
-            "archived": archive_dir is not None,
-            "archive_dir": str(archive_dir) if archive_dir is not None else None,
-            "partitions": [
-                {"table": r.partition.table, "months": r.partition.span, "events": r.events, "archive": r.archive}
-                for r in report.retired
-            ],
-        },
-        max_chars=10_000,
-    )

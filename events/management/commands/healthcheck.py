@@ -11,7 +11,8 @@ from events import health_checks
 class Command(BaseCommand):
     help = (
         "Exit 0 when the database answers and the checks asked for pass, else 1 with the reason: "
-        "--sealer (no event waits longer than --max-seal-lag for a seal), --drainer (no stream entry waits "
+        "--sealer (no event waits longer than --max-seal-lag for a seal; events gone before their seal are "
+        "named as a warning), --drainer (no stream entry waits "
         "longer than --max-stream-lag), --partitions (next month's partition exists). For container health "
         "checks (docker-compose.yml) and cron monitors."
     )
@@ -28,6 +29,9 @@ class Command(BaseCommand):
         if problems[0] is None:
             if options["sealer"]:
                 problems.append(health_checks.seal_problem(options["max_seal_lag"]))
+                warning = health_checks.lost_events_warning()
+                if warning:
+                    self.stderr.write(f"warning: {warning}")
             if options["partitions"]:
                 problems.append(health_checks.partition_problem())
         if options["drainer"]:
