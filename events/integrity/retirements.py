@@ -84,8 +84,10 @@ def _disagreement(retirement: Retirement, row: RetiredPartition | None) -> str |
         return f"{retirement.table} is retired by event {retirement.record_id} but not in events_retiredpartition"
     low, high = (str(bound) for bound in Partition(row.table, row.lower_id, row.upper_id).id_range())
     sha = retirement.archive_sha256
-    if (low, high) != (retirement.low, retirement.high) or row.event_count != retirement.events or (
-        sha is not None and sha != row.archive_sha256
+    if (
+        (low, high) != (retirement.low, retirement.high)
+        or row.event_count != retirement.events
+        or (sha is not None and sha != row.archive_sha256)
     ):
         return f"events_retiredpartition's row for {row.table} differs from its retirement's record"
     return None

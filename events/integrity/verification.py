@@ -170,9 +170,7 @@ def _verify_in_workers(
         initializer=setup_django,
         initargs=(connection.settings_dict["NAME"],),
     ) as pool:
-        parts = [
-            pool.submit(_verify_seals_elsewhere, snapshot, chunk, retired) for chunk in _chunks(seals, workers)
-        ]
+        parts = [pool.submit(_verify_seals_elsewhere, snapshot, chunk, retired) for chunk in _chunks(seals, workers)]
         unsealed = VerificationReport()
         _verify_unsealed_events(since, unsealed, progress)
         for part in parts:

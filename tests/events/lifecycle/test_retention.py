@@ -96,11 +96,11 @@ def test_retention_archives_checks_and_drops_the_old_months_and_verification_sti
     assert sum(s["entries_in_archive"] for s in manifest["seals"]) == 5
     assert RetiredPartition.objects.get(table=JANUARY.table).archive_sha256 == manifest["sha256"]
 
-    records = Event.objects.filter(type__name="auditsvc.retention.applied").order_by("id")
-    assert {r.source.slug for r in records} == {"auditsvc"}
-    assert [r.payload["partitions"][0]["table"] for r in records] == [JANUARY.table, FEBRUARY.table]
-    assert records[0].payload["partitions"][0]["sealed_digest"] == manifest["sealed_digest"]
-    assert not PendingSeal.objects.filter(event_id__in=[r.id for r in records]).exists()  # sealed at once
+    retention_records = list(Event.objects.filter(type__name="auditsvc.retention.applied").order_by("id"))
+    assert {r.source.slug for r in retention_records} == {"auditsvc"}
+    assert [r.payload["partitions"][0]["table"] for r in retention_records] == [JANUARY.table, FEBRUARY.table]
+    assert retention_records[0].payload["partitions"][0]["sealed_digest"] == manifest["sealed_digest"]
+    assert not PendingSeal.objects.filter(event_id__in=[r.id for r in retention_records]).exists()  # sealed at once
 
     # Today's events were sealed with the retired ones, in the same seal: their proofs still hold.
     today = Event.objects.filter(type__name="user.login").first()

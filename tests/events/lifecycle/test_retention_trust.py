@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from events.access_log import store_service_event
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
 from events.lifecycle import archives, partitions
@@ -94,7 +95,12 @@ def test_the_drop_refuses_a_partition_that_changed_after_it_was_archived(sealed_
 def test_the_archive_directory_is_synced_before_the_partition_goes(sealed_january, tmp_path, monkeypatch):
     synced: list[str] = []
     real = archives.fsync_directory
-    monkeypatch.setattr(archives, "fsync_directory", lambda d: (synced.append(str(d)), real(d)))
+
+    def recorded(directory):
+        synced.append(str(directory))
+        real(directory)
+
+    monkeypatch.setattr(archives, "fsync_directory", recorded)
 
     apply_retention(archive_dir=tmp_path / "archives")
 
@@ -127,8 +133,6 @@ def test_a_forged_retirement_record_that_is_not_sealed_excuses_nothing_silently(
     high = uuid.UUID(int=victim.id.int + 1)
     RetiredPartition.objects.create(table="events_event_forged", lower_id=victim.id, upper_id=high,
                                     retired_at=timezone.now(), event_count=1)  # fmt: skip
-    from events.access_log import store_service_event
-
     store_service_event(type="auditsvc.retention.applied", actor="mallory", description="forged", payload={
         "partitions": [{"table": "events_event_forged", "lower_id": str(victim.id), "upper_id": str(high),
                         "events": 1, "sealed_digest": "0" * 64}]})  # fmt: skip
@@ -145,7 +149,7 @@ def test_a_real_retirement_is_accepted_and_a_tampered_index_row_is_a_finding(sea
     assert verify_integrity(archive_dir=tmp_path / "archives").ok
 
     with triggers_off(), connection.cursor() as cursor:
-        cursor.execute("UPDATE events_retiredpartition SET event_count = 3 WHERE \"table\" = %s", [JANUARY.table])
+        cursor.execute('UPDATE events_retiredpartition SET event_count = 3 WHERE "table" = %s', [JANUARY.table])
 
     assert "retirement_mismatch" in {f.kind for f in verify_integrity().findings}
 
