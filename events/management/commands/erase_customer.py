@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import getpass
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -20,15 +21,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("external_id", help="the customer's external id, as events name it")
         parser.add_argument("--actor", default="", help="who asked (default: the operating-system user)")
-        parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        parser.add_argument(
+            "--no-input", "--noinput", "--yes", action="store_false", dest="interactive",
+            help="do not ask for confirmation (Django's convention; --yes is kept as an alias)",
+        )  # fmt: skip
 
-    def handle(self, *args: Any, external_id: str, actor: str, yes: bool, **options: Any) -> None:
+    def handle(self, *args: Any, external_id: str, actor: str, interactive: bool, **options: Any) -> None:
         if not Customer.objects.filter(external_id=external_id).exists():
             raise CommandError(f"No customer '{external_id}'.")
-        if not yes:
-            answer = input(f"Erase the personal data of {external_id}? It cannot be undone. [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                raise CommandError("Nothing erased.")
+        if interactive:
+            self._confirm(external_id)
         erased = privacy.erase_customer(external_id, actor=actor or f"cli:{getpass.getuser()}")
         self.stdout.write(
             f"Erased {external_id}: {erased.keys_destroyed} data key(s) destroyed; the personal fields of "
@@ -39,3 +41,14 @@ class Command(BaseCommand):
                 "Run VACUUM events_customerdatakey so that PostgreSQL drops the old key rows from its files; "
                 "backups taken before now still hold them until they expire (docs/privacy.md)."
             )
+
+    def _confirm(self, external_id: str) -> None:
+        cannot_ask = f"Nothing erased: there is no terminal to confirm on. Pass --no-input to erase {external_id}."
+        if not sys.stdin or not sys.stdin.isatty():
+            raise CommandError(cannot_ask)
+        try:
+            answer = input(f"Erase the personal data of {external_id}? It cannot be undone. [y/N] ")
+        except EOFError:
+            raise CommandError(cannot_ask) from None
+        if answer.strip().lower() not in ("y", "yes"):
+            raise CommandError("Nothing erased.")
