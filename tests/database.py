@@ -12,6 +12,9 @@ from contextlib import contextmanager
 
 from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from events.lifecycle import partitions
 
 
 @contextmanager
@@ -36,3 +39,14 @@ def _triggers_on(on: BaseDatabaseWrapper) -> None:
 def truncate(*tables: str) -> None:
     with triggers_off(), connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+
+
+def drop_past_partitions() -> None:
+    """Drop the partitions of months before this one: partitions outlive the rows a test's flush
+    empties, and older (empty) months that other tests made would be retired by the next."""
+    this_month = partitions.Month.of(timezone.now())
+    with connection.cursor() as cursor:
+        for partition in partitions.partitions():
+            if partition.upper is not None and partition.upper <= this_month.lower:
+                cursor.execute(f"DROP TABLE {partition.table}")
+    partitions.forget_known()

@@ -16,13 +16,12 @@ from pathlib import Path
 import orjson
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
-from events.lifecycle import partitions
 from events.lifecycle.retention import RetentionRefused, apply_retention
 from events.models import Event, PendingSeal
+from tests.database import drop_past_partitions
 from tests.events.ingest.test_import_export import write_lines
 from tests.events.lifecycle.test_retention import JANUARY
 from tests.paths import REPO_ROOT
@@ -74,12 +73,7 @@ def _stored_keys_of(keys: list[str]) -> set[str]:
 
 @pytest.fixture(autouse=True)
 def _no_old_partitions(transactional_db):
-    this_month = partitions.Month.of(timezone.now())
-    with connection.cursor() as cursor:
-        for partition in partitions.partitions():
-            if partition.upper is not None and partition.upper <= this_month.lower:
-                cursor.execute(f"DROP TABLE {partition.table}")
-    partitions.forget_known()
+    drop_past_partitions()
 
 
 def test_every_acknowledged_import_is_in_the_table_or_a_verified_archive(api, tmp_path, settings):

@@ -18,7 +18,7 @@ from events.integrity.verification import verify_integrity
 from events.lifecycle import archives, partitions
 from events.lifecycle.retention import RetentionRefused, apply_retention, closed_contents, drop_retired
 from events.models import Event, LostEvent, PendingSeal, RetiredPartition
-from tests.database import triggers_off
+from tests.database import drop_past_partitions, triggers_off
 from tests.events.ingest.test_import_export import run_import, write_lines
 from tests.events.lifecycle.test_retention import JANUARY, old_events
 
@@ -27,12 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _no_old_partitions(transactional_db):
-    this_month = partitions.Month.of(timezone.now())
-    with connection.cursor() as cursor:
-        for partition in partitions.partitions():
-            if partition.upper is not None and partition.upper <= this_month.lower:
-                cursor.execute(f"DROP TABLE {partition.table}")
-    partitions.forget_known()
+    drop_past_partitions()
 
 
 def late_event(tmp_path):
