@@ -130,8 +130,21 @@ def _rounds(waiters: list[_Waiter]) -> list[list[_Waiter]]:
 
 def _store_group(waiters: list[_Waiter]) -> None:
     """Store waiters (one source) in one transaction; a refused one is answered with its own
-    error and the rest are stored without it (ingest_each)."""
-    outcomes = ingest_each(source=waiters[0].source, items=[w.item for w in waiters])
+    error and the rest are stored without it (ingest_each). An unexpected error stores the
+    group one by one, so that it reaches only the request that caused it."""
+    try:
+        outcomes = ingest_each(source=waiters[0].source, items=[w.item for w in waiters])
+    except Exception:
+        if len(waiters) == 1:
+            raise
+        logger.exception("group commit of %d events failed: storing them one by one", len(waiters))
+        for waiter in waiters:
+            try:
+                _store_group([waiter])
+            except Exception as exc:  # its own failure, answered to it alone
+                waiter.answer(error=exc)
+                connection.close_if_unusable_or_obsolete()  # a broken one is not reused
+        return
     for waiter, outcome in zip(waiters, outcomes, strict=True):
         if isinstance(outcome, ProblemError):
             waiter.answer(error=outcome)

@@ -95,6 +95,8 @@ def claim_idempotency_keys(
     for key in taken:
         index = first_index_of[key]
         event_id, fingerprint = earlier[key]
+        if event_id not in stored:  # imported keys are held for good; retention may take their event
+            raise Conflict([key_retired(paths(index, "idempotency_key"), event_id)])
         if fingerprint != items[index].fingerprint and not same_event(items[index], stored[event_id]):
             raise Conflict([key_conflict(paths(index, "idempotency_key"))])
         results[index] = replace(stored[event_id], created=False)
@@ -125,6 +127,15 @@ def same_event(item: EventIn, stored: StoredEvent) -> bool:
 
 def _json_param(values: list[Any]) -> str:
     return orjson.dumps(values).decode()
+
+
+def key_retired(field: str, event_id: uuid.UUID) -> FieldError:
+    return FieldError(
+        field,
+        "idempotency_key_retired",
+        f"This idempotency key belongs to event {event_id}, which is no longer stored (retired by retention): "
+        "nothing is stored again under it.",
+    )
 
 
 def key_conflict(field: str) -> FieldError:
