@@ -51,7 +51,7 @@ def client_of(api) -> APIClient:
 def test_an_unexpected_error_for_one_event_fails_only_its_own_request(api, poisoned_inserts):
     answers: dict[str, int] = {}
 
-    def post(name: str, payload: dict) -> None:
+    def post(name: str, payload: dict[str, str]) -> None:
         response = client_of(api).post("/api/v1/events", {"type": "user.login", "actor": name, "payload": payload},
                                        format="json")  # fmt: skip
         answers[name] = response.status_code
