@@ -84,6 +84,18 @@ def envelope_of_texts(  # noqa: PLR0917 - positional, as envelope()
 
 # format_time() in SQL, for a timestamptz column: the same RFC 3339 text, microseconds and Z.
 SQL_TIME = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+# An event's envelope_of_texts() arguments, then its stored hash, as SQL over events_event e
+# joined by EVENT_JOINS: what verification recomputes a stored event from.
+EVENT_COLUMNS = (
+    f"e.id::text, t.name, s.slug, c.external_id, e.actor, {SQL_TIME.format('e.occurred_at')}, "
+    f"{SQL_TIME.format('e.received_at')}, e.description, e.payload, e.origin, e.hash"
+)
+# Binary COPY column types of EVENT_COLUMNS (varchar travels as text; the times come as text).
+EVENT_TYPES = ["text", "text", "text", "text", "text", "text", "text", "text", "jsonb", "text", "text"]
+EVENT_JOINS = (
+    "JOIN events_eventtype t ON t.id = e.type_id JOIN events_source s ON s.id = e.source_id "
+    "LEFT JOIN customers_customer c ON c.id = e.customer_id"
+)
 
 
 def envelope_hash(fields: dict[str, Any], *, payload_is_canonical: bool = False) -> str:

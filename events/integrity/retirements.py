@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from django.db import connection
 
-from events.integrity.hashing import SQL_TIME, envelope_of_texts, recomputed_hash
+from events.integrity.hashing import EVENT_COLUMNS, EVENT_JOINS, envelope_of_texts, recomputed_hash
 from events.lifecycle.archives import sealed_contents
 from events.lifecycle.partitions import Month, Partition
 from events.models import RETENTION_TYPE, SERVICE_SOURCE, RetiredPartition
@@ -97,12 +97,8 @@ def _recorded_retirements(rows: dict[str, RetiredPartition]) -> list[Retirement]
     """The retirements the retention events state, from the events that recompute to their hash."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT e.id::text, t.name, s.slug, c.external_id, e.actor, {SQL_TIME.format('e.occurred_at')}, "
-            f"{SQL_TIME.format('e.received_at')}, e.description, e.payload, e.origin, e.hash, se.event_hash "
-            "FROM events_event e JOIN events_eventtype t ON t.id = e.type_id "
-            "JOIN events_source s ON s.id = e.source_id LEFT JOIN customers_customer c ON c.id = e.customer_id "
-            "LEFT JOIN events_sealentry se ON se.event_id = e.id "
-            "WHERE t.name = %s AND s.slug = %s ORDER BY e.id",
+            f"SELECT {EVENT_COLUMNS}, se.event_hash FROM events_event e {EVENT_JOINS} "
+            "LEFT JOIN events_sealentry se ON se.event_id = e.id WHERE t.name = %s AND s.slug = %s ORDER BY e.id",
             [RETENTION_TYPE, SERVICE_SOURCE],
         )
         records = cursor.fetchall()

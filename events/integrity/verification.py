@@ -20,7 +20,7 @@ from psycopg.types.json import set_json_loads
 
 from auditsvc.worker_process import setup_django
 from events.integrity import merkle, signing
-from events.integrity.hashing import SQL_TIME, envelope_of_texts, recomputed_hash
+from events.integrity.hashing import EVENT_COLUMNS, EVENT_JOINS, EVENT_TYPES, envelope_of_texts, recomputed_hash
 from events.integrity.retirements import accepted_retirements
 from events.integrity.sealing import GENESIS_HASH, seal_hash
 from events.lifecycle.archives import check_archive
@@ -59,17 +59,7 @@ class VerificationReport:
         return {**asdict(self), "ok": self.ok}
 
 
-_EVENT_COLUMNS = (
-    f"e.id::text, t.name, s.slug, c.external_id, e.actor, {SQL_TIME.format('e.occurred_at')}, "
-    f"{SQL_TIME.format('e.received_at')}, e.description, e.payload, e.origin, e.hash"
-)
-# Binary COPY column types of _EVENT_COLUMNS (varchar travels as text; the times come as text).
-_EVENT_TYPES = ["text", "text", "text", "text", "text", "text", "text", "text", "jsonb", "text", "text"]
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
-_EVENT_JOINS = (
-    "JOIN events_eventtype t ON t.id = e.type_id JOIN events_source s ON s.id = e.source_id "
-    "LEFT JOIN customers_customer c ON c.id = e.customer_id"
-)
 
 
 def _stream(sql: str, params: list[Any], types: list[str]) -> Generator[tuple[Any, ...], None, None]:
@@ -270,14 +260,14 @@ def _verify_sealed_events(  # noqa: C901 - one streaming pass, the closures keep
         )
         lowest, highest = cursor.fetchone()
     rows = _stream(
-        f"SELECT se.seal_id, se.position, se.event_id::text, se.event_hash, {_EVENT_COLUMNS} "
+        f"SELECT se.seal_id, se.position, se.event_id::text, se.event_hash, {EVENT_COLUMNS} "
         f"FROM events_sealentry se LEFT JOIN events_event e ON e.id = se.event_id "
         f"AND e.id >= %s::uuid AND e.id <= %s::uuid "
         f"LEFT JOIN events_eventtype t ON t.id = e.type_id LEFT JOIN events_source s ON s.id = e.source_id "
         f"LEFT JOIN customers_customer c ON c.id = e.customer_id "
         f"WHERE se.seal_id = ANY(%s) ORDER BY se.seal_id, se.position",
         [lowest or _NIL_UUID, highest or _NIL_UUID, list(by_sequence)],
-        ["int8", "int4", "text", "text", *_EVENT_TYPES],
+        ["int8", "int4", "text", "text", *EVENT_TYPES],
     )
     current: int | None = None
     leaves: list[bytes] = []
@@ -331,12 +321,12 @@ def _verify_unsealed_events(
 ) -> None:
     """Events in no seal: fine while pending; otherwise inserted behind the sealer's back."""
     rows = _stream(
-        f"SELECT p.event_id IS NOT NULL, {_EVENT_COLUMNS} FROM events_event e {_EVENT_JOINS} "
+        f"SELECT p.event_id IS NOT NULL, {EVENT_COLUMNS} FROM events_event e {EVENT_JOINS} "
         "LEFT JOIN events_pendingseal p ON p.event_id = e.id "
         "WHERE NOT EXISTS (SELECT 1 FROM events_sealentry se WHERE se.event_id = e.id) "
         "AND e.received_at >= %s ORDER BY e.received_at, e.id",
         [since or datetime(1970, 1, 1, tzinfo=UTC)],
-        ["bool", *_EVENT_TYPES],
+        ["bool", *EVENT_TYPES],
     )
     try:
         for pending, *event in rows:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,26 +100,28 @@ _PAGE = 50_000
 def stored_contents(partition: Partition) -> RangeContents:
     """The rows of the partition's own table (it may be closed to writes, or detached)."""
     table = connection.ops.quote_name(partition.table)
-    return _contents(f"SELECT id::text, hash FROM {table} WHERE id > %s::uuid ORDER BY id LIMIT %s", [])  # noqa: S608
+    sql = f"SELECT id::text, hash FROM {table} WHERE id > %s::uuid ORDER BY id LIMIT %s"  # noqa: S608
+    return _contents(sql, after=_just_below(partition.id_range()[0]))
 
 
-def sealed_contents(low: Any, high: Any) -> RangeContents:
+def sealed_contents(low: uuid.UUID, high: uuid.UUID) -> RangeContents:
     """The seal entries of [low, high)."""
-    return _contents(
+    sql = (
         "SELECT event_id::text, event_hash FROM events_sealentry WHERE event_id > %s::uuid AND event_id < %s"
-        " ORDER BY event_id LIMIT %s",
-        [high],
-        low=low,
+        " ORDER BY event_id LIMIT %s"
     )
+    return _contents(sql, after=_just_below(low), bounds=[high])
 
 
-def _contents(sql: str, bounds: list[Any], *, low: Any = None) -> RangeContents:
+def _just_below(bound: uuid.UUID) -> str:
+    """The page query asks for ids "> after": just below the range's inclusive lower bound."""
+    return str(uuid.UUID(int=max(bound.int - 1, 0)))
+
+
+def _contents(sql: str, *, after: str, bounds: Iterable[Any] = ()) -> RangeContents:
     # Keyset pages: a month can hold millions of rows, and a client-side cursor would load them all.
     digest = hashlib.sha256()
     count, first, last = 0, None, None
-    after = str(low) if low is not None else "00000000-0000-0000-0000-000000000000"
-    if low is not None:  # the page query is "> after": the range's own lower bound is inclusive
-        after = str(uuid.UUID(int=max(uuid.UUID(str(low)).int - 1, 0)))
     with connection.cursor() as cursor:
         while True:
             cursor.execute(sql, [after, *bounds, _PAGE])
