@@ -44,15 +44,33 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
     if problem := production_problem():
         raise SystemExit(problem)
+    if os.environ.get("AUDITSVC_ENV", "").strip().lower() == "production":
+        _warn_of_a_database_role_that_can_rewrite(server)  # type: ignore[no-untyped-call]
     if os.environ.get("AUDITSVC_INGEST_MODE", "").strip().lower() == "stream":
         _refuse_a_stream_that_could_lose_events()
 
 
-def _refuse_a_stream_that_could_lose_events() -> None:
-    import django  # noqa: PLC0415 - only stream mode sets Django up in the master
+def _set_up_django_in_the_master() -> None:
+    import django  # noqa: PLC0415 - only production and stream mode set Django up in the master
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditsvc.settings")
     django.setup()
+
+
+def _warn_of_a_database_role_that_can_rewrite(server):  # type: ignore[no-untyped-def]
+    """The system check auditsvc.W020, which gunicorn does not run: said once, at start."""
+    _set_up_django_in_the_master()
+    from django.db import connections  # noqa: PLC0415
+
+    from events.database_roles import connection_role_problem  # noqa: PLC0415
+
+    if problem := connection_role_problem():
+        server.log.warning("auditsvc.W020: %s (docs/operations.md, 'Database roles')", problem)
+    connections.close_all()  # the workers open their own
+
+
+def _refuse_a_stream_that_could_lose_events() -> None:
+    _set_up_django_in_the_master()
     from events.ingest import stream  # noqa: PLC0415
 
     problem = stream.durability_problem()

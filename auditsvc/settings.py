@@ -123,6 +123,10 @@ _database.update(
     }
 )
 DATABASES = {"default": _database}
+# service: this process connects as the service's role (docs/operations.md, "Database roles"),
+# and a production system check warns if it is the tables' owner. owner: it is meant to be
+# (migrate, grant_service_role, apply_retention). A superuser is warned of either way.
+AUDITSVC_DATABASE_ROLE = env_choice("AUDITSVC_DATABASE_ROLE", ("service", "owner"), "service")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Internationalisation / time ---------------------------------------------------------

@@ -8,6 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from events import database_roles
+
 
 @register()
 def check_time_zone(app_configs: Any, **kwargs: Any) -> list[Error]:
@@ -57,4 +59,26 @@ def check_data_key(app_configs: Any, **kwargs: Any) -> list[Error]:
         privacy.master_key()
     except ImproperlyConfigured as exc:
         return [Error(str(exc), hint="manage.py create_data_key prints a new key.", id="auditsvc.E010")]
+    return []
+
+
+@register(Tags.database, Tags.security)
+def check_database_role(app_configs: Any, **kwargs: Any) -> list[Warning]:
+    """In production, the service must not connect as a role that can rewrite the record.
+
+    Runs with every management command (and at gunicorn's start): the long-running ones and
+    their health checks say it where an operator looks. Not in development, where the one
+    role of the embedded database is both.
+    """
+    if not settings.PRODUCTION:
+        return []
+    if problem := database_roles.connection_role_problem():
+        return [
+            Warning(
+                f"{problem}.",
+                hint="Connect the service as a role of its own (docs/operations.md, 'Database roles'): "
+                "manage.py grant_service_role gives it just what it needs.",
+                id="auditsvc.W020",
+            )
+        ]
     return []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
 from urllib.parse import quote
 
 from django.db import connection
@@ -28,3 +31,14 @@ def gunicorn(workers: int = 1, stderr: IO[bytes] | None = None, **environment: s
     env = {"DATABASE_URL": database_url(), **environment}
     with bench_gunicorn(port, workers=workers, threads=2, environment=env, stderr=stderr):
         yield f"http://127.0.0.1:{port}"
+
+
+def http_json(url: str, body: object = None, **headers: str) -> tuple[int, Any]:
+    """POST body as JSON (GET when None) to a live server; its status and decoded answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")

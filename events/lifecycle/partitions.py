@@ -209,13 +209,9 @@ def _create(month: Month, existing: list[Partition]) -> None:
     clash = next((p for p in existing if p.overlaps(month)), None)
     if clash is not None:
         raise RuntimeError(f"{month} is partly covered by {clash.table} ({clash.span}): no partition can be made")
-    table = connection.ops.quote_name(month.table)
+    # The owner's function (migration 0019) makes it: the service's role has no DDL rights.
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE TABLE {table} PARTITION OF {PARENT} FOR VALUES FROM ('{month.lower}') TO ('{month.upper}')"
-        )
-        # TRUNCATE of a partition does not fire the parent's statement trigger: each has its own.
-        cursor.execute(no_truncate_trigger_sql(month.table))
+        cursor.execute("SELECT auditsvc_create_month_partition(%s, %s)", [month.year, month.month])
 
 
 def refuse_writes(partition: Partition) -> None:

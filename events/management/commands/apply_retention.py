@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from events import database_roles
 from events.lifecycle.retention import RetentionRefused, apply_retention, due_partitions, retention_cutoff
 
 
@@ -49,6 +50,11 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write("Dry run: nothing changed.")
             return
+        if not database_roles.may_change_the_schema():
+            raise CommandError(
+                "Retention detaches and drops partitions, which only the tables' owner may: run apply_retention "
+                "with the owner's DATABASE_URL and AUDITSVC_DATABASE_ROLE=owner (docs/operations.md, 'Database roles')."
+            )
         bar = tqdm(unit=" events", desc="archive check", disable=not sys.stderr.isatty(), file=sys.stderr)
         try:
             report = apply_retention(archive_dir=archive_dir, progress=bar.update)
