@@ -21,11 +21,11 @@ install: $(VENV)/.installed ## create .venv and install the pinned dependencies
 migrate: install ## apply database migrations (starts the embedded PostgreSQL if DATABASE_URL is unset)
 	$(PY) manage.py migrate --noinput
 
-# Development only: a signing key under var/ and sealing in the workers, so proofs verify
-# (an AUDIT_SIGNING_KEY or AUDITSVC_AUTO_SEAL_SECONDS of your own wins).
-DEV_SIGNING_KEY := $(VAR_DIR)/dev-signing-key
+# Development only: a signing key in var/dev-signing-key, which settings use when no
+# AUDIT_SIGNING_KEY is set (here and in manage.py run by hand), and sealing in the workers, so
+# proofs verify (an AUDIT_SIGNING_KEY or AUDITSVC_AUTO_SEAL_SECONDS of your own wins).
 run: migrate ## serve on http://127.0.0.1:8000 (HOST, PORT) with gunicorn, printing a development API key; seals every 10 s; makes the partitions ahead
-	$(PY) manage.py partitions --no-list && $(PY) manage.py collectstatic --noinput -v0 && $(PY) manage.py create_signing_key --if-missing --output $(DEV_SIGNING_KEY) && $(PY) manage.py ensure_dev_api_key --url http://$(HOST):$(PORT) && AUDIT_SIGNING_KEY_FILE=$${AUDIT_SIGNING_KEY_FILE:-$(DEV_SIGNING_KEY)} AUDITSVC_AUTO_SEAL_SECONDS=$${AUDITSVC_AUTO_SEAL_SECONDS:-10} exec $(VENV)/bin/gunicorn auditsvc.wsgi -c gunicorn.conf.py -b $(HOST):$(PORT)
+	$(PY) manage.py partitions --no-list && $(PY) manage.py collectstatic --noinput -v0 && $(PY) manage.py create_signing_key --if-missing --output $(VAR_DIR)/dev-signing-key && $(PY) manage.py ensure_dev_api_key --url http://$(HOST):$(PORT) && AUDITSVC_AUTO_SEAL_SECONDS=$${AUDITSVC_AUTO_SEAL_SECONDS:-10} exec $(VENV)/bin/gunicorn auditsvc.wsgi -c gunicorn.conf.py -b $(HOST):$(PORT)
 
 test: lint check pytest ## lint, type check, Django checks, then the whole test suite
 

@@ -39,6 +39,14 @@ def _generated_secret_key() -> str:
     return path.read_text().strip()
 
 
+def _development_signing_key(path: Path) -> str | None:
+    """The key in path (made by `make run`), or None when there is no such file."""
+    try:
+        return path.read_text().strip() if path.is_file() else None
+    except OSError as exc:
+        raise ImproperlyConfigured(f"auditsvc: cannot read the development signing key {path}: {exc}") from None
+
+
 _secret_key = env_secret("SECRET_KEY")
 SECRET_KEY_FROM_ENVIRONMENT = _secret_key is not None
 SECRET_KEY = _secret_key or _generated_secret_key()
@@ -284,6 +292,13 @@ AUDITSVC_TYPE_COUNT_FLUSH_SECONDS = env_int("AUDITSVC_TYPE_COUNT_FLUSH_SECONDS",
 # Tamper evidence (docs/integrity.md). Ed25519 private key: PEM or base64 of the 32-byte seed.
 # Only the sealer needs it (seal_events --loop, or auto-sealing in development).
 AUDIT_SIGNING_KEY = env_secret("AUDIT_SIGNING_KEY")
+# Development, with no key of your own: the key `make run` keeps in var/dev-signing-key, when
+# it exists, so that seal_events and verify_events run by hand in the checkout sign and check
+# as its server does. Never in production; the tests turn it off (tests/settings.py).
+AUDITSVC_DEV_SIGNING_KEY_FILE = VAR_DIR / "dev-signing-key"
+AUDITSVC_USE_DEV_SIGNING_KEY = env_bool("AUDITSVC_USE_DEV_SIGNING_KEY", default=True) and not PRODUCTION
+if AUDIT_SIGNING_KEY is None and AUDITSVC_USE_DEV_SIGNING_KEY:
+    AUDIT_SIGNING_KEY = _development_signing_key(AUDITSVC_DEV_SIGNING_KEY_FILE)
 # Public keys verification trusts besides the signing key's own (hex, base64 or PEM, comma or
 # newline separated): earlier keys after a rotation; the sealer's key in processes that only verify.
 AUDIT_PUBLIC_KEYS = env_secret("AUDIT_PUBLIC_KEYS") or ""

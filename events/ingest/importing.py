@@ -3,8 +3,9 @@
 Each record is validated by the same rules as the API (events.ingest.validation) and stored by
 events.ingest.ingest_events in batches. Records that fail go to a rejects list with their
 line number and field errors; the rest of the file goes on. Re-running a file stores nothing
-twice: records keep their idempotency key, exported events keep their id, and any other
-record gets a key derived from its content and line number.
+twice: records keep their idempotency key, exported events keep their id, a record with
+another store's id gets the key import:<that id>, and any other record gets a key derived
+from its content and how often that content came before it.
 
 Validating and hashing cost more Python time per record than PostgreSQL spends storing it,
 so that work runs in worker processes (one GIL each): the importing process only reads
@@ -38,6 +39,7 @@ from events.ingest import type_counts
 from events.ingest.cloudevents import STRUCTURED, check_origin, error_names
 from events.ingest.formats import RawRecord, from_cloudevent, from_csv_row, read_raw_records
 from events.ingest.validation import (
+    IDEMPOTENCY_KEY_MAX,
     EventIn,
     parse_event,
     parse_time,
@@ -337,20 +339,23 @@ class BatchImporter:
         self, line: int, record: dict[str, Any], derived: str, *, dataschema_version: int | None = None
     ) -> tuple[Source, EventIn]:
         """The re-run rule: a record is the same event again when it carries the same
-        idempotency key; else the same id; else the same content (see DerivedKeys)."""
+        idempotency key; else the same id (ours, or another store's: see _receipt); else the
+        same content (see DerivedKeys)."""
         exported = {name: record.pop(name) for name in _EXPORT_FIELDS if name in record}
         source = self._source(exported.get("source"))
         errors: list[FieldError] = []
-        event_id, received_at = _receipt(exported, errors)
-        has_own_key = record.get("idempotency_key") is not None or exported.get("id") is not None
+        event_id, received_at, foreign_id = _receipt(exported, errors)
+        key: str | None = None  # the record's own idempotency_key, if any, wins
+        if record.get("idempotency_key") is None:
+            if foreign_id is not None:
+                key = foreign_key(foreign_id)
+            elif exported.get("id") is None:
+                key = derived
         origin = exported.get("origin")
         if origin is not None:
             origin = check_origin(origin, "origin", errors)
         try:
-            item = parse_event(
-                record, idempotency_header=None if has_own_key else derived, origin=origin,
-                dataschema_version=dataschema_version,
-            )  # fmt: skip
+            item = parse_event(record, idempotency_header=key, origin=origin, dataschema_version=dataschema_version)
         except InvalidInput as exc:
             raise InvalidInput(exc.errors + errors) from None
         if item.occurred_at and received_at and item.occurred_at > received_at + _future_skew():
@@ -360,8 +365,12 @@ class BatchImporter:
             raise InvalidInput(errors)
         if event_id is not None and received_at is not None:
             item = replace(item, event_id=event_id, received_at=received_at)
-            expected = exported.get("hash")
-            if expected and expected != hash_for(source=source, item=item, event_id=event_id, received_at=received_at):
+            expected = exported.get("hash")  # another store's hash is not one of ours to check
+            if (
+                expected
+                and foreign_id is None
+                and expected != hash_for(source=source, item=item, event_id=event_id, received_at=received_at)
+            ):
                 raise InvalidInput([FieldError("hash", "hash_mismatch", "The fields do not give this hash.")])
         return source, item
 
@@ -379,28 +388,51 @@ class BatchImporter:
         return source
 
 
-def _receipt(exported: dict[str, Any], errors: list[FieldError]) -> tuple[uuid.UUID | None, datetime | None]:
-    """An exported record's id and receipt time. The id encodes the receipt time, so a record
-    with received_at alone gets an id of that instant, and one with both must agree."""
-    event_id = received_at = None
+def _receipt(
+    exported: dict[str, Any], errors: list[FieldError]
+) -> tuple[uuid.UUID | None, datetime | None, str | None]:
+    """(event id, receipt time, foreign id) of a record.
+
+    Our ids are UUIDv7s of the receipt time (events are partitioned by it): such an id is kept,
+    a record with it alone was received at the instant it encodes, and one with received_at
+    too must agree. Any other id is another store's (a migration): the event gets an id of its
+    own, and the foreign id becomes its identity (foreign_key). An event without one of our ids
+    gets an id of its received_at, or, with none, is received now.
+    """
+    event_id = foreign_id = received_at = None
     if exported.get("id") is not None:
-        try:
-            event_id = uuid.UUID(str(exported["id"]))
-        except ValueError:
-            errors.append(FieldError("id", "invalid", "Not a UUID."))
+        event_id, foreign_id = _own_or_foreign(exported["id"], errors)
     if exported.get("received_at") is not None:
         received_at = parse_time(exported["received_at"], "received_at", errors)
-        if received_at is not None and event_id is None and "id" not in {e.field for e in errors}:
-            event_id = uuid7_at(received_at)
-        elif received_at is not None and event_id is not None and not _id_is_of(event_id, received_at):
+    if event_id is not None:
+        if exported.get("received_at") is None:
+            received_at = uuid7_time(event_id)  # never None: the id is a UUIDv7
+        elif received_at is not None and not _id_is_of(event_id, received_at):
             message = "The id must be a UUIDv7 of received_at (events are partitioned by it); omit the id."
             errors.append(FieldError("id", "id_not_of_received_at", message))
-    elif event_id is not None:
-        # The id alone must give the same event on a re-run: a UUIDv7 says when it was received.
-        received_at = uuid7_time(event_id)
-        if received_at is None:
-            errors.append(FieldError("received_at", "required", "An id that is not a UUIDv7 needs received_at."))
-    return event_id, received_at
+    elif received_at is not None and "id" not in {e.field for e in errors}:
+        event_id = uuid7_at(received_at)
+    return event_id, received_at, foreign_id
+
+
+def _own_or_foreign(value: Any, errors: list[FieldError]) -> tuple[uuid.UUID | None, str | None]:
+    """(our event id, None) for a UUIDv7; (None, the id as written) for any other string or
+    integer, another store's id."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        errors.append(FieldError("id", "wrong_type", "Must be a string (a UUIDv7 of ours, or another store's id)."))
+        return None, None
+    text = str(value)
+    try:
+        own = uuid.UUID(text)
+    except ValueError:
+        own = None
+    if own is not None and uuid7_time(own) is not None:
+        return own, None
+    if not text.strip() or "\x00" in text or len(text) > FOREIGN_ID_MAX:
+        message = f"Another store's id must be 1 to {FOREIGN_ID_MAX} characters, without NUL."
+        errors.append(FieldError("id", "invalid", message))
+        return None, None
+    return None, text
 
 
 def _id_is_of(event_id: uuid.UUID, received_at: datetime) -> bool:
@@ -448,6 +480,17 @@ class DerivedKeys:
 
 def derived_key(digest: bytes, repeat: int = 0) -> str:
     return f"import:{digest.hex()[:40]}" + (f":{repeat}" if repeat else "")
+
+
+# Another store's id, kept as the event's idempotency key: its identity on a re-run, and
+# readable wherever the key is (API, exports), without touching what the event hash covers.
+_FOREIGN_PREFIX = "import:"
+FOREIGN_ID_MAX = IDEMPOTENCY_KEY_MAX - len(_FOREIGN_PREFIX)
+
+
+def foreign_key(foreign_id: str) -> str:
+    """The idempotency key of a record carrying another store's id."""
+    return _FOREIGN_PREFIX + foreign_id
 
 
 def refresh_statistics(stored: int) -> bool:
