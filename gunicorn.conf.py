@@ -33,8 +33,16 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Refuse to start a production server that lacks a setting, before any worker boots;
-    start the metrics from zero (files of an earlier server would be added in)."""
+    start the metrics from zero (files of an earlier server, or of this master's own checks,
+    would be added in)."""
     from auditsvc.deployment import production_problem  # noqa: PLC0415
+
+    if problem := production_problem():
+        raise SystemExit(problem)
+    if os.environ.get("AUDITSVC_ENV", "").strip().lower() == "production":
+        _warn_of_a_database_role_that_can_rewrite(server)  # type: ignore[no-untyped-call]
+    if os.environ.get("AUDITSVC_STREAM_URL") or os.environ.get("REDIS_URL"):
+        _refuse_a_stream_that_could_lose_events()
 
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
@@ -42,16 +50,9 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         if name.endswith(".db"):
             os.remove(os.path.join(directory, name))
 
-    if problem := production_problem():
-        raise SystemExit(problem)
-    if os.environ.get("AUDITSVC_ENV", "").strip().lower() == "production":
-        _warn_of_a_database_role_that_can_rewrite(server)  # type: ignore[no-untyped-call]
-    if os.environ.get("AUDITSVC_INGEST_MODE", "").strip().lower() == "stream":
-        _refuse_a_stream_that_could_lose_events()
-
 
 def _set_up_django_in_the_master() -> None:
-    import django  # noqa: PLC0415 - only production and stream mode set Django up in the master
+    import django  # noqa: PLC0415 - only production, or a server with a Redis, sets Django up in the master
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditsvc.settings")
     django.setup()
@@ -70,10 +71,12 @@ def _warn_of_a_database_role_that_can_rewrite(server):  # type: ignore[no-untype
 
 
 def _refuse_a_stream_that_could_lose_events() -> None:
+    """Stream mode on a Redis that could lose a 202, or accepted entries that no drainer of
+    this configuration reads (shards were lowered, or stream mode was switched off)."""
     _set_up_django_in_the_master()
     from events.ingest import stream  # noqa: PLC0415
 
-    problem = stream.durability_problem()
+    problem = stream.durability_problem() or stream.stranded_problem()
     stream.forget_client()  # the workers open their own connections
     if problem:
         raise SystemExit(problem)

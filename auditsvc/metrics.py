@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -128,15 +128,22 @@ def _stream_lag() -> Iterator[Metric]:
 
     entries = GaugeMetricFamily("auditsvc_stream_lag_entries", "Entries in the ingest stream not yet stored.")
     oldest = GaugeMetricFamily("auditsvc_stream_lag_seconds", "Age of the oldest entry not yet stored.")
+    forged = CounterMetricFamily(
+        "auditsvc_stream_forged_entries",
+        "Stream entries the drainers refused for a missing or wrong MAC (written to Redis, not by the API).",
+    )
     try:
-        lag = stream.total_lag(stream.shard_states())
+        states = stream.shard_states()
     except Exception:
         logger.warning("metrics: the stream lag could not be read", exc_info=True)
         return
+    lag = stream.total_lag(states)
     entries.add_metric([], float(lag.entries))
     oldest.add_metric([], float(lag.oldest_seconds or 0.0))
+    forged.add_metric([], float(sum(state.forged for state in states)))
     yield entries
     yield oldest
+    yield forged
 
 
 def _registry() -> Any:

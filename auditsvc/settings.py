@@ -238,6 +238,10 @@ AUDITSVC_STREAM_BATCH = env_int("AUDITSVC_STREAM_BATCH", 1000, minimum=1)
 AUDITSVC_STREAM_CLAIM_IDLE_SECONDS = env_int("AUDITSVC_STREAM_CLAIM_IDLE_SECONDS", 60, minimum=1)
 # An entry delivered this many times without being stored goes to the dead-letter stream.
 AUDITSVC_STREAM_MAX_DELIVERIES = env_int("AUDITSVC_STREAM_MAX_DELIVERIES", 5, minimum=1)
+# Every stream entry carries an HMAC-SHA256 under this key, which the drainer checks: whoever can
+# write to the Redis cannot store events. Web workers and drainers must share it; unset, it is
+# derived from SECRET_KEY (which they share anyway).
+AUDITSVC_STREAM_KEY = env_secret("AUDITSVC_STREAM_KEY") or ""
 if AUDITSVC_INGEST_MODE == "stream" and not AUDITSVC_STREAM_URL:
     raise ImproperlyConfigured("auditsvc: AUDITSVC_INGEST_MODE=stream needs AUDITSVC_STREAM_URL (or REDIS_URL).")
 AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS = env_int("AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS", 7 * 24 * 3600, minimum=60)

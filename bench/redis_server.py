@@ -26,10 +26,14 @@ class RedisServer:
     options: tuple[str, ...] = DURABLE
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # An ACL user of its own ("--user NAME on >PASSWORD ..." in options): the URL carries it.
+    username: str | None = None
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f"{self.username or ''}:{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -44,7 +48,8 @@ class RedisServer:
         while True:
             try:
                 # While it loads its AOF, Redis answers LOADING: wait until it serves.
-                if redis.Redis(port=self.port, socket_timeout=1).ping():
+                probe = redis.Redis(port=self.port, socket_timeout=1, username=self.username, password=self.password)
+                if probe.ping():
                     return
             except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
                 if time.monotonic() > deadline or self.process.poll() is not None:

@@ -35,14 +35,16 @@ from events.models import Source
 logger = logging.getLogger(__name__)
 
 # Acknowledge stored entries and move refused ones to the dead-letter stream, in one step.
-# KEYS: stream, queued set, dead-letter stream. ARGV: group, then JSON lists of the entry ids
-# to acknowledge, the event ids no longer queued, and the dead letters [entry, reason, entry id, deliveries].
+# KEYS: stream, queued set, dead-letter stream, forged counter. ARGV: group, then JSON lists of
+# the entry ids to acknowledge, the event ids no longer queued, and the dead letters
+# [entry, reason, entry id, deliveries, MAC]; then how many of those had no valid MAC.
 _ACKNOWLEDGE = """
 local acked = cjson.decode(ARGV[2])
 local gone = cjson.decode(ARGV[3])
 local dead = cjson.decode(ARGV[4])
 for _, letter in ipairs(dead) do
-  redis.call('XADD', KEYS[3], '*', 'e', letter[1], 'reason', letter[2], 'entry_id', letter[3], 'deliveries', letter[4])
+  redis.call('XADD', KEYS[3], '*', 'e', letter[1], 'm', letter[5], 'reason', letter[2], 'entry_id', letter[3],
+             'deliveries', letter[4])
 end
 for i = 1, #acked, 500 do
   redis.call('XACK', KEYS[1], ARGV[1], unpack(acked, i, math.min(i + 499, #acked)))
@@ -50,8 +52,10 @@ end
 for i = 1, #gone, 500 do
   redis.call('SREM', KEYS[2], unpack(gone, i, math.min(i + 499, #gone)))
 end
+if tonumber(ARGV[5]) > 0 then redis.call('INCRBY', KEYS[4], ARGV[5]) end
 return #acked
 """
+BAD_MAC = "bad_mac: the entry's MAC is missing or wrong; this service's API did not write it (docs/ingest-modes.md)"
 _IDLE_CONSUMER_MS = 3600 * 1000  # a consumer with nothing pending, idle this long, is removed
 
 
@@ -75,6 +79,7 @@ class Stopping(Exception):
 class _Entry:
     entry_id: str
     text: str
+    mac: str | None
     deliveries: int
     source_id: int | None = None
     item: EventIn | None = None
@@ -94,7 +99,7 @@ class Drainer:
         batch: int | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        self.shards = list(range(stream.shard_count())) if shards is None else shards
+        self.shards = stream.shards_to_drain() if shards is None else shards
         self.consumer = consumer or default_consumer_name()
         self.batch = batch or settings.AUDITSVC_STREAM_BATCH
         self.stop = stop or threading.Event()
@@ -107,7 +112,7 @@ class Drainer:
 
     def run(self, *, once: bool = False, on_batch: Callable[[DrainReport], None] | None = None) -> DrainReport:
         """Drain until stopped (or, with once, until every served shard has nothing left to read)."""
-        stream.ensure_groups()
+        stream.ensure_groups(self.shards)
         total = DrainReport()
         block_ms = 0 if once else max(10, 500 // max(1, len(self.shards)))
         while not self.stop.is_set():
@@ -158,10 +163,17 @@ class Drainer:
 
     def _handle(self, shard: int, raw: list[tuple[str, dict[str, str]]], *, redelivered: bool) -> DrainReport:
         deliveries = self._deliveries(shard, raw) if redelivered else {}
-        entries = [_Entry(entry_id, fields.get("e", ""), deliveries.get(entry_id, 1)) for entry_id, fields in raw]
+        entries = [
+            _Entry(entry_id, fields.get("e", ""), fields.get("m"), deliveries.get(entry_id, 1))
+            for entry_id, fields in raw
+        ]
         report = DrainReport()
         dead: list[tuple[_Entry, str]] = []
         for entry in entries:
+            if not stream.mac_matches(entry.text, entry.mac):
+                logger.warning("stream entry %s has no valid MAC: dead-lettered, not stored", entry.entry_id)
+                dead.append((entry, BAD_MAC))
+                continue
             try:
                 entry.source_id, entry.item = stream.decode_entry(entry.text)
             except (ValueError, KeyError, TypeError) as exc:
@@ -244,14 +256,15 @@ class Drainer:
     def _finish(self, shard: int, entries: list[_Entry], dead: list[tuple[_Entry, str]]) -> None:
         """Acknowledge every handled entry (stored, or now a dead letter), then trim."""
         entries = [entry for entry in entries if not entry.failed]
-        keys = [stream.stream_key(shard), stream.queued_key(shard), stream.dead_key(shard)]
-        letters = [[entry.text, reason, entry.entry_id, entry.deliveries] for entry, reason in dead]
+        keys = [stream.stream_key(shard), stream.queued_key(shard), stream.dead_key(shard), stream.forged_key(shard)]
+        letters = [[entry.text, reason, entry.entry_id, entry.deliveries, entry.mac or ""] for entry, reason in dead]
         event_ids = [str(entry.item.event_id) for entry in entries if entry.item is not None]
         args: list[str | bytes] = [
             stream.GROUP,
             orjson.dumps([entry.entry_id for entry in entries]),
             orjson.dumps(event_ids),
             orjson.dumps(letters),
+            str(sum(reason == BAD_MAC for _, reason in dead)),
         ]
         self._acknowledge(keys=keys, args=args)
         trim_acknowledged(shard)

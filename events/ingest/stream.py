@@ -8,15 +8,19 @@ through the one write path and acknowledges them only after the commit.
 
 Layout, per shard n (AUDITSVC_STREAM_SHARDS), every key under one hash tag so that a shard's
 keys live in one Redis Cluster slot and one script may touch them all:
-  {prefix}:{sN}:events  the stream (one field, "e": the entry's JSON)
+  {prefix}:{sN}:events  the stream (fields "e": the entry's JSON, "m": its MAC, see entry_mac)
   {prefix}:{sN}:queued  the set of event ids accepted and not yet stored (reads answer `queued`)
   {prefix}:{sN}:dead    the dead-letter stream (entries the write path refused, or that failed
                         AUDITSVC_STREAM_MAX_DELIVERIES times); the admin shows it
+  {prefix}:{sN}:forged  how many entries the drainers refused for a missing or wrong MAC (a metric)
   {prefix}:{sN}:key:<source id>:<idempotency key>  "<event id> <fingerprint>", for the dedupe window
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 import time
 import uuid
 import zlib
@@ -50,7 +54,7 @@ if KEYS[3] then
   local held = redis.call('GET', KEYS[3])
   if held then return {0, held} end
 end
-redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[2], 'm', ARGV[5])
 redis.call('SADD', KEYS[2], ARGV[1])
 if KEYS[3] then redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[4]) end
 local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
@@ -97,6 +101,7 @@ def forget_client() -> None:
         client().close()
     client.cache_clear()
     _accept_script.cache_clear()
+    _mac_key.cache_clear()
 
 
 @cache
@@ -122,6 +127,10 @@ def queued_key(shard: int) -> str:
 
 def dead_key(shard: int) -> str:
     return f"{_base(shard)}:dead"
+
+
+def forged_key(shard: int) -> str:
+    return f"{_base(shard)}:forged"
 
 
 def _idempotency_key(shard: int, source: Source, key: str) -> str:
@@ -161,7 +170,7 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
     keys = [stream_key(shard), queued_key(shard)]
     if item.idempotency_key is not None:
         keys.append(_idempotency_key(shard, source, item.idempotency_key))
-    args = [id_text, entry, item.fingerprint, settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS]
+    args = [id_text, entry, item.fingerprint, settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS, entry_mac(entry)]
     answer = _accept_script()(keys=keys, args=args)
     if int(answer[0]) == 0:
         held_id, _, fingerprint = str(answer[1]).partition(" ")
@@ -196,6 +205,24 @@ def encode_entry(*, source: Source, item: EventIn, event_id: str, received_at: d
     )
 
 
+@cache
+def _mac_key() -> bytes:
+    if settings.AUDITSVC_STREAM_KEY:
+        return str(settings.AUDITSVC_STREAM_KEY).encode()
+    return hmac.new(str(settings.SECRET_KEY).encode(), b"auditsvc stream entries", hashlib.sha256).digest()
+
+
+def entry_mac(entry: bytes | str) -> str:
+    """HMAC-SHA256 of an entry's JSON under the service's stream key: the drainer stores only
+    entries that this service's API wrote, however else the Redis may be written to."""
+    data = entry.encode() if isinstance(entry, str) else entry
+    return hmac.new(_mac_key(), data, hashlib.sha256).hexdigest()
+
+
+def mac_matches(entry: str, mac: str | None) -> bool:
+    return mac is not None and hmac.compare_digest(entry_mac(entry), mac)
+
+
 def decode_entry(text: str) -> tuple[int, EventIn]:
     """(source id, the event as the write path takes it: id and receipt time preset, like an
     import's, so that a redelivered entry is recognised by its id and never stored twice)."""
@@ -227,9 +254,9 @@ def is_queued(event_id: uuid.UUID) -> bool:
     return any(bool(client().sismember(queued_key(shard), text)) for shard in range(shard_count()))
 
 
-def ensure_groups() -> None:
-    """Create the drainers' consumer group on every shard, reading from the stream's start."""
-    for shard in range(shard_count()):
+def ensure_groups(shards: list[int] | None = None) -> None:
+    """Create the drainers' consumer group on every shard (or those given), reading from the stream's start."""
+    for shard in range(shard_count()) if shards is None else shards:
         try:
             client().xgroup_create(stream_key(shard), GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -244,17 +271,19 @@ class ShardState:
     oldest_seconds: float
     pending: int  # delivered to a drainer, not yet acknowledged
     dead: int
+    forged: int = 0  # refused for a missing or wrong MAC, ever
 
 
-def shard_states() -> list[ShardState]:
-    """Each shard's lag and dead letters: for /readyz and the admin (one round trip a shard)."""
+def shard_states(shards: list[int] | None = None) -> list[ShardState]:
+    """Each shard's lag and dead letters (of those in use, or those given): for /readyz and the
+    admin (one round trip a shard)."""
     states = []
     now = time.time()
-    for shard in range(shard_count()):
+    for shard in range(shard_count()) if shards is None else shards:
         key = stream_key(shard)
         pipe = client().pipeline(transaction=False)
-        pipe.xrange(key, count=1).xlen(key).xlen(dead_key(shard)).xinfo_groups(key)
-        oldest, entries, dead, groups = pipe.execute(raise_on_error=False)
+        pipe.xrange(key, count=1).xlen(key).xlen(dead_key(shard)).get(forged_key(shard)).xinfo_groups(key)
+        oldest, entries, dead, forged, groups = pipe.execute(raise_on_error=False)
         if isinstance(groups, redis.ResponseError):  # no stream yet: nothing accepted, no drainer
             groups = []
         states.append(
@@ -264,6 +293,7 @@ def shard_states() -> list[ShardState]:
                 oldest_seconds=entry_age_seconds(oldest[0][0], now) if oldest else 0.0,
                 pending=sum(int(group["pending"]) for group in groups if group["name"] == GROUP),
                 dead=int(dead),
+                forged=int(forged or 0),
             )
         )
     return states
@@ -273,6 +303,51 @@ def total_lag(states: list[ShardState]) -> Lag:
     return Lag(
         entries=sum(state.entries for state in states),
         oldest_seconds=max((state.oldest_seconds for state in states), default=0.0),
+    )
+
+
+# --- Streams left behind ------------------------------------------------------------------
+
+
+def stranded_streams() -> dict[int, int]:
+    """{shard: entries} of the shards whose stream holds accepted entries that this configuration
+    does not drain: those at or beyond AUDITSVC_STREAM_SHARDS (after it was lowered), or every
+    shard in direct mode (after a switch back from stream mode)."""
+    in_use = shard_count() if is_enabled() else 0
+    prefix = settings.AUDITSVC_STREAM_PREFIX
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":{s*}:events"
+    found = {}
+    for key in client().scan_iter(match=pattern, count=1000):
+        match = re.fullmatch(re.escape(prefix) + r":\{s(\d+)\}:events", key)
+        if match and int(match[1]) >= in_use and (entries := int(client().xlen(key))):
+            found[int(match[1])] = entries
+    return dict(sorted(found.items()))
+
+
+def shards_to_drain() -> list[int]:
+    """The shards in use and any stranded one: a drainer started now empties them all."""
+    in_use = range(shard_count()) if is_enabled() else range(0)
+    return sorted(set(in_use) | set(stranded_streams()))
+
+
+def stranded_problem() -> str | None:
+    """Why the API must not start, or None: 202-acknowledged entries wait where no drainer of
+    this configuration looks. In direct mode an unreachable Redis is no reason (nothing needs it)."""
+    if not settings.AUDITSVC_STREAM_URL:
+        return None
+    try:
+        stranded = stranded_streams()
+    except redis.RedisError as exc:
+        if is_enabled():
+            return f"auditsvc: the stream's Redis at AUDITSVC_STREAM_URL cannot be checked: {exc}"
+        return None
+    if not stranded:
+        return None
+    named = ", ".join(f"{stream_key(shard)} ({entries} entries)" for shard, entries in stranded.items())
+    configured = f"AUDITSVC_STREAM_SHARDS={shard_count()}" if is_enabled() else "direct mode"
+    return (
+        f"auditsvc: {named} hold accepted events that nothing drains in this configuration ({configured}). "
+        "Run `python manage.py drain_events --once` (it empties them), then start again."
     )
 
 
@@ -336,17 +411,21 @@ def durability_problem() -> str | None:
 # --- Dead letters -------------------------------------------------------------------------
 
 # Move one dead letter back into its shard's stream (after the cause is fixed: a type
-# registered, say). KEYS: stream, queued set, dead-letter stream; ARGV: the letter's id.
+# registered, say), with the MAC it came with: a forged entry stays one. KEYS: stream, queued
+# set, dead-letter stream; ARGV: the letter's id.
 _REQUEUE = """
 local letter = redis.call('XRANGE', KEYS[3], ARGV[1], ARGV[1])
 if #letter == 0 then return 0 end
 local fields = letter[1][2]
+local entry, mac = nil, ''
 for i = 1, #fields, 2 do
-  if fields[i] == 'e' then
-    redis.call('XADD', KEYS[1], '*', 'e', fields[i + 1])
-    local ok, entry = pcall(cjson.decode, fields[i + 1])
-    if ok and type(entry) == 'table' and entry['id'] then redis.call('SADD', KEYS[2], entry['id']) end
-  end
+  if fields[i] == 'e' then entry = fields[i + 1] end
+  if fields[i] == 'm' then mac = fields[i + 1] end
+end
+if entry then
+  redis.call('XADD', KEYS[1], '*', 'e', entry, 'm', mac)
+  local ok, decoded = pcall(cjson.decode, entry)
+  if ok and type(decoded) == 'table' and decoded['id'] then redis.call('SADD', KEYS[2], decoded['id']) end
 end
 redis.call('XDEL', KEYS[3], ARGV[1])
 return 1

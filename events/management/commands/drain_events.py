@@ -29,18 +29,22 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, once: bool, shards: list[int] | None, consumer: str | None, batch: int | None, **options: Any
     ) -> None:
-        if not stream.is_enabled():
-            raise CommandError("AUDITSVC_INGEST_MODE is not 'stream': there is no stream to drain.")
         if problem := stream.durability_problem():
             raise CommandError(problem)
-        count = stream.shard_count()
-        if shards and any(not 0 <= shard < count for shard in shards):
-            raise CommandError(f"--shard must be between 0 and {count - 1} (AUDITSVC_STREAM_SHARDS={count}).")
+        drainable = stream.shards_to_drain()
+        if not drainable:
+            raise CommandError(
+                "AUDITSVC_INGEST_MODE is not 'stream', and no stream under AUDITSVC_STREAM_PREFIX holds entries: "
+                "there is nothing to drain."
+            )
+        if shards and any(shard not in drainable for shard in shards):
+            choices = ", ".join(map(str, drainable))
+            raise CommandError(f"--shard must be one of {choices} (the shards in use or stranded).")
         stop = stop_requested_by_signal()
-        drainer = Drainer(sorted(set(shards)) if shards else None, consumer=consumer, batch=batch, stop=stop)
+        drainer = Drainer(sorted(set(shards)) if shards else drainable, consumer=consumer, batch=batch, stop=stop)
         served = ", ".join(str(shard) for shard in drainer.shards)
         if once:
-            waiting = sum(state.entries for state in stream.shard_states() if state.shard in drainer.shards)
+            waiting = sum(state.entries for state in stream.shard_states(drainer.shards))
             with tqdm(total=waiting, unit="event", desc="Draining", disable=None) as bar:
 
                 def advance(step: DrainReport) -> None:

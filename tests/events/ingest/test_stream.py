@@ -134,7 +134,7 @@ def test_a_first_delivery_of_an_event_stored_before_is_still_stored_once(api, st
     accepted = api.post_json(URL, {"type": "invoice.paid", "payload": {"n": 1}}).json()
     (_, fields), *_ = raw_client().xrange(stream.stream_key(0))
     assert Drainer().run(once=True).stored == 1
-    raw_client().xadd(stream.stream_key(0), {"e": fields["e"]})  # as if the delivery were forgotten
+    raw_client().xadd(stream.stream_key(0), fields)  # as if the delivery were forgotten
     others = [str(stream.accept_event(source=api.source, item=parse_event({"type": "x.y"})).event_id) for _ in range(3)]
 
     report = Drainer().run(once=True)
@@ -162,7 +162,7 @@ def test_a_refused_entry_goes_to_the_dead_letter_stream_and_the_rest_are_stored(
     EventType.objects.create(name="known.type")
     good = api.post_json(URL, {"type": "known.type"}).json()
     refused = api.post_json(URL, {"type": "never.registered"}).json()
-    raw_client().xadd(stream.stream_key(0), {"e": "{not json"})
+    raw_client().xadd(stream.stream_key(0), {"e": "{not json", "m": stream.entry_mac("{not json")})
 
     report = Drainer().run(once=True)
 
