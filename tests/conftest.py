@@ -1,19 +1,23 @@
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
+from django.apps import apps as django_apps
+from django.conf import settings as settings_module
+from django.contrib.auth.models import Group
 from django.db import connections, transaction
 from django.db.backends.postgresql.operations import DatabaseOperations
 from rest_framework.test import APIClient
 
 from auditsvc.embedded_db import start_embedded_database_if_configured
 from events.access_log import discard_pending_reads
-from events.ingest import stream
+from events.ingest import group_commit, stream
 from events.ingest.group_commit import stop_group_commit
 from events.ingest.write import clear_caches
 from events.integrity import signing
@@ -49,6 +53,28 @@ def _group_committer_stopped() -> Iterator[None]:
     # test database can be flushed and, at the end, dropped.
     yield
     stop_group_commit()
+
+
+@pytest.fixture
+def production_write_path(monkeypatch: pytest.MonkeyPatch, transactional_db: None) -> None:
+    """Every single event of the test goes through the group committer, as in production: no
+    wrapping test transaction, and the in-transaction shortcut fails the test if taken."""
+
+    def shortcut(**kwargs: object) -> NoReturn:
+        raise AssertionError("a single event took the in-transaction shortcut instead of the group committer")
+
+    assert settings_module.AUDITSVC_GROUP_COMMIT, "group commit is off: production's write path is not taken"
+    monkeypatch.setattr(group_commit, "store_in_callers_transaction", shortcut)
+
+
+create_auditors = importlib.import_module("events.migrations.0007_auditors_group").create_auditors
+
+
+@pytest.fixture
+def auditors_group(db: None) -> Group:
+    """The Auditors group as its data migration makes it (a transactional test's flush removes it)."""
+    create_auditors(django_apps, None)
+    return Group.objects.get(name="Auditors")
 
 
 @pytest.fixture(autouse=True)

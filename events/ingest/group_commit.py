@@ -170,9 +170,15 @@ def store_single_event(*, source: Source, item: EventIn) -> StoredEvent:
     or a test) the event is written in that transaction, as ingest_events always does.
     """
     if not settings.AUDITSVC_GROUP_COMMIT or connection.in_atomic_block:
-        return ingest_events(source=source, items=[item], is_batch=False).events[0]
+        return store_in_callers_transaction(source=source, item=item)
     global _committer  # noqa: PLW0603 - one committer per worker process
     with _committer_lock:
         if _committer is None:
             _committer = GroupCommitter(max_group=settings.AUDITSVC_GROUP_COMMIT_MAX_EVENTS)
     return _committer.store(source=source, item=item, timeout=settings.AUDITSVC_GROUP_COMMIT_TIMEOUT_SECONDS)
+
+
+def store_in_callers_transaction(*, source: Source, item: EventIn) -> StoredEvent:
+    """The one event in the caller's transaction, not the committer's (the ingest tests refuse
+    this path: they must take production's, tests/conftest.py production_write_path)."""
+    return ingest_events(source=source, items=[item], is_batch=False).events[0]

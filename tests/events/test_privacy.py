@@ -19,6 +19,9 @@ from events.models import Event
 from events.privacy import ERASED
 from tests.events.test_schemas import put_schema, registrar  # noqa: F401 - a fixture
 
+# Production's write path: every single event through the group committer (issue 24, item 8).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("production_write_path")]
+
 URL = "/api/v1/events"
 SIGNED_UP: dict[str, Any] = {
     "type": "object",
@@ -164,14 +167,14 @@ def test_erasing_an_unknown_customer_is_an_error(db):
         call_command("erase_customer", "nobody", "--yes")
 
 
-def test_the_admin_shows_personal_fields_decrypted_beside_what_is_stored(api, marked):
-    from django.contrib.auth.models import Group, User  # noqa: PLC0415
+def test_the_admin_shows_personal_fields_decrypted_beside_what_is_stored(api, marked, auditors_group):
+    from django.contrib.auth.models import User  # noqa: PLC0415
     from django.test import Client  # noqa: PLC0415
     from django.urls import reverse  # noqa: PLC0415
 
     stored = sign_up(api).json()
     auditor = User.objects.create_user("auditor", is_staff=True)
-    auditor.groups.add(Group.objects.get(name="Auditors"))
+    auditor.groups.add(auditors_group)
     client = Client()
     client.force_login(auditor)
 

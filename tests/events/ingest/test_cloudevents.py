@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from cloudevents.v1.conversion import to_binary, to_structured
 from cloudevents.v1.http import CloudEvent
+from django.contrib.auth.models import Group
 from django.db import connection
 
 from events.ingest.drain import Drainer
@@ -19,6 +20,9 @@ from events.models import Event
 from tests.database import triggers_off, truncate
 from tests.events.ingest.test_import_export import run_import, write_lines
 from tests.events.test_schemas import CHARGED, put_schema, registrar  # noqa: F401 - a fixture
+
+# Production's write path: every single event through the group committer (issue 24, item 8).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("production_write_path")]
 
 URL = "/api/v1/events"
 STRUCTURED = "application/cloudevents+json"
@@ -56,7 +60,7 @@ def document(**attributes: Any) -> dict[str, Any]:
     return {k: v for k, v in {**base, **attributes}.items() if v is not None}
 
 
-def test_structured_mode_maps_every_attribute_and_records_the_source_as_origin(api):
+def test_structured_mode_maps_every_attribute_and_records_the_source_as_origin(api, auditors_group):
     headers, body = to_structured(charge(actor="ana", description="a charge"))
 
     response = api.client.post(URL, body, content_type=headers["content-type"])
@@ -70,16 +74,16 @@ def test_structured_mode_maps_every_attribute_and_records_the_source_as_origin(a
     assert stored.origin == "/billing/eu-1"
     assert stored.source.slug == api.source.slug  # the key decides the source, never the event
     assert response.json()["origin"] == "/billing/eu-1" and response.json()["source"] == "billing"
-    assert "/billing/eu-1" in admin_page_of(stored)
+    assert "/billing/eu-1" in admin_page_of(stored, auditors_group)
 
 
-def admin_page_of(event: Event) -> str:
-    from django.contrib.auth.models import Group, User  # noqa: PLC0415
+def admin_page_of(event: Event, auditors_group: Group) -> str:
+    from django.contrib.auth.models import User  # noqa: PLC0415
     from django.test import Client  # noqa: PLC0415
     from django.urls import reverse  # noqa: PLC0415
 
     auditor = User.objects.create_user("auditor", is_staff=True)
-    auditor.groups.add(Group.objects.get(name="Auditors"))
+    auditor.groups.add(auditors_group)
     client = Client()
     client.force_login(auditor)
     return client.get(reverse("admin:events_event_change", args=[event.pk])).content.decode()
@@ -281,7 +285,6 @@ def test_stream_mode_carries_the_origin_to_the_stored_event(api, stream_mode):
     assert stored["origin"] == "/billing/eu-1" and stored["hash"] == accepted.json()["hash"]
 
 
-@pytest.mark.django_db(transaction=True)
 def test_an_export_as_cloudevents_gives_the_origin_back_and_imports_to_the_same_events(make_client, tmp_path):
     api = make_client()
     post_structured(api, document(subject="cus_1"))

@@ -18,6 +18,9 @@ from events.keys import create_api_key
 from events.models import Event, IdempotencyKey
 from tests.factories import SourceFactory
 
+# Production's write path: every single event through the group committer (issue 24, item 8).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("production_write_path")]
+
 URL = "/api/v1/events"
 EVENT = {"type": "billing.charged", "customer": "cus_1", "payload": {"amount": 5}, "idempotency_key": "charge-1"}
 
@@ -141,7 +144,6 @@ def test_purging_forgets_expired_keys_only_and_keeps_every_event(api):
     assert api.post_json(URL, {**EVENT, "idempotency_key": "fresh"}).status_code == 200  # still deduplicated
 
 
-@pytest.mark.django_db(transaction=True)
 def test_concurrent_retries_store_one_event(live_server):
     source = SourceFactory.create(slug="racer")
     key = create_api_key(source=source, scopes=["ingest"]).plaintext

@@ -15,6 +15,9 @@ from events.integrity.hashing import event_hash
 from events.keys import revoke_api_key
 from events.models import ApiKey, Event, EventType
 
+# Production's write path: every single event through the group committer (issue 24, item 8).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("production_write_path")]
+
 URL = "/api/v1/events"
 
 
