@@ -43,12 +43,12 @@ PORT = 8766
 WORKERS, THREADS = 2, int(os.environ.get("GUNICORN_THREADS", "8"))
 
 
-def fresh_database() -> str:
+def fresh_database(name_suffix: str = "ingest_bench") -> str:
     """DATABASE_URL of a new, empty database on the configured (or embedded) server."""
     base = os.environ.get("DATABASE_URL")
     if base:
         admin_url = base
-        name = base.rsplit("/", 1)[1].split("?")[0] + "_ingest_bench"
+        name = base.rsplit("/", 1)[1].split("?")[0] + "_" + name_suffix
         url = base.rsplit("/", 1)[0] + "/" + name
     else:
         sys.path.insert(0, str(ROOT))
@@ -56,7 +56,7 @@ def fresh_database() -> str:
 
         db = embedded_database_settings(ROOT / "var" / "pg")
         admin_url = f"postgresql://{db['USER']}@{quote(db['HOST'], safe='')}/{db['NAME']}"
-        name = "ingest_bench"
+        name = name_suffix
         url = f"postgresql://{db['USER']}@{quote(db['HOST'], safe='')}/{name}"
     with psycopg.connect(admin_url, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
