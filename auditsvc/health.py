@@ -10,6 +10,7 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 
+from auditsvc.api.throttling import cache_unreachable
 from events.ingest import stream
 from events.integrity.sealing import oldest_unsealed_age_seconds
 
@@ -38,7 +39,8 @@ def _pending_migrations() -> int:
 def readyz(request: HttpRequest) -> JsonResponse:
     """200 when the service can take events: in direct mode its database answers with every
     migration applied; in stream mode its Redis answers (the database may be away meanwhile:
-    the stream holds what arrives, and the lag shows it). Otherwise 503."""
+    the stream holds what arrives, and the lag shows it). Otherwise 503. A cache Redis this
+    process found down is reported, never a 503: without it, rate limits only fail open."""
     if stream.is_enabled():
         return _stream_readiness()
     try:
@@ -51,7 +53,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
         return _unavailable({"status": "unavailable", "database": "unreachable"})
     if pending:
         return _unavailable({"status": "unavailable", "database": "ok", "pending_migrations": pending})
-    return JsonResponse({"status": "ok", "database": "ok", "oldest_unsealed_seconds": oldest_unsealed})
+    return JsonResponse(
+        _with_cache_state({"status": "ok", "database": "ok", "oldest_unsealed_seconds": oldest_unsealed})
+    )
 
 
 def _stream_readiness() -> JsonResponse:
@@ -78,7 +82,13 @@ def _stream_readiness() -> JsonResponse:
     except DatabaseError:
         _log_database_unreachable()
         body["database"] = "unreachable"
-    return JsonResponse(body)
+    return JsonResponse(_with_cache_state(body))
+
+
+def _with_cache_state(body: dict[str, Any]) -> dict[str, Any]:
+    # From the rate limits' last count in this process, not a round trip of its own: a cache
+    # Redis that times out must not make the probe time out (and every instance unready).
+    return {**body, "cache": "unreachable"} if cache_unreachable() else body
 
 
 def _log_database_unreachable() -> None:

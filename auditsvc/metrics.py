@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import REGISTRY, Collector
 
-from auditsvc.api.exceptions import json_error_response
+from auditsvc.errors import json_error_response
 from auditsvc.routes import route_of
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ ERRORS = Counter(
 )
 DATABASE_ERRORS = Counter(
     "auditsvc_database_errors_total", "Requests that met an unavailable database (answered 503 database_unavailable)."
+)
+
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "auditsvc_rate_limit_unavailable_total",
+    "Requests let through without a rate-limit count: the cache's Redis (REDIS_URL) was unreachable.",
 )
 
 READS_UNRECORDED = Counter(

@@ -6,6 +6,7 @@ import logging
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -165,12 +166,18 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=SECURE_TLS)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
-# --- Cache (rate limits, admin login lockout): Redis when REDIS_URL is set, so that every
-# worker and host shares the counters; otherwise per-process memory. -----------------------
+# --- Cache (rate limits): Redis when REDIS_URL is set, so that every worker and host shares
+# the counters; otherwise per-process memory. When that Redis is down, the limits fail open
+# (auditsvc.api.throttling); short timeouts keep one that does not answer from holding requests.
 REDIS_URL = env_str("REDIS_URL")
-CACHES = {
+CACHES: dict[str, dict[str, Any]] = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "auditsvc"}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "auditsvc",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )

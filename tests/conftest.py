@@ -15,6 +15,7 @@ from django.db import connections, transaction
 from django.db.backends.postgresql.operations import DatabaseOperations
 from rest_framework.test import APIClient
 
+from auditsvc.api.throttling import forget_cache_outage
 from auditsvc.embedded_db import start_embedded_database_if_configured
 from events.access_log import discard_pending_reads
 from events.ingest import group_commit, stream
@@ -139,6 +140,7 @@ def _isolated_cache(settings: Any) -> None:
     default = dict(settings.CACHES["default"])
     default["KEY_PREFIX"] = f"test-{uuid.uuid4().hex}"
     settings.CACHES = {**settings.CACHES, "default": default}
+    forget_cache_outage()  # one a test met (it killed its cache's Redis) is not the next one's
 
 
 @pytest.fixture(autouse=True)

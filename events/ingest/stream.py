@@ -34,8 +34,9 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
-from auditsvc.errors import Conflict
+from auditsvc.errors import Conflict, Unavailable
 from events.ids import uuid7
 from events.ingest.idempotency import key_conflict
 from events.ingest.validation import EventIn, ItemPaths
@@ -109,6 +110,12 @@ def _accept_script() -> Any:
     return client().register_script(_ACCEPT)
 
 
+def stream_unavailable() -> Unavailable:
+    """The API's 503 for a stream Redis that did not answer (never for the cache's: see
+    auditsvc.api.throttling)."""
+    return Unavailable("stream_unavailable", "The ingest stream is unavailable; retry shortly.")
+
+
 def shard_count() -> int:
     return int(settings.AUDITSVC_STREAM_SHARDS)
 
@@ -154,10 +161,11 @@ def entry_age_seconds(entry_id: str, now: float | None = None) -> float:
 def accept_event(*, source: Source, item: EventIn) -> Accepted:
     """Append one validated event to its shard; durable when this returns (see durability_problem).
 
-    Raises Conflict when the idempotency key is held by a different event, and redis.RedisError
-    when Redis is unreachable (the API answers 503; nothing was acknowledged). Checked against its
-    schema and protected first, as the write path would (InvalidInput then): the hash the answer
-    carries covers the stored form, and the entry carries the check for the drainer to record.
+    Raises Conflict when the idempotency key is held by a different event, and Unavailable
+    (`stream_unavailable`) when Redis is unreachable (the API answers 503; nothing was
+    acknowledged). Checked against its schema and protected first, as the write path would
+    (InvalidInput then): the hash the answer carries covers the stored form, and the entry
+    carries the check for the drainer to record.
     """
     [item], [check] = checked_and_protected([item], ItemPaths(is_batch=False))
     item = replace(item, checked_version=check.version, checked_valid=check.valid)
@@ -171,7 +179,10 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
     if item.idempotency_key is not None:
         keys.append(_idempotency_key(shard, source, item.idempotency_key))
     args = [id_text, entry, item.fingerprint, settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS, entry_mac(entry)]
-    answer = _accept_script()(keys=keys, args=args)
+    try:
+        answer = _accept_script()(keys=keys, args=args)
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise stream_unavailable() from exc
     if int(answer[0]) == 0:
         held_id, _, fingerprint = str(answer[1]).partition(" ")
         if fingerprint != item.fingerprint:
@@ -249,9 +260,13 @@ def decode_entry(text: str) -> tuple[int, EventIn]:
 
 
 def is_queued(event_id: uuid.UUID) -> bool:
-    """Whether event_id was accepted and is still waiting for the drainer (one check per shard)."""
+    """Whether event_id was accepted and is still waiting for the drainer (one check per shard);
+    Unavailable when Redis does not answer."""
     text = str(event_id)
-    return any(bool(client().sismember(queued_key(shard), text)) for shard in range(shard_count()))
+    try:
+        return any(bool(client().sismember(queued_key(shard), text)) for shard in range(shard_count()))
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise stream_unavailable() from exc
 
 
 def ensure_groups(shards: list[int] | None = None) -> None:

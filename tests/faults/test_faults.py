@@ -7,6 +7,9 @@ with the database gone, ingest answers 503 quickly and the service recovers by i
 Stream mode (a redis-server of our own, AOF always): after kill -9 of the drainer mid-batch,
 kill -9 of Redis (restarted on its AOF) and PostgreSQL stopped for 30 s while events go on
 being accepted, every acknowledged event is stored exactly once.
+
+Direct mode with the cache's Redis (REDIS_URL, rate limits) killed under load: no request
+fails, and once it is back the limits count again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +76,9 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 class Service:
     """gunicorn serving auditsvc against the throwaway database."""
 
-    def __init__(self, database: Database, tmp: Path, **environment: str) -> None:
+    def __init__(self, database: Database, tmp: Path, log: Path | None = None, **environment: str) -> None:
         self.port = free_port()
+        self.log = log  # gunicorn's and the workers' log lines go there (else to the test's stderr)
         self.env = {
             **os.environ, "DATABASE_URL": database.url, "SECRET_KEY": "faults-" + "x" * 40, "DEBUG": "false",
             "AUDITSVC_VAR_DIR": str(tmp), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", "DB_CONNECT_TIMEOUT": "2",
@@ -89,7 +94,12 @@ class Service:
     def start(self) -> None:
         command = [str(Path(sys.executable).parent / "gunicorn"), "auditsvc.wsgi", "-c", "gunicorn.conf.py",
                    "-b", f"127.0.0.1:{self.port}", "--log-level", "warning"]  # fmt: skip
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env)
+        stderr = open(self.log, "ab") if self.log else None  # noqa: SIM115 - the child keeps its own copy
+        try:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stderr=stderr)
+        finally:
+            if stderr is not None:
+                stderr.close()
         wait_until(lambda: get(self.url("/healthz"))[0] == 200, 30)
 
     def url(self, path: str) -> str:
@@ -141,6 +151,7 @@ class Load:
     run: str = field(default_factory=lambda: f"run{time.monotonic_ns()}")  # this load's key prefix
     batches: bool = True  # also batches of 5 (a third of the posts); else single events only
     retries: int = 0  # posts answered 5xx/429 or not at all, and sent again
+    answers: Counter[int] = field(default_factory=Counter)  # every attempt's status (0: no answer)
 
     def start(self, clients: int) -> None:
         for n in range(clients):
@@ -184,13 +195,19 @@ class Load:
                 "Authorization": f"Bearer {self.key}", "Content-Type": "application/json"})  # fmt: skip
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
+                    with self.lock:
+                        self.answers[response.status] += 1
                     if response.status in (200, 201, 202):
                         return True
             except urllib.error.HTTPError as exc:
+                with self.lock:
+                    self.answers[exc.code] += 1
                 if exc.code < 500 and exc.code != 429:
                     raise AssertionError(f"unexpected {exc.code}: {exc.read()[:300]!r}") from None
             except OSError:
-                pass  # refused, reset, timed out: the service or its database is down; retry
+                with self.lock:
+                    self.answers[0] += 1
+                # refused, reset, timed out: the service or its database is down; retry
             with self.lock:
                 self.retries += 1
             time.sleep(0.2)
@@ -321,6 +338,103 @@ def test_database_down_means_503_quickly_and_recovery_without_restart(service, d
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["database stopped"] = {"ingest_503_seconds": round(elapsed, 3), "recovery_seconds": round(recovery, 2)}
     RESULTS.write_text(json.dumps(results, indent=2))
+
+
+# --- Direct mode, the cache's Redis killed -------------------------------------------------
+
+UNKNOWN_KEY_LIMIT = 5  # per client address and minute: the test's guesses reach it, the load never
+GUESS = "Bearer audit_0000000000_guess"  # counted as an unknown key
+
+
+@pytest.fixture(scope="module")
+def cache_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The cache's Redis (REDIS_URL): the rate-limit counters, nothing on disk."""
+    with redis_server(tmp_path_factory.mktemp("faultcache"), "--appendonly", "no") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cache_service(
+    database: Database, cache_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Service, str]]:
+    tmp = tmp_path_factory.mktemp("faultcachesvc")
+    limit = str(UNKNOWN_KEY_LIMIT)
+    service = Service(database, tmp, log=tmp / "gunicorn.log", AUDITSVC_INGEST_MODE="direct",
+                      REDIS_URL=cache_redis.url, AUDITSVC_UNKNOWN_KEY_LIMIT_PER_MINUTE=limit)  # fmt: skip
+    service.manage("migrate", "-v0")
+    service.manage("create_source", "faults-cache")
+    key = service.manage("create_api_key", "--source", "faults-cache", "--scopes", "ingest,read").strip()
+    service.start()
+    yield service, key
+    service.stop()
+
+
+def status_of(service: Service, path: str, authorization: str) -> int:
+    request = urllib.request.Request(service.url(path), headers={"Authorization": authorization})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def counted_in_redis(port: int) -> int:
+    """The per-key counters' sum in the cache's Redis (Django's keys: auditsvc:1:throttle:...)."""
+    import redis  # noqa: PLC0415
+
+    client: Any = redis.Redis(port=port)  # Any: redis-py types each answer "value or Awaitable"
+    return sum(int(client.get(key) or 0) for key in client.scan_iter("auditsvc:1:throttle:*"))
+
+
+def uncounted_requests(service: Service) -> float:
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    with urllib.request.urlopen(service.url("/metrics"), timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "auditsvc_rate_limit_unavailable_total"
+    )
+
+
+def test_cache_redis_killed_under_load_fails_open_then_limits_count_again(cache_service, cache_redis, database):
+    svc, key = cache_service
+    load = Load(svc, key)
+    load.start(8)
+    time.sleep(2)
+    counted_before = counted_in_redis(cache_redis.port)
+    cache_redis.kill()
+    acked_at_kill = len(load.acked)
+    time.sleep(1)
+    reads = [status_of(svc, "/api/v1/events?page_size=5", f"Bearer {key}") for _ in range(10)]
+    guesses = [status_of(svc, "/api/v1/events", GUESS) for _ in range(UNKNOWN_KEY_LIMIT * 2)]
+    time.sleep(3)
+    acked_while_down = len(load.acked) - acked_at_kill
+    uncounted = uncounted_requests(svc)
+    cache_redis.start()  # empty: what it counted is gone
+    limited_after = wait_until(lambda: status_of(svc, "/api/v1/events", GUESS) == 429, 15)
+    wait_until(lambda: counted_in_redis(cache_redis.port) > 0, 10)  # the load is counted again
+    time.sleep(2)
+    load.finish()
+    assert svc.log is not None
+    log = svc.log.read_text(errors="replace")
+    outages = log.count("the cache's Redis is unreachable")
+
+    check_exactly_once(load, database, "direct: kill -9 the cache's Redis (rate limits), restart it",
+                       acknowledged_while_redis_was_down=acked_while_down, outage_log_lines=outages,
+                       seconds_to_a_429_after_restart=round(limited_after, 2))  # fmt: skip
+    assert counted_before > 0  # the limits did count through this Redis
+    assert set(load.answers) <= {200, 201}, load.answers  # no 5xx, no 429, never without an answer
+    assert acked_while_down > 50
+    assert reads == [200] * 10
+    assert guesses == [401] * 10  # past the limit, but uncounted: refused as unknown, not 429 or 503
+    assert uncounted >= 10
+    assert 1 <= outages <= 2, log  # once per worker that met it (2 workers), not once per request
+    assert log.count("the cache's Redis answers again") == outages
 
 
 # --- Stream mode ----------------------------------------------------------------------------

@@ -231,6 +231,30 @@ def test_accepted_events_survive_kill_9_of_redis(api, settings, tmp_path):
     assert Event.objects.filter(id__in=ids).count() == 50
 
 
+@pytest.mark.django_db(transaction=True)
+def test_one_redis_for_stream_and_cache_killed_is_the_stream_unavailable_and_only_single_events_wait(
+    api, settings, tmp_path
+):
+    # AUDITSVC_STREAM_URL defaults to REDIS_URL: one Redis, killed, is the stream and the cache.
+    with redis_server(tmp_path) as server, stream_mode_on(settings, server.url):
+        settings.CACHES = {
+            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url}
+        }
+        server.kill()
+        single = api.post_json(URL, {"type": "invoice.paid"})
+        batch = api.post_json(URL, {"events": [{"type": "invoice.paid"}] * 2})  # stored directly
+        listed = api.client.get(URL)
+        unknown = api.client.get(f"{URL}/{'0' * 8}-0000-7000-8000-{'0' * 12}")  # queued? Redis would say
+
+    assert single.status_code == 503
+    assert single.json()["errors"][0]["code"] == "stream_unavailable"
+    assert batch.status_code == 201
+    assert listed.status_code == 200
+    assert len(listed.json()["results"]) == 2
+    assert unknown.status_code == 503
+    assert unknown.json()["errors"][0]["code"] == "stream_unavailable"
+
+
 def test_durability_is_checked_and_relaxed_only_when_asked(settings, tmp_path, client, db):
     with (
         redis_server(tmp_path, "--appendonly", "yes", "--appendfsync", "everysec") as server,
