@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views import defaults
@@ -53,6 +54,13 @@ _UNAVAILABLE: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, st
 )
 
 
+# The database answered, but could not do this now: a serialization failure or deadlock (40xxx),
+# a lock not granted in time (55P03), a statement past its timeout (57014). Nothing was
+# committed, and the same request again is likely to go through.
+_BUSY = (psycopg.errors.TransactionRollback, psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+_BUSY_MESSAGE = "The database could not finish this now (a conflicting write, a lock or a timeout); retry shortly."
+
+
 def _unavailable(exc: Exception) -> Response | None:
     if isinstance(exc, Unavailable):
         # Raised where the dependency is known (stream mode: the stream's Redis), so that the
@@ -60,6 +68,8 @@ def _unavailable(exc: Exception) -> Response | None:
         # degrade instead (rate limits fail open), and one that does not is a bug, a 500.
         cause = exc.__cause__ or exc
         return _503(exc.code, exc.message, cause, logged=True)
+    if isinstance(exc, OperationalError) and isinstance(exc.__cause__, _BUSY):
+        return _503("database_busy", _BUSY_MESSAGE, exc, logged=True)
     for kinds, code, message, logged in _UNAVAILABLE:
         if isinstance(exc, kinds):
             return _503(code, message, exc, logged=logged)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 from auditsvc.errors import ProblemError
 from events.ingest.validation import EventIn
@@ -134,6 +134,8 @@ def _store_group(waiters: list[_Waiter]) -> None:
     group one by one, so that it reaches only the request that caused it."""
     try:
         outcomes = ingest_each(source=waiters[0].source, items=[w.item for w in waiters])
+    except (OperationalError, InterfaceError):
+        raise  # the database's, not one event's: every waiter is answered 503 (one by one would wait n times)
     except Exception:
         if len(waiters) == 1:
             raise

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
+from typing import Any
 
 import psycopg
 import pytest
@@ -13,11 +16,13 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from events.integrity.sealing import seal_events
+from events.keys import create_api_key
 from events.lifecycle.retention import apply_retention
 from events.models import Event
 from tests.database import drop_past_partitions
 from tests.events.ingest.test_import_export import run_import, write_lines
-from tests.processes import database_url
+from tests.factories import SourceFactory
+from tests.processes import database_url, gunicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,3 +105,32 @@ def test_a_key_whose_event_retention_removed_is_a_clear_409_for_the_api_and_the_
     assert status == 1
     assert json.loads(rejects.read_text())["errors"][0]["code"] == "idempotency_key_retired"
     assert not Event.objects.filter(idempotency_key="order-7").exists()
+
+
+def test_a_failure_a_retry_can_fix_is_a_503_with_retry_after_for_single_events_and_batches(transactional_db):
+    key = create_api_key(source=SourceFactory.create(slug="billing"), scopes=["ingest"]).plaintext
+    single = {"type": "user.login", "actor": "u1", "idempotency_key": "login-1"}
+    batch = {"events": [{"type": "user.login", "actor": f"b{n}", "idempotency_key": f"b-{n}"} for n in range(3)]}
+    # The service's statements give up after 300 ms: a lock held longer is a timeout, not a hang.
+    with gunicorn(DB_STATEMENT_TIMEOUT_MS="300") as base:
+        with psycopg.connect(database_url().replace("postgres://", "postgresql://")) as blocker:
+            blocker.execute("LOCK TABLE events_pendingseal IN SHARE MODE")  # every insert of an event waits
+            answers = [post(base, body, key) for body in (single, batch)]
+            blocker.rollback()
+        retries = [post(base, body, key) for body in (single, batch)]
+
+    for status, retry_after, body in answers:
+        assert (status, retry_after) == (503, "5"), body
+        assert body["errors"][0]["code"] == "database_busy"
+    assert [status for status, _, _ in retries] == [201, 201]
+    assert Event.objects.count() == 4  # each once: the refused tries stored nothing
+
+
+def post(base: str, body: object, key: str) -> tuple[int, str | None, Any]:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    request = urllib.request.Request(f"{base}/api/v1/events", data=json.dumps(body).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers.get("Retry-After"), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Retry-After"), json.loads(error.read())
