@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def same_rows_copy_rate(url: str, path: Path, count: int) -> float:
     """Events/s of a raw COPY of path's events, as the importer would store them, into events_event."""
     from events.ids import uuid7  # noqa: PLC0415
-    from events.ingest.importing import DerivedKeys  # noqa: PLC0415
+    from events.ingest.import_identity import DerivedKeys  # noqa: PLC0415
     from events.integrity.hashing import event_hash  # noqa: PLC0415
 
     received = datetime.now(UTC)

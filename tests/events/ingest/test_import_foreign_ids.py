@@ -1,5 +1,5 @@
 """import_events of another audit store's file: records with ids of their own (not our
-UUIDv7s) get ids of ours, keep theirs as the idempotency key import:<id>, and a re-run stores
+UUIDv7s) get ids of ours, keep theirs as the idempotency key import-id:<id>, and a re-run stores
 nothing twice; our own exports still restore as they were."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from events.ids import uuid7, uuid7_time
+from events.ingest.import_identity import DerivedKeys
 from events.models import Event
 from tests.database import truncate
 from tests.events.ingest.test_import_export import run_import, write_lines
@@ -41,12 +42,12 @@ def test_records_with_another_stores_uuid4_ids_get_uuid7_ids_and_keep_theirs_rea
 
     assert (status, out.endswith("read 5, stored 5, duplicates skipped 0, rejected 0\n")) == (0, True), out
     events = {event.idempotency_key: event for event in Event.objects.all()}
-    assert set(events) == {f"import:{their_id}" for their_id in theirs}
+    assert set(events) == {f"import-id:{their_id}" for their_id in theirs}
     for event in events.values():
         assert before <= event.received_at <= timezone.now()  # received now
         assert uuid7_time(event.id) == to_the_millisecond(event.received_at)  # an id of ours, of that instant
-    read = api.client.get(f"/api/v1/events/{events[f'import:{theirs[2]}'].id}").json()
-    assert (read["idempotency_key"], read["payload"]) == (f"import:{theirs[2]}", {"n": 2})
+    read = api.client.get(f"/api/v1/events/{events[f'import-id:{theirs[2]}'].id}").json()
+    assert (read["idempotency_key"], read["payload"]) == (f"import-id:{theirs[2]}", {"n": 2})
 
 
 def test_a_rerun_of_another_stores_file_stores_nothing_twice(api, tmp_path):
@@ -98,10 +99,11 @@ def test_a_mixed_file_restores_ours_and_imports_theirs(api, tmp_path):
     stored = {event.type.name: event for event in Event.objects.select_related("type")}
     restored = stored["ours.exported"]
     assert (str(restored.id), restored.hash, restored.idempotency_key) == (ours["id"], ours["hash"], None)
-    assert stored["theirs.v4"].idempotency_key == "import:6f1c4c36-8a5b-4c7e-9b0e-2f4f3b1a9d10"
+    assert stored["theirs.v4"].idempotency_key == "import-id:6f1c4c36-8a5b-4c7e-9b0e-2f4f3b1a9d10"
     named = stored["theirs.named"]
-    assert (named.idempotency_key, named.received_at, uuid7_time(named.id)) == ("import:evt_000123", received, received)
-    assert stored["theirs.numbered"].idempotency_key == "import:42"
+    assert named.idempotency_key == "import-id:evt_000123"
+    assert named.received_at == uuid7_time(named.id) == received
+    assert stored["theirs.numbered"].idempotency_key == "import-id:42"
     assert stored["theirs.keyed"].idempotency_key == "order-7"
     assert (stored["keyless"].idempotency_key or "").startswith("import:")  # derived from its content
     assert all(event.id.version == 7 for event in stored.values())
@@ -128,3 +130,16 @@ def test_another_stores_record_twice_in_one_file_is_stored_once(api, tmp_path):
 
     assert (status, Event.objects.count()) == (0, 2)
     assert out.endswith("read 3, stored 2, duplicates skipped 1, rejected 0\n")
+
+
+def test_a_foreign_id_cannot_take_the_key_a_keyless_record_derives(api, tmp_path):
+    keyless = json.dumps({"type": "user.login", "actor": "plain"})
+    derived = DerivedKeys().next_key((1, keyless.encode()))
+    assert derived.startswith("import:")
+    squatter = json.dumps({"id": derived.removeprefix("import:"), "type": "user.login", "actor": "squatter"})
+    path = write_lines(tmp_path / "both.ndjson", [squatter, keyless])
+
+    status, _ = run_import(str(path), "--source", api.source.slug)
+
+    assert status == 0
+    assert set(Event.objects.values_list("actor", flat=True)) == {"plain", "squatter"}
