@@ -335,7 +335,8 @@ def _verify_unsealed_events(
             event_id = str(event[0])
             if not pending:
                 report.findings.append(Finding("event_inserted",
-                    f"event {event_id} is in no seal and was not written by the ingest path", event_id))  # fmt: skip
+                    f"event {event_id} is in no seal and not queued for one: inserted behind the ingest path, "
+                    "or its queue row was deleted", event_id))  # fmt: skip
             elif recomputed_hash(envelope_of_texts(*event[:10]), event[-1]) != event[-1]:
                 report.findings.append(Finding("event_modified",
                     f"unsealed event {event_id} does not match its hash", event_id))  # fmt: skip

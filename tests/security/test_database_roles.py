@@ -19,6 +19,7 @@ from django.db import connection
 
 from events.database_roles import APPEND_ONLY_TABLES
 from events.integrity.sealing import seal_events
+from events.integrity.verification import verify_integrity
 from events.keys import create_api_key
 from events.lifecycle.partitions import Month, partitions, refusing_writes
 from events.models import Event, Seal
@@ -193,3 +194,16 @@ def test_a_production_gunicorn_says_so_at_start(service_role, tmp_path: Path):
         with log.open("wb") as stderr, gunicorn(1, stderr, **{**production, "DATABASE_URL": url}):
             pass
         assert ("auditsvc.W020" in log.read_text()) is warned, log.read_text()[-2000:]
+
+
+def test_what_the_role_may_delete_cannot_keep_an_event_from_its_seal_unseen(service_role, api):
+    """The seal queue is the one events table the role may delete from: an event whose queue row
+    it deleted is never sealed, and verification names it."""
+    api.post_json("/api/v1/events", {"type": "user.login", "actor": "u1"})
+    hidden = api.post_json("/api/v1/events", {"type": "user.login", "actor": "u2"}).json()["id"]
+    assert refusal(service_role, f"DELETE FROM events_pendingseal WHERE event_id = '{hidden}'") == ""  # noqa: S608
+
+    seal_events(lag_seconds=0)
+    findings = [(f.kind, f.event_id) for f in verify_integrity().findings]
+
+    assert findings == [("event_inserted", hidden)]
