@@ -4,9 +4,9 @@ The tables' owner runs the migrations and the commands that change the schema
 (apply_retention detaches and drops partitions). Every long-running process (web workers,
 sealer, drainer, the daily partitions job) connects as the service role, which may read and
 append but never rewrite the record: on the append-only tables it holds only SELECT and
-INSERT, it holds TRUNCATE nowhere, and, owning nothing, it can neither ALTER nor DROP a
-table nor disable a trigger. A superuser can do all of that, which is why the service must
-not be one.
+INSERT, on the retirements and the migrations only SELECT, it holds TRUNCATE nowhere, and,
+owning nothing, it can neither ALTER nor DROP a table nor disable a trigger. A superuser can
+do all of that, which is why the service must not be one.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-# What the seals prove and what proves the retirements: appended to, never changed.
+# What the seals prove and what the sealer sets aside: appended to, never changed.
 APPEND_ONLY_TABLES = (
     "events_event",
     "events_seal",
     "events_sealentry",
-    "events_retiredpartition",
     "events_lostevent",
 )
-READ_ONLY_TABLES = ("django_migrations",)
+# Written only by the owner: migrations, and the retirements apply_retention records (a row
+# the service could add would close a month to imports and partitions, and halt retention).
+READ_ONLY_TABLES = ("django_migrations", "events_retiredpartition")
 # The owner's SECURITY DEFINER functions the service calls (migration 0019).
 SERVICE_FUNCTIONS = ("auditsvc_create_month_partition(integer, integer)",)
 

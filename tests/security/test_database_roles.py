@@ -16,13 +16,14 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
-from events.database_roles import APPEND_ONLY_TABLES
+from events.database_roles import APPEND_ONLY_TABLES, READ_ONLY_TABLES
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
 from events.keys import create_api_key
 from events.lifecycle.partitions import Month, partitions, refusing_writes
-from events.models import Event, Seal
+from events.models import Event, RetiredPartition, Seal
 from tests.factories import SourceFactory
 from tests.paths import REPO_ROOT
 from tests.processes import database_url, gunicorn, http_json
@@ -75,7 +76,7 @@ def test_it_cannot_rewrite_events_seals_or_retirements(service_role, api):
     seal_events(lag_seconds=0)
     assert Seal.objects.exists()
     this_month = Month.of(Event.objects.get().received_at).table
-    tables = [*APPEND_ONLY_TABLES, this_month]
+    tables = [*APPEND_ONLY_TABLES, *READ_ONLY_TABLES, this_month]
     for table in tables:
         column = a_column_of(table)
         statements = {
@@ -92,10 +93,30 @@ def test_it_cannot_rewrite_events_seals_or_retirements(service_role, api):
             assert "permission denied" in error or "must be owner" in error, (table, what, error)
     assert "permission denied" in refusal(service_role, "SET session_replication_role = replica")
     assert "must be owner" in refusal(service_role, f"ALTER TABLE events_event DETACH PARTITION {this_month}")
-    assert "permission denied" in refusal(service_role, "DELETE FROM django_migrations")
+    for table in READ_ONLY_TABLES:
+        error = refusal(service_role, f"INSERT INTO {table} SELECT * FROM {table} LIMIT 0")  # noqa: S608
+        assert "permission denied" in error, (table, error)
     # The one DDL it may cause makes a month's partition and nothing else.
     assert "no partition for month" in refusal(service_role, "SELECT auditsvc_create_month_partition(2026, 13)")
     assert Event.objects.count() == 1 and Seal.objects.count() == 1
+
+
+def test_the_partition_function_cannot_be_steered_through_a_temporary_table(service_role):
+    """SECURITY DEFINER runs as the owner: a temporary table of the caller's, searched first,
+    must not stand in for the retirements (PostgreSQL's "Writing SECURITY DEFINER Functions Safely")."""
+    retired = Month(2025, 1)
+    RetiredPartition.objects.create(table=retired.table, lower_id=retired.lower, upper_id=retired.upper,
+                                    retired_at=timezone.now(), event_count=0)  # fmt: skip
+    with psycopg.connect(service_role, autocommit=True) as conn:
+        conn.execute("CREATE TEMPORARY TABLE events_retiredpartition (lower_id uuid, upper_id uuid)")
+        with pytest.raises(psycopg.Error, match="was removed by retention"):
+            conn.execute("SELECT auditsvc_create_month_partition(2025, 1)")
+        # Nor a temporary table standing in for events_event.
+        conn.execute("CREATE TEMPORARY TABLE events_event (id uuid) PARTITION BY RANGE (id)")
+        made = conn.execute("SELECT auditsvc_create_month_partition(2031, 7)").fetchone()
+    assert made == ("events_event_y2031m07",)
+    assert "events_event_y2031m07" in {p.table for p in partitions()}
+    assert retired.table not in {p.table for p in partitions()}
 
 
 def test_the_service_works_as_that_role(service_role, tmp_path: Path):
