@@ -24,6 +24,9 @@ APPEND_ONLY_TABLES = (
 # Written only by the owner: migrations, and the retirements apply_retention records (a row
 # the service could add would close a month to imports and partitions, and halt retention).
 READ_ONLY_TABLES = ("django_migrations", "events_retiredpartition")
+# The seal queue: the write path appends, the sealer takes rows away; nothing moves a row's
+# time (which would keep its event from the sealer, unseen).
+QUEUE_TABLES = ("events_pendingseal",)
 # The owner's SECURITY DEFINER functions the service calls (migration 0019).
 SERVICE_FUNCTIONS = ("auditsvc_create_month_partition(integer, integer)",)
 
@@ -70,6 +73,8 @@ def _table_rights(name: str, kind: str) -> str:
         return "SELECT, INSERT"
     if name in READ_ONLY_TABLES:
         return "SELECT"
+    if name in QUEUE_TABLES:
+        return "SELECT, INSERT, DELETE"
     return "SELECT, INSERT, UPDATE, DELETE"
 
 

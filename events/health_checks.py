@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from django.db import DatabaseError, connection
 
 from events.ingest import stream
-from events.integrity.sealing import lost_events, oldest_unsealed_age_seconds
+from events.integrity.sealing import held_back_events, lost_events, oldest_unsealed_age_seconds
 from events.lifecycle.partitions import Month, partitions
 
 
@@ -26,6 +26,12 @@ def database_problem() -> str | None:
 
 
 def seal_problem(max_lag_seconds: float) -> str | None:
+    held, first = held_back_events()
+    if held:
+        return (
+            f"{held} events are queued for a seal at a time still to come, so the sealer never takes them "
+            f"(events_pendingseal was changed; verify_events names each): {', '.join(first)}"
+        )
     age = oldest_unsealed_age_seconds()
     if age is not None and age > max_lag_seconds:
         return (

@@ -147,7 +147,22 @@ def lost_events(limit: int = 20) -> tuple[int, list[str]]:
 
 
 def oldest_unsealed_age_seconds() -> float | None:
+    """How long the oldest queued event has waited. A queue row dated in the future is not an
+    event (the write path dates it at receipt): held_back_events reports those."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT min(received_at) FROM events_pendingseal")
+        cursor.execute("SELECT min(received_at) FROM events_pendingseal WHERE received_at <= clock_timestamp()")
         oldest = cursor.fetchone()[0]
     return (timezone.now() - oldest).total_seconds() if oldest else None
+
+
+def held_back_events(limit: int = 20) -> tuple[int, list[str]]:
+    """Events queued for a seal at a time still to come (beyond a clock's skew): a row someone
+    re-dated to keep its event from the sealer. How many, and the first ids."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT event_id::text, count(*) OVER () FROM events_pendingseal"
+            " WHERE received_at > clock_timestamp() + interval '5 minutes' ORDER BY event_id LIMIT %s",
+            [limit],
+        )
+        rows = cursor.fetchall()
+    return (int(rows[0][1]) if rows else 0), [event_id for event_id, _ in rows]

@@ -321,15 +321,16 @@ def _verify_unsealed_events(
 ) -> None:
     """Events in no seal: fine while pending; otherwise inserted behind the sealer's back."""
     rows = _stream(
-        f"SELECT p.event_id IS NOT NULL, {EVENT_COLUMNS} FROM events_event e {EVENT_JOINS} "
+        f"SELECT p.event_id IS NOT NULL, p.received_at IS DISTINCT FROM e.received_at, {EVENT_COLUMNS} "
+        f"FROM events_event e {EVENT_JOINS} "
         "LEFT JOIN events_pendingseal p ON p.event_id = e.id "
         "WHERE NOT EXISTS (SELECT 1 FROM events_sealentry se WHERE se.event_id = e.id) "
         "AND e.received_at >= %s ORDER BY e.received_at, e.id",
         [since or datetime(1970, 1, 1, tzinfo=UTC)],
-        ["bool", *EVENT_TYPES],
+        ["bool", "bool", *EVENT_TYPES],
     )
     try:
-        for pending, *event in rows:
+        for pending, redated, *event in rows:
             report.events_checked += 1
             report.unsealed_events += 1
             event_id = str(event[0])
@@ -337,6 +338,10 @@ def _verify_unsealed_events(
                 report.findings.append(Finding("event_inserted",
                     f"event {event_id} is in no seal and not queued for one: inserted behind the ingest path, "
                     "or its queue row was deleted", event_id))  # fmt: skip
+            elif redated:
+                report.findings.append(Finding("event_held_back",
+                    f"unsealed event {event_id} is queued for a seal at another time than its receipt: "
+                    "its queue row was changed, which keeps it from the sealer", event_id))  # fmt: skip
             elif recomputed_hash(envelope_of_texts(*event[:10]), event[-1]) != event[-1]:
                 report.findings.append(Finding("event_modified",
                     f"unsealed event {event_id} does not match its hash", event_id))  # fmt: skip

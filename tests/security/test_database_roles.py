@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from events.database_roles import APPEND_ONLY_TABLES, READ_ONLY_TABLES
@@ -217,14 +219,28 @@ def test_a_production_gunicorn_says_so_at_start(service_role, tmp_path: Path):
         assert ("auditsvc.W020" in log.read_text()) is warned, log.read_text()[-2000:]
 
 
-def test_what_the_role_may_delete_cannot_keep_an_event_from_its_seal_unseen(service_role, api):
+def test_what_the_role_may_do_to_the_seal_queue_cannot_keep_an_event_from_its_seal_unseen(service_role, api):
     """The seal queue is the one events table the role may delete from: an event whose queue row
-    it deleted is never sealed, and verification names it."""
+    it deleted, or deleted and added again re-dated, is never sealed, and both are named."""
     api.post_json("/api/v1/events", {"type": "user.login", "actor": "u1"})
-    hidden = api.post_json("/api/v1/events", {"type": "user.login", "actor": "u2"}).json()["id"]
-    assert refusal(service_role, f"DELETE FROM events_pendingseal WHERE event_id = '{hidden}'") == ""  # noqa: S608
+    deleted = api.post_json("/api/v1/events", {"type": "user.login", "actor": "u2"}).json()["id"]
+    redated = api.post_json("/api/v1/events", {"type": "user.login", "actor": "u3"}).json()["id"]
+    queue = "events_pendingseal"
+    redating = "UPDATE events_pendingseal SET received_at = received_at + interval '1 day'"
+    assert "permission denied" in refusal(service_role, redating)
+    assert refusal(service_role, f"DELETE FROM {queue} WHERE event_id IN ('{deleted}', '{redated}')") == ""  # noqa: S608
+    assert refusal(service_role, f"INSERT INTO {queue} VALUES ('{redated}', '2999-01-01')") == ""  # noqa: S608
+    assert refusal(service_role, f"INSERT INTO {queue} VALUES ('{uuid.uuid4()}', 'infinity')") == ""  # noqa: S608
 
     seal_events(lag_seconds=0)
-    findings = [(f.kind, f.event_id) for f in verify_integrity().findings]
+    findings = sorted((f.kind, f.event_id) for f in verify_integrity().findings)
+    health = subprocess.run([sys.executable, "manage.py", "healthcheck", "--sealer"], cwd=REPO_ROOT,
+                            env={**os.environ, "DATABASE_URL": service_role}, capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    ready = Client().get("/readyz")
 
-    assert findings == [("event_inserted", hidden)]
+    assert findings == sorted([("event_inserted", deleted), ("event_held_back", redated)])
+    assert health.returncode == 1 and "queued for a seal at a time still to come" in health.stdout + health.stderr
+    assert redated in health.stdout + health.stderr and "Traceback" not in health.stderr
+    assert ready.status_code == 200 and ready.json()["database"] == "ok"
+    assert "auditsvc_seal_lag_seconds 0.0" in Client().get("/metrics").content.decode()
