@@ -103,6 +103,11 @@ def uuid7_floor(instant: datetime) -> uuid.UUID:
     return uuid.UUID(int=max(0, millis) << 80)
 
 
+def instant_of_bound(bound: uuid.UUID) -> datetime:
+    """The instant a partition bound (a uuid7_floor) stands for."""
+    return datetime.fromtimestamp((bound.int >> 80) / 1000, tz=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class Partition:
     table: str

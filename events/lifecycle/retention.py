@@ -26,17 +26,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from psycopg import errors
+from redis.exceptions import RedisClusterException
 
 from events.access_log import store_service_event
+from events.ingest import stream
 from events.integrity.hashing import format_time
 from events.integrity.sealing import seal_events
 from events.lifecycle import archives, partitions
-from events.lifecycle.partitions import Partition, uuid7_floor
+from events.lifecycle.partitions import Partition, instant_of_bound, uuid7_floor
 from events.models import RETENTION_TYPE, RetiredPartition, Seal
 
 
@@ -85,6 +88,8 @@ def apply_retention(
     report.due = due_partitions(cutoff)
     if dry_run:
         return report
+    if report.due:
+        _refuse_while_the_stream_holds_their_events(report.due)
     if archive_dir is not None:
         archive_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -94,6 +99,30 @@ def apply_retention(
         if report.retired:
             _seal_the_records()
     return report
+
+
+def _refuse_while_the_stream_holds_their_events(due: list[Partition]) -> None:
+    """A 202-acknowledged entry waiting in the stream is an event of the month it was received
+    in: retiring that month now would make the drainer dead-letter it (retention_expired)."""
+    if not settings.AUDITSVC_STREAM_URL:
+        return
+    try:
+        lag = stream.total_lag(stream.shard_states(stream.shards_to_drain()))
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise RetentionRefused(
+            f"the stream's Redis cannot be checked for events still to drain ({exc}); nothing retired."
+        ) from exc
+    newest_due = max(instant_of_bound(p.upper) for p in due if p.upper is not None)
+    oldest_waiting = timezone.now() - timedelta(seconds=lag.oldest_seconds)
+    if lag.entries and oldest_waiting < newest_due + _ENTRY_CLOCK_SLACK:
+        raise RetentionRefused(
+            f"{lag.entries} accepted events still wait in the stream, the oldest since {format_time(oldest_waiting)}, "
+            f"within a month due for retirement: run the drainer (manage.py drain_events --once), then retention "
+            "again; nothing retired."
+        )
+
+
+_ENTRY_CLOCK_SLACK = timedelta(minutes=1)  # an entry's id is its XADD time, just after its receipt
 
 
 def retire(

@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from events.access_log import store_service_event
+from events.ingest import stream
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
 from events.lifecycle import archives, partitions
@@ -166,3 +167,28 @@ def test_pending_seal_rows_of_vanished_events_do_not_stall_the_sealer(api, setti
     assert "5 acknowledged events were gone before their seal" in err.getvalue()
     assert str(sorted(gone, key=str)[0]) in err.getvalue() or all(str(i) in err.getvalue() for i in gone)
     assert {("event_lost", str(i)) for i in gone} <= set(kinds(verify_integrity()))
+
+
+def test_retention_waits_for_stream_entries_of_the_months_it_would_retire(sealed_january, stream_mode, settings):
+    """A 202 in stream mode is an acknowledgement too: a month is not retired while an entry
+    accepted in it waits for the drainer (here in a shard no longer served, as after lowering
+    AUDITSVC_STREAM_SHARDS; an entry's id is its XADD time, so it stands for one of January)."""
+    queued = sealed_january.post_json("/api/v1/events", {"type": "user.login", "actor": "waiting"})
+    assert queued.status_code == 202
+    redis_client = stream.client()
+    [(entry_id, fields)] = redis_client.xrange(stream.stream_key(0))
+    redis_client.xdel(stream.stream_key(0), entry_id)
+    january_ms = int(JANUARY.start.timestamp() * 1000) + 3_600_000
+    redis_client.xadd(stream.stream_key(1), fields, id=f"{january_ms}-0")
+
+    with pytest.raises(RetentionRefused, match="1 accepted events still wait in the stream"):
+        apply_retention(archive_dir=None)
+    assert JANUARY.table in {p.table for p in partitions.partitions()}
+    assert JANUARY.table not in partitions.refusing_writes()
+
+    call_command("drain_events", "--once", stdout=StringIO())
+    assert seal_events(lag_seconds=0)
+    report = apply_retention(archive_dir=None)
+
+    assert [r.partition.table for r in report.retired] == [JANUARY.table]
+    assert Event.objects.filter(actor="waiting", id=queued.json()["id"]).exists()
