@@ -14,7 +14,7 @@ from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 
 from auditsvc.errors import FieldError, InvalidInput
-from auditsvc.times import parse_rfc3339
+from auditsvc.times import parse_rfc3339_bound
 from customers.queries import customer_ids_for
 from events import privacy
 from events.api import openapi
@@ -59,14 +59,15 @@ class StrictCharFilter(django_filters.CharFilter):
 
 
 class Rfc3339DateTimeField(forms.Field):
-    """A time in the one accepted form (auditsvc.times): an RFC 3339 time with an offset. An
-    empty value is an error like any other malformed time, not an absent filter."""
+    """A time in the one accepted form (auditsvc.times): an RFC 3339 time with an offset, any
+    year 0000-9999 (clamped to Python's calendar). An empty value is an error like any other
+    malformed time, not an absent filter."""
 
     def to_python(self, value: Any) -> datetime | None:
         if value is None:
             return None
         try:
-            return parse_rfc3339(str(value))
+            return parse_rfc3339_bound(str(value))
         except ValueError:
             raise forms.ValidationError(
                 "Must be an RFC 3339 time with an offset, e.g. 2026-11-24T09:30:00Z.", code="invalid_datetime"
