@@ -34,12 +34,13 @@ def _text(max_length: int, *, blank: bool = False, **extra: Any) -> dict[str, An
 
 
 JSON_VALUE = {
-    "description": "Any JSON value; integers within ±(2^53-1), no NUL characters, at most 32 levels deep.",
+    "description": "Any JSON value; integers within ±(2^53-1), other numbers within ±2^63, no NUL characters, "
+    "at most 32 levels deep.",
     "nullable": True,
     "anyOf": [
         {"type": "string", "pattern": NO_NUL},
         {"type": "integer", "minimum": -rules.SAFE_INTEGER, "maximum": rules.SAFE_INTEGER},
-        {"type": "number"},
+        {"type": "number"},  # within ±2^63 (schemathesis_hooks): a bound here invites integers beyond 2^53
         {"type": "boolean"},
         {"type": "array", "items": {"$ref": REF + "JsonValue"}},
         {"type": "object", "additionalProperties": {"$ref": REF + "JsonValue"}},

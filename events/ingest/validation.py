@@ -33,6 +33,9 @@ PAYLOAD_MAX_DEPTH = 32
 # Integers beyond ±(2^53 - 1) lose precision as IEEE doubles, which RFC 8785 hashing and
 # most JSON clients use; such values belong in strings.
 SAFE_INTEGER = 2**53 - 1
+# jsonb keeps a number's digits: 1e300 reads back as an integer of 301 digits, which no 64-bit
+# JSON writer (orjson) renders. Floats are held within ±2^63; beyond, send them as strings.
+FLOAT_LIMIT = 2.0**63
 EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Dotted names: "customer.created", "com.example.billing.charged.v2".
@@ -460,8 +463,16 @@ def contains_nul(json_text: bytes) -> bool:
     return b"\\u0000" in json_text and _NUL_IN_JSON.search(json_text) is not None
 
 
+def json_object_errors(root: dict[str, Any], field: str) -> list[FieldError]:
+    """What the payload rules (depth, NUL characters, number range) find in another JSON object
+    the log is asked about (a filter's document), named field."""
+    errors = _Errors()
+    _check_payload(root, field, errors)
+    return errors.items
+
+
 def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
-    """Depth, NUL characters and integer range; True when the payload's orjson text with
+    """Depth, NUL characters and number range; True when the payload's orjson text with
     sorted keys is already its RFC 8785 form (events.integrity.event_hash's fast path).
 
     Walked iteratively over containers and numbers only: strings and keys are checked for
@@ -492,14 +503,25 @@ def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
             kind = type(item)
             if kind is dict or kind is list:
                 stack.append((item, depth + 1))
-            elif kind is int:
-                if not -SAFE_INTEGER <= item <= SAFE_INTEGER:
-                    errors.add(
-                        field,
-                        "number_out_of_range",
-                        "Integers must lie within ±(2^53 - 1); send larger values as strings.",
-                    )
+            elif kind is int or kind is float:
+                problem = _number_problem(item)
+                if problem:
+                    errors.add(field, "number_out_of_range", problem)
                     return False
-            elif kind is float and canonical and (item.is_integer() or not 1e-4 <= abs(item) < 1e16):
-                canonical = False  # ECMAScript writes these differently from orjson
+                canonical = canonical and (kind is int or _canonical_float(item))
     return canonical
+
+
+def _number_problem(value: float) -> str | None:
+    """Why a JSON number cannot be stored as it was sent, if it cannot."""
+    if type(value) is int:
+        if not -SAFE_INTEGER <= value <= SAFE_INTEGER:
+            return "Integers must lie within ±(2^53 - 1); send larger values as strings."
+    elif not -FLOAT_LIMIT < value < FLOAT_LIMIT:
+        return "Numbers must lie within ±2^63; send larger ones as strings."
+    return None
+
+
+def _canonical_float(value: float) -> bool:
+    """Whether orjson writes value as RFC 8785 (ECMAScript) does."""
+    return not value.is_integer() and 1e-4 <= abs(value) < 1e16

@@ -6,8 +6,9 @@ the README and enforced (with a 400 naming the field) by events.ingest.validatio
   `idempotency_key` when both are sent, and a batch carries keys per event, not in the header;
 - `customer_identities` need a `customer`;
 - `occurred_at` lies at most 5 minutes in the future (relative to now, which no schema knows);
-- no NUL in object keys (JSON Schema's propertyNames is not OpenAPI 3.0), and no integral
-  number beyond ±(2^53-1) where the schema says `number`; at most 32 levels of nesting;
+- no NUL in object keys (JSON Schema's propertyNames is not OpenAPI 3.0), no integral
+  number beyond ±(2^53-1) where the schema says `number`, and no number beyond ±2^63; at most
+  32 levels of nesting;
 - a cursor is one the service issued (filter_query);
 - the same rules for CloudEvents bodies (`time` for occurred_at, `data` for the payload, `id`
   for the key), and a `dataschema` that names a schema of this service names an existing one.
@@ -23,6 +24,7 @@ from typing import Any
 import schemathesis
 
 SAFE_INTEGER = 2**53 - 1
+FLOAT_LIMIT = 2.0**63
 MAX_DEPTH = 32
 
 
@@ -33,6 +35,8 @@ def _json_ok(value: Any, depth: int = 1) -> bool:
         return all("\x00" not in key and _json_ok(item, depth + 1) for key, item in value.items())
     if isinstance(value, list):
         return all(_json_ok(item, depth + 1) for item in value)
+    if isinstance(value, float) and abs(value) >= FLOAT_LIMIT:
+        return False
     if isinstance(value, float) and value.is_integer():
         return abs(value) <= SAFE_INTEGER or abs(value) >= 1e16  # beyond, JSON writes it with an exponent
     return not (isinstance(value, int) and not isinstance(value, bool) and abs(value) > SAFE_INTEGER)
