@@ -113,6 +113,19 @@ CLOUDEVENT_INPUT = {
 }  # fmt: skip
 CLOUDEVENTS_BATCH = {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"$ref": REF + "CloudEventInput"}}
 IDEMPOTENCY_HEADER = _text(rules.IDEMPOTENCY_KEY_MAX)
+# PUT /api/v1/event-types/{name}/schema: the body, and the name an event type may have.
+SCHEMA_REGISTRATION_INPUT = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["schema"],
+    "properties": {
+        "schema": {"type": "object", "description": "a JSON Schema (draft 2020-12) for the payload, at most 31 "
+                   "levels deep; `$schema`, when given, is https://json-schema.org/draft/2020-12/schema"},
+        "validation": {"type": "string", "enum": ["off", "warn", "enforce", None], "nullable": True,
+                       "description": "what ingest does with a payload that fails it; absent: unchanged"},
+    },
+}  # fmt: skip
+EVENT_TYPE_NAME = {"type": "string", "maxLength": rules.TYPE_NAME_MAX, "pattern": TYPE_NAME}
 
 
 # The `payload` filter is JSON text: OpenAPI says so with `content`, not `schema`.
@@ -127,7 +140,7 @@ EVENT_LINKS = {
 
 
 def add_ingest_components(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: the components above, the body marked required,
+    """drf-spectacular postprocessing hook: the components above, the bodies marked required,
     the payload filter as JSON content, and links from a stored event to its reads."""
     result.setdefault("components", {}).setdefault("schemas", {}).update(
         {
@@ -138,6 +151,9 @@ def add_ingest_components(result: dict[str, Any], generator: Any, request: Any, 
         }
     )
     paths = result.get("paths", {})
+    put = paths.get("/api/v1/event-types/{name}/schema", {}).get("put")
+    if put and "requestBody" in put:
+        put["requestBody"]["required"] = True
     post = paths.get("/api/v1/events", {}).get("post")
     if post and "requestBody" in post:
         post["requestBody"]["required"] = True

@@ -102,6 +102,20 @@ class ItemPaths:
 
 
 SERVICE_TYPE_PREFIX = "auditsvc."  # the service's own events (events.access_log)
+INVALID_TYPE_NAME = "Event types are dotted names of letters, digits, '_' and '-', e.g. 'customer.created'."
+RESERVED_TYPE = f"Types beginning {SERVICE_TYPE_PREFIX} are the log's own."
+
+
+def event_type_name_errors(name: str, field: str) -> list[FieldError]:
+    """The rules an event's type follows, for a type named elsewhere (a schema's URL): at most
+    TYPE_NAME_MAX characters, a dotted name, and none of the log's own."""
+    if len(name) > TYPE_NAME_MAX:
+        return [FieldError(field, "too_long", f"At most {TYPE_NAME_MAX} characters, got {len(name)}.")]
+    if not TYPE_NAME_RE.fullmatch(name):
+        return [FieldError(field, "invalid_event_type", INVALID_TYPE_NAME)]
+    if name.startswith(SERVICE_TYPE_PREFIX):
+        return [FieldError(field, "reserved_type", RESERVED_TYPE)]
+    return []
 
 
 def refuse_service_types(request: IngestRequest) -> None:
@@ -109,7 +123,7 @@ def refuse_service_types(request: IngestRequest) -> None:
     a change. (Imports may: an export of another auditsvc holds them, under its own source.)"""
     paths = ItemPaths(request.is_batch)
     errors = [
-        FieldError(paths(index, "type"), "reserved_type", f"Types beginning {SERVICE_TYPE_PREFIX} are the log's own.")
+        FieldError(paths(index, "type"), "reserved_type", RESERVED_TYPE)
         for index, item in enumerate(request.events)
         if item.type.startswith(SERVICE_TYPE_PREFIX)
     ]
@@ -304,11 +318,7 @@ def parse_event(
 
     type_name = _string(raw, "type", path, errors, max_length=TYPE_NAME_MAX, required=True)
     if type_name is not None and not TYPE_NAME_RE.fullmatch(type_name):
-        errors.add(
-            f"{path}type",
-            "invalid_event_type",
-            "Event types are dotted names of letters, digits, '_' and '-', e.g. 'customer.created'.",
-        )
+        errors.add(f"{path}type", "invalid_event_type", INVALID_TYPE_NAME)
     customer = _string(raw, "customer", path, errors, max_length=CUSTOMER_MAX)
     identities = _identities(raw.get("customer_identities"), path, errors)
     if identities and customer is None and "customer" not in {e.field for e in errors.items}:
@@ -463,15 +473,15 @@ def contains_nul(json_text: bytes) -> bool:
     return b"\\u0000" in json_text and _NUL_IN_JSON.search(json_text) is not None
 
 
-def json_object_errors(root: dict[str, Any], field: str) -> list[FieldError]:
+def json_object_errors(root: dict[str, Any], field: str, *, max_depth: int = PAYLOAD_MAX_DEPTH) -> list[FieldError]:
     """What the payload rules (depth, NUL characters, number range) find in another JSON object
-    the log is asked about (a filter's document), named field."""
+    the log stores (a filter's document, a schema), named field."""
     errors = _Errors()
-    _check_payload(root, field, errors)
+    _check_payload(root, field, errors, max_depth=max_depth)
     return errors.items
 
 
-def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
+def _check_payload(root: dict[str, Any], field: str, errors: _Errors, *, max_depth: int = PAYLOAD_MAX_DEPTH) -> bool:
     """Depth, NUL characters and number range; True when the payload's orjson text with
     sorted keys is already its RFC 8785 form (events.integrity.event_hash's fast path).
 
@@ -490,8 +500,8 @@ def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         value, depth = stack.pop()
-        if depth > PAYLOAD_MAX_DEPTH:
-            errors.add(field, "nesting_too_deep", TOO_DEEP)
+        if depth > max_depth:
+            errors.add(field, "nesting_too_deep", f"Nested deeper than {max_depth} levels.")
             return False
         if type(value) is dict:
             items = value.values()
