@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
@@ -24,7 +25,10 @@ def bounded_count(queryset: QuerySet[Any]) -> tuple[int, bool]:
 
 def planner_estimate(queryset: QuerySet[Any]) -> int:
     """The planner's row estimate for queryset (EXPLAIN, nothing executed)."""
-    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    try:
+        sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    except EmptyResultSet:  # queryset.none(), or a filter Django knows matches nothing
+        return 0
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]

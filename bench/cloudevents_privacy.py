@@ -112,7 +112,9 @@ def main() -> None:
         """Marks on every type (or none), seen by the workers once their schema cache expires."""
         if on:
             for event_type in EventType.objects.filter(name__in=TYPES):
-                schemas.register_schema(event_type=event_type, schema=marked_schema(payload_schema()), actor="bench")
+                schemas.register_schema(
+                    type_name=event_type.name, schema=marked_schema(payload_schema()), actor="bench"
+                )
         else:
             EventSchema.objects.all().delete()
         connection.close()

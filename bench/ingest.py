@@ -255,7 +255,7 @@ def main() -> None:
     from events.demo import payload_schema  # noqa: PLC0415
 
     for event_type in EventType.objects.filter(name__in=TYPES):
-        schemas.register_schema(event_type=event_type, schema=payload_schema(), actor="bench", validation="enforce")
+        schemas.register_schema(type_name=event_type.name, schema=payload_schema(), actor="bench", validation="enforce")
     connection.close()
     with gunicorn(PORT, workers=WORKERS, threads=THREADS):
         enforced = wrk(endpoint, event_bodies(8, 1000), seconds=args.seconds, connections=4, key=key, workdir=workdir)

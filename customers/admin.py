@@ -88,11 +88,13 @@ class CustomerAdmin(AuditedReads, AuditedChanges):
 
 def _timeline(request: HttpRequest, customer_id: str) -> dict[str, Any]:
     """What happened to the customer, newest first, paginated, optionally of one type."""
-    if not customer_id.isdigit():
+    if not (customer_id.isascii() and customer_id.isdigit()):  # "²".isdigit() too
         return {}
     events = Event.objects.filter(customer_id=int(customer_id)).select_related("type", "source")
     type_name = request.GET.get("timeline_type", "")
-    if type_name:
+    if "\x00" in type_name:  # no type is named so, and PostgreSQL cannot even compare it
+        events = events.none()
+    elif type_name:
         events = events.filter(type__name=type_name)
     paginator = EstimatedCountPaginator(events.order_by("-occurred_at", "-id"), TIMELINE_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("timeline_page"))

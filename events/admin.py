@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import redis
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -19,6 +20,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[import-untyped]
 
+from auditsvc.admin_input import CheckedInputAdmin
 from auditsvc.counting import EstimatedCountPaginator
 from events import privacy
 from events.admin_audit import AuditedChanges, AuditedReads
@@ -34,7 +36,7 @@ admin.site.site_title = "auditsvc"
 admin.site.index_title = "Audit log"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(CheckedInputAdmin):
     """Viewable with the view permission; nobody, superusers included, adds, changes or deletes."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -108,6 +110,19 @@ class OccurredRangeFilter(DateTimeRangeFilterBuilder(title="occurred")):  # type
         return query
 
 
+class RequeueForm(forms.Form):
+    """The stream page's requeue button: a shard of this deployment and a dead letter's stream id."""
+
+    shard = forms.IntegerField(min_value=0)
+    letter = forms.RegexField(r"\A[0-9]{1,20}-[0-9]{1,20}\Z", max_length=41)
+
+    def clean_shard(self) -> int:
+        shard: int = self.cleaned_data["shard"]
+        if shard >= stream.shard_count():
+            raise forms.ValidationError(f"This deployment has {stream.shard_count()} shard(s), from 0.")
+        return shard
+
+
 @admin.register(Event)
 class EventAdmin(AuditedReads, ReadOnlyAdmin):
     list_display = ["occurred_short", "type_link", "source", "customer_link", "actor", "short_description"]
@@ -168,11 +183,7 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
         if request.method == "POST":
             if not request.user.is_superuser:
                 raise PermissionDenied
-            letter = request.POST.get("letter", "")
-            if stream.requeue_dead_letter(int(request.POST.get("shard", "0")), letter):
-                messages.success(request, f"Dead letter {letter} is back in the stream; the drainer stores it next.")
-            else:
-                messages.warning(request, f"Dead letter {letter} is no longer there.")
+            self._requeue(request, RequeueForm(request.POST))
             return HttpResponseRedirect(reverse("admin:events_event_stream"))
         overview = stream.overview()
         readable = overview["enabled"] and "error" not in overview
@@ -185,6 +196,22 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
             "can_requeue": request.user.is_superuser,
         }
         return TemplateResponse(request, "admin/events/stream.html", context)
+
+    def _requeue(self, request: HttpRequest, form: RequeueForm) -> None:
+        if not stream.is_enabled() or not form.is_valid():
+            errors = "; ".join(f"{name}: {' '.join(map(str, problems))}" for name, problems in form.errors.items())
+            messages.error(request, f"Not requeued: {errors or 'the service runs in direct mode, without a stream'}.")
+            return
+        letter = form.cleaned_data["letter"]
+        try:
+            requeued = stream.requeue_dead_letter(form.cleaned_data["shard"], letter)
+        except redis.RedisError as exc:
+            messages.error(request, f"Not requeued: {exc}")
+            return
+        if requeued:
+            messages.success(request, f"Dead letter {letter} is back in the stream; the drainer stores it next.")
+        else:
+            messages.warning(request, f"Dead letter {letter} is no longer there.")
 
     @admin.display(description="occurred", ordering="occurred_at")
     def occurred(self, event: Event) -> str:

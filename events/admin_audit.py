@@ -21,6 +21,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse
 
+from auditsvc.admin_input import CheckedInputAdmin
 from events.access_log import query_filters, record_read, store_service_event
 
 SECRET_FIELDS = frozenset({"password", "secret_hash"})
@@ -81,7 +82,7 @@ class AuditedReads(ModelAdmin):  # type: ignore[type-arg]
         return 1, self.audit_read_of, {"object_id": str(obj.pk)}
 
 
-class AuditedChanges(ModelAdmin):  # type: ignore[type-arg]
+class AuditedChanges(CheckedInputAdmin):
     """Records each addition, change and deletion made through this admin."""
 
     def audit_state(self, obj: models.Model) -> dict[str, Any]:

@@ -26,7 +26,13 @@ from django.db.models import F
 
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from auditsvc.metrics import SCHEMA_VIOLATIONS
-from events.ingest.validation import EventIn, ItemPaths
+from events.ingest.validation import (
+    PAYLOAD_MAX_DEPTH,
+    EventIn,
+    ItemPaths,
+    event_type_name_errors,
+    json_object_errors,
+)
 from events.models import Event, EventSchema, EventType
 from events.privacy import Marking, forget_protected_paths, marking_problems, markings_of, stored_form
 
@@ -55,19 +61,38 @@ class Check:
 UNCHECKED = Check()
 
 
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+# The registration record (auditsvc.schema.registered) holds the schema one level down in its payload.
+SCHEMA_MAX_DEPTH = PAYLOAD_MAX_DEPTH - 1
+
+
 def compile_schema(schema: Any) -> Any:
     """A validator for schema, or InvalidInput naming what is wrong with it."""
     if not isinstance(schema, dict):
         raise InvalidInput([FieldError("schema", "invalid_schema", "A schema is a JSON object.")])
-    problems = marking_problems(schema)
-    if problems:
-        raise InvalidInput(problems)
     try:
-        jsonschema_rs.meta.validate(schema)
-        return jsonschema_rs.Draft202012Validator(schema, offline=True)
+        jsonschema_rs.meta.validate(schema)  # first: the markings' walk needs its shape
+        validator = jsonschema_rs.Draft202012Validator(schema, offline=True)
     except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
         message = str(exc).splitlines()[0]
         raise InvalidInput([FieldError("schema", "invalid_schema", f"Not a valid JSON Schema: {message}")]) from None
+    problems = marking_problems(schema)
+    if problems:
+        raise InvalidInput(problems)
+    return validator
+
+
+def new_schema_errors(schema: Any) -> list[FieldError]:
+    """What refuses a schema before it is compiled for registration: a schema is a JSON object
+    the log can store as a payload, and names no meta-schema but draft 2020-12's, which is
+    built in: jsonschema-rs fetches any other `$schema` URL (offline covers `$ref` only)."""
+    if not isinstance(schema, dict):
+        return [FieldError("schema", "invalid_schema", "A schema is a JSON object.")]
+    errors = json_object_errors(schema, "schema", max_depth=SCHEMA_MAX_DEPTH)
+    if "$schema" in schema and schema["$schema"] not in (DRAFT_2020_12, DRAFT_2020_12 + "#"):
+        message = f"$schema, when given, is {DRAFT_2020_12}: schemas are draft 2020-12, and nothing is fetched."
+        errors.append(FieldError("schema.$schema", "invalid_schema", message))
+    return errors
 
 
 def payload_path(path: Sequence[str | int]) -> str:
@@ -169,16 +194,22 @@ def _object_problems(old: dict[str, Any], new: dict[str, Any], path: str) -> lis
 
 
 def register_schema(
-    *, event_type: EventType, schema: Any, actor: str, force: bool = False, validation: str | None = None
+    *, type_name: str, schema: Any, actor: str, force: bool = False, validation: Any = None
 ) -> tuple[EventSchema, bool]:
-    """(the version, whether it is new). The same schema as the latest version registers nothing.
-    An incompatible one is refused (409 incompatible_schema) unless forced."""
+    """(the version, whether it is new) of type_name's schema; the type is created with its first
+    version, in the same transaction. The same schema as the latest version registers nothing.
+    Everything is checked before anything is written: a refused request changes nothing. An
+    incompatible schema is refused (409 incompatible_schema) unless forced."""
     from events.access_log import store_service_event  # noqa: PLC0415 - it imports the write path, which imports this
 
-    validator = compile_schema(schema)
+    errors = event_type_name_errors(type_name, "name") + new_schema_errors(schema)
     if validation is not None and validation not in MODES:
-        raise InvalidInput([FieldError("validation", "invalid_choice", f"validation is one of {', '.join(MODES)}.")])
+        errors.append(FieldError("validation", "invalid_choice", f"validation is one of {', '.join(MODES)}."))
+    if errors:
+        raise InvalidInput(errors)
+    validator = compile_schema(schema)
     with transaction.atomic():
+        event_type, _ = EventType.objects.get_or_create(name=type_name)
         locked = EventType.objects.select_for_update().get(pk=event_type.pk)  # one registration at a time
         versions = list(EventSchema.objects.filter(type=locked).order_by("version"))
         if versions and versions[-1].schema == schema and validation in (None, locked.validation):

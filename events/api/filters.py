@@ -14,11 +14,11 @@ from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 
 from auditsvc.errors import FieldError, InvalidInput
-from auditsvc.times import parse_rfc3339
+from auditsvc.times import parse_rfc3339_bound
 from customers.queries import customer_ids_for
 from events import privacy
 from events.api import openapi
-from events.ingest.validation import contains_nul
+from events.ingest.validation import FLOAT_LIMIT, json_object_errors
 from events.models import Event
 from events.queries import event_type_ids, source_ids, within_partitions
 
@@ -59,14 +59,15 @@ class StrictCharFilter(django_filters.CharFilter):
 
 
 class Rfc3339DateTimeField(forms.Field):
-    """A time in the one accepted form (auditsvc.times): an RFC 3339 time with an offset. An
-    empty value is an error like any other malformed time, not an absent filter."""
+    """A time in the one accepted form (auditsvc.times): an RFC 3339 time with an offset, any
+    year 0000-9999 (clamped to Python's calendar). An empty value is an error like any other
+    malformed time, not an absent filter."""
 
     def to_python(self, value: Any) -> datetime | None:
         if value is None:
             return None
         try:
-            return parse_rfc3339(str(value))
+            return parse_rfc3339_bound(str(value))
         except ValueError:
             raise forms.ValidationError(
                 "Must be an RFC 3339 time with an offset, e.g. 2026-11-24T09:30:00Z.", code="invalid_datetime"
@@ -126,8 +127,9 @@ class EventFilterSet(django_filters.FilterSet):
             raise InvalidInput([FieldError("payload", "malformed_json", "payload must be a JSON object.")]) from None
         if not isinstance(document, dict):
             raise InvalidInput([FieldError("payload", "wrong_type", "payload must be a JSON object.")])
-        if contains_nul(orjson.dumps(document)):  # PostgreSQL's jsonb cannot hold it
-            raise InvalidInput([FieldError("payload", "null_character", "NUL characters are not allowed.")])
+        errors = json_object_errors(document, "payload")  # a stored payload's rules: nothing else can match
+        if errors:
+            raise InvalidInput(errors)
         return queryset.filter(payload__contains=document)
 
     def filter_queryset(self, queryset: QuerySet[Event]) -> QuerySet[Event]:
@@ -158,8 +160,11 @@ def payload_path_condition(key: str, values: list[str]) -> Q:
     except orjson.JSONDecodeError:
         scalar = None
     else:
-        if not isinstance(scalar, dict | list | str):
-            candidates.append(scalar)  # 5, true, null also match the JSON number/boolean/null
+        # 5, true, null also match the JSON number/boolean/null; a number no payload can hold
+        # (1e300, beyond ±2^63) matches only as the text it is.
+        in_range = not isinstance(scalar, float) or -FLOAT_LIMIT < scalar < FLOAT_LIMIT
+        if not isinstance(scalar, dict | list | str) and in_range:
+            candidates.append(scalar)
     # A sensitive field holds only the HMAC of its value (events.privacy): hash what is asked for.
     candidates += [privacy.sensitive_digest(candidate) for candidate in candidates]
     condition = Q()

@@ -12,6 +12,7 @@ from django.db.models import Count, F, QuerySet
 from django.db.models.functions import Trunc
 
 from auditsvc.errors import FieldError, InvalidInput
+from auditsvc.times import shifted
 from events.models import Event, Source
 from events.queries import occurred_id_floor, within_partitions
 
@@ -45,7 +46,7 @@ def count_series(
         raise InvalidInput([FieldError("group_by", "invalid_choice", f"group_by is one of {', '.join(GROUPS)}.")])
     step = INTERVALS[interval]
     end = occurred_before or datetime.now(UTC)
-    start = occurred_after or end - step * DEFAULT_BUCKETS[interval]
+    start = occurred_after or shifted(end, -step * DEFAULT_BUCKETS[interval])
     if (end - start) / step > MAX_BUCKETS:
         raise InvalidInput(
             [FieldError("occurred_after", "range_too_large", f"At most {MAX_BUCKETS} {interval} buckets per request.")]

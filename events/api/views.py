@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.db.models import Max, QuerySet
@@ -50,7 +49,7 @@ from events.api.serializers import (
 )
 from events.ingest import cloudevents, stream
 from events.ingest.group_commit import store_single_event
-from events.ingest.validation import IngestRequest, parse_ingest_body, refuse_service_types
+from events.ingest.validation import IngestRequest, load_json, parse_ingest_body, refuse_service_types
 from events.ingest.write import ingest_events
 from events.integrity import proofs, signing
 from events.models import SCOPE_INGEST, SCOPE_READ, SCOPE_SCHEMA, ApiKey, Event, EventType, Seal, Source
@@ -351,9 +350,19 @@ class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
     pagination_class = None  # bounded: one row per type, a few hundred at most
 
     @extend_schema(
-        request=OpenApiTypes.OBJECT,
-        parameters=[OpenApiParameter("force", bool, description="staff only: register despite incompatibilities")],
-        responses={200: EventSchemaSerializer, 201: EventSchemaSerializer, 409: ErrorSerializer, **ERRORS},
+        request={"application/json": openapi.SCHEMA_REGISTRATION_INPUT},
+        parameters=[
+            OpenApiParameter("name", openapi.EVENT_TYPE_NAME, OpenApiParameter.PATH),
+            OpenApiParameter("force", bool, description="staff only: register despite incompatibilities"),
+        ],
+        responses={
+            200: EventSchemaSerializer,
+            201: EventSchemaSerializer,
+            409: ErrorSerializer,
+            413: OpenApiResponse(ErrorSerializer, description="Body over the cap."),
+            415: OpenApiResponse(ErrorSerializer, description="Not `application/json`."),
+            **ERRORS,
+        },
         description='Register a new version of the type\'s payload schema: `{"schema": <JSON Schema 2020-12>, '
         '"validation": "off"|"warn"|"enforce"}` (validation optional). It must be backward compatible with every '
         "earlier version and accept the type's latest stored events, else 409 `incompatible_schema` with the "
@@ -362,20 +371,21 @@ class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
     )
     @action(detail=True, methods=["put"], filter_backends=[], url_path="schema")
     def register_schema(self, request: Request, name: str) -> Response:
-        body = orjson.loads(read_json_body(request, max_bytes=settings.AUDITSVC_MAX_BODY_BYTES) or b"null")
+        reject_unknown_params(request, {"force"})
+        force = {"true": True, "false": False}.get(request.query_params.get("force", "false"))
+        if force is None:
+            raise InvalidInput([FieldError("force", "invalid_choice", "force is true or false.")])
+        # The ingest body's JSON rules: malformed, repeated keys, huge integers, deep nesting.
+        body = load_json(read_json_body(request, max_bytes=settings.AUDITSVC_MAX_BODY_BYTES) or b"null")
         if not isinstance(body, dict) or "schema" not in body:
             raise InvalidInput([FieldError("schema", "required", 'Send {"schema": {...}}.')])
         unknown = sorted(set(body) - {"schema", "validation"})
         if unknown:
             raise InvalidInput([FieldError(field, "unknown_field", "Not a field of this body.") for field in unknown])
-        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
         if force and request.auth is not None:
             raise ProblemError([FieldError("force", "permission_denied", "Only staff may force a schema.")], status=403)
-        if "\x00" in name or len(name) > 200:
-            raise InvalidInput([FieldError("name", "invalid", "Not an event type name.")])
-        event_type, _ = EventType.objects.get_or_create(name=name)
         registered, created = schemas.register_schema(
-            event_type=event_type, schema=body["schema"], actor=api_actor(request), force=force,
+            type_name=name, schema=body["schema"], actor=api_actor(request), force=force,
             validation=body.get("validation"),
         )  # fmt: skip
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK

@@ -33,6 +33,9 @@ PAYLOAD_MAX_DEPTH = 32
 # Integers beyond ±(2^53 - 1) lose precision as IEEE doubles, which RFC 8785 hashing and
 # most JSON clients use; such values belong in strings.
 SAFE_INTEGER = 2**53 - 1
+# jsonb keeps a number's digits: 1e300 reads back as an integer of 301 digits, which no 64-bit
+# JSON writer (orjson) renders. Floats are held within ±2^63; beyond, send them as strings.
+FLOAT_LIMIT = 2.0**63
 EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Dotted names: "customer.created", "com.example.billing.charged.v2".
@@ -99,6 +102,20 @@ class ItemPaths:
 
 
 SERVICE_TYPE_PREFIX = "auditsvc."  # the service's own events (events.access_log)
+INVALID_TYPE_NAME = "Event types are dotted names of letters, digits, '_' and '-', e.g. 'customer.created'."
+RESERVED_TYPE = f"Types beginning {SERVICE_TYPE_PREFIX} are the log's own."
+
+
+def event_type_name_errors(name: str, field: str) -> list[FieldError]:
+    """The rules an event's type follows, for a type named elsewhere (a schema's URL): at most
+    TYPE_NAME_MAX characters, a dotted name, and none of the log's own."""
+    if len(name) > TYPE_NAME_MAX:
+        return [FieldError(field, "too_long", f"At most {TYPE_NAME_MAX} characters, got {len(name)}.")]
+    if not TYPE_NAME_RE.fullmatch(name):
+        return [FieldError(field, "invalid_event_type", INVALID_TYPE_NAME)]
+    if name.startswith(SERVICE_TYPE_PREFIX):
+        return [FieldError(field, "reserved_type", RESERVED_TYPE)]
+    return []
 
 
 def refuse_service_types(request: IngestRequest) -> None:
@@ -106,7 +123,7 @@ def refuse_service_types(request: IngestRequest) -> None:
     a change. (Imports may: an export of another auditsvc holds them, under its own source.)"""
     paths = ItemPaths(request.is_batch)
     errors = [
-        FieldError(paths(index, "type"), "reserved_type", f"Types beginning {SERVICE_TYPE_PREFIX} are the log's own.")
+        FieldError(paths(index, "type"), "reserved_type", RESERVED_TYPE)
         for index, item in enumerate(request.events)
         if item.type.startswith(SERVICE_TYPE_PREFIX)
     ]
@@ -301,11 +318,7 @@ def parse_event(
 
     type_name = _string(raw, "type", path, errors, max_length=TYPE_NAME_MAX, required=True)
     if type_name is not None and not TYPE_NAME_RE.fullmatch(type_name):
-        errors.add(
-            f"{path}type",
-            "invalid_event_type",
-            "Event types are dotted names of letters, digits, '_' and '-', e.g. 'customer.created'.",
-        )
+        errors.add(f"{path}type", "invalid_event_type", INVALID_TYPE_NAME)
     customer = _string(raw, "customer", path, errors, max_length=CUSTOMER_MAX)
     identities = _identities(raw.get("customer_identities"), path, errors)
     if identities and customer is None and "customer" not in {e.field for e in errors.items}:
@@ -460,8 +473,16 @@ def contains_nul(json_text: bytes) -> bool:
     return b"\\u0000" in json_text and _NUL_IN_JSON.search(json_text) is not None
 
 
-def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
-    """Depth, NUL characters and integer range; True when the payload's orjson text with
+def json_object_errors(root: dict[str, Any], field: str, *, max_depth: int = PAYLOAD_MAX_DEPTH) -> list[FieldError]:
+    """What the payload rules (depth, NUL characters, number range) find in another JSON object
+    the log stores (a filter's document, a schema), named field."""
+    errors = _Errors()
+    _check_payload(root, field, errors, max_depth=max_depth)
+    return errors.items
+
+
+def _check_payload(root: dict[str, Any], field: str, errors: _Errors, *, max_depth: int = PAYLOAD_MAX_DEPTH) -> bool:
+    """Depth, NUL characters and number range; True when the payload's orjson text with
     sorted keys is already its RFC 8785 form (events.integrity.event_hash's fast path).
 
     Walked iteratively over containers and numbers only: strings and keys are checked for
@@ -479,8 +500,8 @@ def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         value, depth = stack.pop()
-        if depth > PAYLOAD_MAX_DEPTH:
-            errors.add(field, "nesting_too_deep", TOO_DEEP)
+        if depth > max_depth:
+            errors.add(field, "nesting_too_deep", f"Nested deeper than {max_depth} levels.")
             return False
         if type(value) is dict:
             items = value.values()
@@ -492,14 +513,25 @@ def _check_payload(root: dict[str, Any], field: str, errors: _Errors) -> bool:
             kind = type(item)
             if kind is dict or kind is list:
                 stack.append((item, depth + 1))
-            elif kind is int:
-                if not -SAFE_INTEGER <= item <= SAFE_INTEGER:
-                    errors.add(
-                        field,
-                        "number_out_of_range",
-                        "Integers must lie within ±(2^53 - 1); send larger values as strings.",
-                    )
+            elif kind is int or kind is float:
+                problem = _number_problem(item)
+                if problem:
+                    errors.add(field, "number_out_of_range", problem)
                     return False
-            elif kind is float and canonical and (item.is_integer() or not 1e-4 <= abs(item) < 1e16):
-                canonical = False  # ECMAScript writes these differently from orjson
+                canonical = canonical and (kind is int or _canonical_float(item))
     return canonical
+
+
+def _number_problem(value: float) -> str | None:
+    """Why a JSON number cannot be stored as it was sent, if it cannot."""
+    if type(value) is int:
+        if not -SAFE_INTEGER <= value <= SAFE_INTEGER:
+            return "Integers must lie within ±(2^53 - 1); send larger values as strings."
+    elif not -FLOAT_LIMIT < value < FLOAT_LIMIT:
+        return "Numbers must lie within ±2^63; send larger ones as strings."
+    return None
+
+
+def _canonical_float(value: float) -> bool:
+    """Whether orjson writes value as RFC 8785 (ECMAScript) does."""
+    return not value.is_integer() and 1e-4 <= abs(value) < 1e16

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 
+from auditsvc.times import shifted
 from events.models import RetiredPartition
 
 PARENT = "events_event"
@@ -97,10 +98,14 @@ class Month:
         return f"{PARENT}_y{self.year:04d}m{self.month:02d}"
 
 
+_MAX_MILLIS = (1 << 48) - 1  # a UUIDv7's timestamp field: 48 bits of milliseconds
+
+
 def uuid7_floor(instant: datetime) -> uuid.UUID:
-    """The least UUID not below any UUIDv7 made at or after instant (millisecond precision)."""
+    """The least UUID not below any UUIDv7 made at or after instant (millisecond precision);
+    an instant before 1970 or beyond the field (year 10889) gives the first or last floor."""
     millis = int(instant.timestamp() * 1000)
-    return uuid.UUID(int=max(0, millis) << 80)
+    return uuid.UUID(int=min(max(0, millis), _MAX_MILLIS) << 80)
 
 
 def instant_of_bound(bound: uuid.UUID) -> datetime:
@@ -263,15 +268,15 @@ def id_bounds_for_received(
     after: datetime | None, before: datetime | None
 ) -> tuple[uuid.UUID | None, uuid.UUID | None]:
     """Id bounds implied by received_at ≥ after and received_at < before (for pruning)."""
-    lower = uuid7_floor(after - ID_TIME_SLACK) if after is not None else None
-    upper = uuid7_floor(before + ID_TIME_SLACK) if before is not None else None
+    lower = uuid7_floor(shifted(after, -ID_TIME_SLACK)) if after is not None else None
+    upper = uuid7_floor(shifted(before, ID_TIME_SLACK)) if before is not None else None
     return lower, upper
 
 
 def id_floor_for_occurred(after: datetime, future_skew: timedelta) -> uuid.UUID:
     """The id bound implied by occurred_at ≥ after: an event is received at most future_skew
     before it occurs (the write path refuses anything else), so received_at ≥ after - skew."""
-    return uuid7_floor(after - future_skew - ID_TIME_SLACK)
+    return uuid7_floor(shifted(after, -(future_skew + ID_TIME_SLACK)))
 
 
 @dataclass(frozen=True, slots=True)
