@@ -49,7 +49,7 @@ from events.api.serializers import (
 )
 from events.ingest import cloudevents, stream
 from events.ingest.group_commit import store_single_event
-from events.ingest.validation import IngestRequest, load_json, parse_ingest_body, refuse_service_types
+from events.ingest.validation import IngestRequest, load_json, parse_ingest_body, refuse_reserved
 from events.ingest.write import ingest_events
 from events.integrity import proofs, signing
 from events.models import SCOPE_INGEST, SCOPE_READ, SCOPE_SCHEMA, ApiKey, Event, EventType, Seal, Source
@@ -242,7 +242,7 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
         return self._store(request, parse_ingest_body(body, idempotency_header=request.headers.get("Idempotency-Key")))
 
     def _store(self, request: Request, parsed: IngestRequest) -> Response:
-        refuse_service_types(parsed)
+        refuse_reserved(parsed)
         api_key = request.auth
         assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
         if not parsed.is_batch and stream.is_enabled():

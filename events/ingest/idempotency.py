@@ -142,7 +142,7 @@ def key_conflict(field: str) -> FieldError:
     return FieldError(
         field,
         "idempotency_key_reused",
-        "This idempotency key was already used for a different event within the dedupe window.",
+        "This idempotency key is held by another event (for the dedupe window; for good if imported).",
     )
 
 

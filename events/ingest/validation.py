@@ -118,15 +118,23 @@ def event_type_name_errors(name: str, field: str) -> list[FieldError]:
     return []
 
 
-def refuse_service_types(request: IngestRequest) -> None:
+# The importer's keys (events.ingest.import_identity): an API key of that form could take the
+# place of a record a later import brings, which would then count as a duplicate of it.
+IMPORT_KEY_PREFIXES = ("import:", "import-id:")
+RESERVED_KEY = "Idempotency keys beginning import: or import-id: are the importer's."
+
+
+def refuse_reserved(request: IngestRequest) -> None:
     """A service may not send an event the log would mistake for its own record of a read or
-    a change. (Imports may: an export of another auditsvc holds them, under its own source.)"""
+    a change, nor claim a key the importer derives. (Imports may send auditsvc.* types: an
+    export of another auditsvc holds them, under a source of its own.)"""
     paths = ItemPaths(request.is_batch)
-    errors = [
-        FieldError(paths(index, "type"), "reserved_type", RESERVED_TYPE)
-        for index, item in enumerate(request.events)
-        if item.type.startswith(SERVICE_TYPE_PREFIX)
-    ]
+    errors = []
+    for index, item in enumerate(request.events):
+        if item.type.startswith(SERVICE_TYPE_PREFIX):
+            errors.append(FieldError(paths(index, "type"), "reserved_type", RESERVED_TYPE))
+        if item.idempotency_key is not None and item.idempotency_key.startswith(IMPORT_KEY_PREFIXES):
+            errors.append(FieldError(paths(index, "idempotency_key"), "reserved_idempotency_key", RESERVED_KEY))
     if errors:
         raise InvalidInput(errors)
 

@@ -97,7 +97,7 @@ def test_one_refused_event_does_not_fail_its_group(api):
     assert statuses[6] == 409
     assert answered[6][1]["errors"][0] == {  # named as for a single event, not "events[6]..."
         "field": "idempotency_key", "code": "idempotency_key_reused",
-        "message": "This idempotency key was already used for a different event within the dedupe window.",
+        "message": "This idempotency key is held by another event (for the dedupe window; for good if imported).",
     }  # fmt: skip
     assert statuses[7] == 200
     assert Event.objects.count() == 7

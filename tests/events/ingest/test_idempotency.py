@@ -69,7 +69,7 @@ def test_the_same_key_with_another_body_is_a_409(api):
         {
             "field": "idempotency_key",
             "code": "idempotency_key_reused",
-            "message": "This idempotency key was already used for a different event within the dedupe window.",
+            "message": "This idempotency key is held by another event (for the dedupe window; for good if imported).",
         }
     ]
     assert Event.objects.count() == 1

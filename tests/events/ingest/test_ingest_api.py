@@ -390,3 +390,20 @@ def test_awkward_strings_are_stored_exactly(api, count):
             event_id=event.id, type_name="a.b", source_slug="billing", customer=f"c\\{n}", actor=event.actor,
             occurred_at=event.occurred_at, received_at=event.received_at, description=tricky, payload=event.payload,
         )  # fmt: skip
+
+
+def test_a_service_cannot_claim_a_key_the_importer_derives(api):
+    """An API key "import-id:42" would make a later import of another store's record 42 a duplicate."""
+    single = api.post_json(URL, {"type": "a.b", "idempotency_key": "import-id:42"})
+    batch = api.post_json(URL, {"events": [{"type": "a.b", "idempotency_key": "order-1"},
+                                           {"type": "a.b", "idempotency_key": "import:0f3a"}]})  # fmt: skip
+    header = api.client.post(URL, {"type": "a.b"}, format="json", HTTP_IDEMPOTENCY_KEY="import:0f3a")
+
+    assert single.status_code == 400 and single.json()["errors"][0]["code"] == "reserved_idempotency_key"
+    assert batch.status_code == 400
+    assert [(e["field"], e["code"]) for e in batch.json()["errors"]] == [
+        ("events[1].idempotency_key", "reserved_idempotency_key")
+    ]
+    assert header.status_code == 400 and header.json()["errors"][0]["code"] == "reserved_idempotency_key"
+    assert Event.objects.count() == 0
+    assert api.post_json(URL, {"type": "a.b", "idempotency_key": "my-import:1"}).status_code == 201

@@ -96,7 +96,7 @@ def test_idempotency_keys_hold_in_stream_mode(api, stream_mode):
     assert other.json()["errors"][0] == {
         "field": "idempotency_key",
         "code": "idempotency_key_reused",
-        "message": "This idempotency key was already used for a different event within the dedupe window.",
+        "message": "This idempotency key is held by another event (for the dedupe window; for good if imported).",
     }
     assert Drainer().run(once=True).stored == 1
     after = api.post_json(URL, body)
