@@ -1,14 +1,20 @@
 """Telling the maintainers: who gets the error mails (ADMINS), and Sentry when SENTRY_DSN is set.
 
-The mails themselves are Django's (AdminEmailHandler, wired in auditsvc.logs); Django's report
-filter already hides settings and headers that look secret (Authorization among them).
+The mails are sent by Django's AdminEmailHandler (wired in auditsvc.logs) with a report of our
+own, PrivateErrorReport: Django's would carry the query string, the POST data, the headers and
+every frame's local variables, and any of them may hold a payload's personal data.
 """
 
 from __future__ import annotations
 
+import traceback
 from email.utils import getaddresses
+from types import TracebackType
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
+from django.utils.html import escape
 
 
 def admin_addresses(raw: str) -> list[tuple[str, str]]:
@@ -48,3 +54,30 @@ def start_sentry(dsn: str, *, environment: str, traces_sample_rate: float) -> No
         max_request_body_size="never",
         traces_sample_rate=traces_sample_rate,
     )
+
+
+class PrivateErrorReport:
+    """What an error mail says: the method and path (no query string), the exception and its
+    traceback, without the local variables or the request's data, headers and cookies."""
+
+    def __init__(
+        self,
+        request: HttpRequest | None,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        tb: TracebackType | None,
+        is_email: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.request, self.exc_type, self.exc_value, self.tb = request, exc_type, exc_value, tb
+
+    def get_traceback_text(self) -> str:
+        lines = []
+        if self.request is not None:
+            lines.append(f"Request: {self.request.method} {self.request.path} (no query, body or headers)")
+        if self.exc_type is not None:
+            lines.append("".join(traceback.format_exception(self.exc_type, self.exc_value, self.tb)))
+        return "\n\n".join(lines) or "No exception."
+
+    def get_traceback_html(self) -> str:
+        return f"<pre>{escape(self.get_traceback_text())}</pre>"

@@ -30,6 +30,10 @@ def _is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in network for network in networks)
 
 
+def is_trusted_proxy(address: str) -> bool:
+    return _is_trusted(address, _trusted(tuple(settings.AUDITSVC_TRUSTED_PROXIES)))
+
+
 def client_ip(request: HttpRequest) -> str:
     remote: str = request.META.get("REMOTE_ADDR", "")
     networks = _trusted(tuple(settings.AUDITSVC_TRUSTED_PROXIES))

@@ -44,10 +44,15 @@ def production_problem(environ: Mapping[str, str] = os.environ) -> str | None:
     except ValueError as exc:
         return f"auditsvc: {exc}"
     missing = missing_production_settings(environ)
-    if not missing:
-        return None
-    return (
-        "auditsvc: AUDITSVC_ENV=production, but these settings are missing: "
-        + "; ".join(missing)
-        + ". Set them (or NAME_FILE pointing at a file) and start again; see .env.example."
-    )
+    if missing:
+        return (
+            "auditsvc: AUDITSVC_ENV=production, but these settings are missing: "
+            + "; ".join(missing)
+            + ". Set them (or NAME_FILE pointing at a file) and start again; see .env.example."
+        )
+    if (environ.get("DEBUG") or "").strip().lower() not in ("", "0", "false", "no", "off"):
+        return (
+            "auditsvc: DEBUG is refused with AUDITSVC_ENV=production: its error pages show settings, "
+            "local variables and decrypted payloads to whoever makes a request fail. Unset DEBUG."
+        )
+    return None

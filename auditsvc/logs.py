@@ -82,6 +82,7 @@ def logging_config(log_format: str, level: str, *, mail_admins: bool = True) -> 
     if mail_admins:
         config["handlers"]["mail_admins"] = {
             "class": "django.utils.log.AdminEmailHandler",
+            "reporter_class": "auditsvc.alerts.PrivateErrorReport",
             "level": "ERROR",
             "filters": ["once_per_interval"],
         }

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import REGISTRY, Collector
 
+from auditsvc.client_ip import is_trusted_proxy
 from auditsvc.errors import json_error_response
 from auditsvc.routes import route_of
 
@@ -165,7 +166,7 @@ _log_state = LogStateCollector()
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """GET /metrics: with AUDITSVC_METRICS_TOKEN, for its bearer from anywhere; without it,
-    for loopback clients only, and in production for no one."""
+    for a loopback client that came through no proxy, and in production for no one."""
     token = settings.AUDITSVC_METRICS_TOKEN
     if token:
         given = request.headers.get("Authorization", "")
@@ -173,10 +174,21 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             return json_error_response(401, "not_authenticated", "Give Authorization: Bearer <AUDITSVC_METRICS_TOKEN>.")
     elif settings.PRODUCTION:
         return json_error_response(403, "metrics_token_required", "Set AUDITSVC_METRICS_TOKEN to serve metrics.")
-    elif not _is_loopback(request.META.get("REMOTE_ADDR", "")):
-        return json_error_response(403, "permission_denied", "Metrics are served to loopback clients only.")
+    elif not _is_loopback(request.META.get("REMOTE_ADDR", "")) or _came_through_a_proxy(request):
+        return json_error_response(
+            403, "permission_denied",
+            "Without AUDITSVC_METRICS_TOKEN, metrics are served to loopback clients that came through no proxy.",
+        )  # fmt: skip
     output = generate_latest(_registry()) + generate_latest(_log_state)  # type: ignore[arg-type]
     return HttpResponse(output, content_type=CONTENT_TYPE_LATEST)
+
+
+# A local reverse proxy connects from loopback on behalf of everyone; these headers say it did.
+_PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP", "HTTP_VIA", "HTTP_X_FORWARDED_HOST")
+
+
+def _came_through_a_proxy(request: HttpRequest) -> bool:
+    return any(name in request.META for name in _PROXY_HEADERS) or is_trusted_proxy(request.META.get("REMOTE_ADDR", ""))
 
 
 def _is_loopback(address: str) -> bool:

@@ -253,7 +253,7 @@ if AUDITSVC_INGEST_MODE == "stream" and not AUDITSVC_STREAM_URL:
     raise ImproperlyConfigured("auditsvc: AUDITSVC_INGEST_MODE=stream needs AUDITSVC_STREAM_URL (or REDIS_URL).")
 AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS = env_int("AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS", 7 * 24 * 3600, minimum=60)
 # /metrics (Prometheus): with a token, for its bearer from anywhere; without one, loopback
-# clients only (and in production no one: set it there).
+# clients that came through no proxy (and in production no one: set it there).
 AUDITSVC_METRICS_TOKEN = env_secret("AUDITSVC_METRICS_TOKEN")
 # Every read of the log (API and admin) is itself an auditsvc.read event (events.access_log),
 # gathered in memory and stored by a background thread of the process at least this often.

@@ -42,7 +42,13 @@ def test_it_names_every_missing_production_setting():
     configured = {"DATABASE_URL": "postgres://x/y", "SECRET_KEY_FILE": "/run/s", "AUDIT_PUBLIC_KEYS": PUBLIC_KEY,
                   "AUDITSVC_DATA_KEY_FILE": "/run/d"}  # fmt: skip
     assert missing_production_settings(configured) == []
+    assert production_problem({"AUDITSVC_ENV": "production", **configured}) is None
     assert production_problem({}) is None  # development: nothing needed
+    assert production_problem({"DEBUG": "true"}) is None
+    for debug in ("true", "1", "yes", "TRUE", "maybe"):
+        problem = production_problem({"AUDITSVC_ENV": "production", **configured, "DEBUG": debug}) or ""
+        assert "DEBUG is refused" in problem, debug
+    assert production_problem({"AUDITSVC_ENV": "production", **configured, "DEBUG": "false"}) is None
     assert "AUDITSVC_ENV must be one of" in (production_problem({"AUDITSVC_ENV": "prod"}) or "")
 
 

@@ -93,7 +93,8 @@ class ReadinessBrokeForSentry(RuntimeError):
 
 def break_readiness(monkeypatch: pytest.MonkeyPatch, error: type[Exception]) -> None:
     def fail() -> int:
-        raise error("the migration table is unreadable")
+        payload = {"email": "frame-local@example.com"}  # a frame's variable, as a payload would be
+        raise error(f"the migration table is unreadable ({len(payload)})")
 
     monkeypatch.setattr(health, "_pending_migrations", fail)
 
@@ -103,14 +104,19 @@ def test_an_unhandled_error_is_mailed_to_the_admins_without_secrets(db, settings
     break_readiness(monkeypatch, ReadinessBroke)
     client = Client(raise_request_exception=False)
 
-    response = client.get("/readyz", HTTP_AUTHORIZATION="Bearer sk-live-SECRET-IN-HEADER")
+    response = client.get("/readyz?email=query@example.com&actor=alice", HTTP_AUTHORIZATION="Bearer sk-live-SECRET",
+                          HTTP_X_CUSTOMER="header@example.com", HTTP_COOKIE="sessionid=cookie-value")  # fmt: skip
 
     assert response.status_code == 500
     assert len(mail.outbox) == 1
     message = mail.outbox[0]
     assert message.to == ["ops@example.com", "dev@example.com"]
     assert "ReadinessBroke" in message.body and "/readyz" in message.subject
-    assert "SECRET-IN-HEADER" not in str(message.body)
+    assert "GET /readyz" in message.body and "in fail" in message.body  # where, and the traceback
+    everything = f"{message.subject} {message.body} {getattr(message, 'alternatives', '')}"
+    for private in ("SECRET", "query@example.com", "alice", "header@example.com", "cookie-value",
+                    "frame-local@example.com"):  # fmt: skip
+        assert private not in everything, private
 
 
 def test_a_repeated_error_is_mailed_once_per_interval(db, settings, monkeypatch):

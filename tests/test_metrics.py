@@ -68,6 +68,24 @@ def test_only_loopback_clients_may_scrape_without_a_token(db):
     assert response.json()["errors"][0]["code"] == "permission_denied"
 
 
+@pytest.mark.parametrize(
+    "header", ["HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP", "HTTP_VIA", "HTTP_X_FORWARDED_HOST"]
+)
+def test_a_local_reverse_proxy_is_not_a_loopback_client(db, header):
+    """Behind nginx on the same host every request comes from 127.0.0.1: the header gives it away."""
+    assert APIClient().get("/metrics").status_code == 200
+
+    response = APIClient().get("/metrics", None, False, **{header: "203.0.113.9"})
+
+    assert response.status_code == 403 and response.json()["errors"][0]["code"] == "permission_denied"
+
+
+def test_a_trusted_proxy_on_loopback_is_not_a_loopback_client(db, settings):
+    settings.AUDITSVC_TRUSTED_PROXIES = ["127.0.0.1"]
+
+    assert APIClient().get("/metrics").status_code == 403
+
+
 def test_with_a_token_its_bearer_may_scrape_from_anywhere(db, settings):
     settings.AUDITSVC_METRICS_TOKEN = "s3cret-token"
 

@@ -142,7 +142,8 @@ def readable_events(request: Request, events: QuerySet[Event] | None = None) -> 
 def _event_or_404(event_id: str, request: Request) -> StoredEvent:
     event = event_by_id(event_id)
     source = own_source_only(request)
-    if event is None and stream.is_enabled() and _is_queued(event_id):
+    # Another source's queued id is not_found to a read:own key, as it will be once stored.
+    if event is None and stream.is_enabled() and _queued_for(event_id, source):
         message = "This event is accepted and waits in the stream to be stored; retry shortly."
         raise ProblemError([FieldError("id", "queued", message)], status=404)
     if event is None or (source is not None and event.source != source.slug):
@@ -150,11 +151,13 @@ def _event_or_404(event_id: str, request: Request) -> StoredEvent:
     return event
 
 
-def _is_queued(event_id: str) -> bool:
+def _queued_for(event_id: str, reader: Source | None) -> bool:
+    """Whether event_id waits in the stream and is the reader's to know (None: reads all)."""
     try:
-        return stream.is_queued(uuid.UUID(event_id))
+        queued = stream.queued_source(uuid.UUID(event_id))
     except ValueError:
         return False
+    return queued is not None and (reader is None or queued == reader.pk)
 
 
 def event_page(request: Request, events: QuerySet[Event]) -> Response:

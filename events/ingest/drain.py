@@ -35,7 +35,7 @@ from events.models import Source
 logger = logging.getLogger(__name__)
 
 # Acknowledge stored entries and move refused ones to the dead-letter stream, in one step.
-# KEYS: stream, queued set, dead-letter stream, forged counter. ARGV: group, then JSON lists of
+# KEYS: stream, queued hash, dead-letter stream, forged counter. ARGV: group, then JSON lists of
 # the entry ids to acknowledge, the event ids no longer queued, and the dead letters
 # [entry, reason, entry id, deliveries, MAC]; then how many of those had no valid MAC.
 _ACKNOWLEDGE = """
@@ -50,7 +50,7 @@ for i = 1, #acked, 500 do
   redis.call('XACK', KEYS[1], ARGV[1], unpack(acked, i, math.min(i + 499, #acked)))
 end
 for i = 1, #gone, 500 do
-  redis.call('SREM', KEYS[2], unpack(gone, i, math.min(i + 499, #gone)))
+  redis.call('HDEL', KEYS[2], unpack(gone, i, math.min(i + 499, #gone)))
 end
 if tonumber(ARGV[5]) > 0 then redis.call('INCRBY', KEYS[4], ARGV[5]) end
 return #acked

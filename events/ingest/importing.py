@@ -42,7 +42,14 @@ from events.ingest.validation import (
     reject_duplicate_keys,
 )
 from events.ingest.write import hash_for, ingest_each
-from events.models import Source
+from events.models import SERVICE_SOURCE, Source
+
+# The log's own records (reads, admin changes, retirements) are written by the log alone: an
+# imported one could be backdated under the seals. Another auditsvc's go under a source of yours.
+SERVICE_SOURCE_REFUSED = (
+    f"Records of the source '{SERVICE_SOURCE}' are this log's own and are not imported; "
+    "import another auditsvc's export with --source <a source of yours>."
+)
 
 # An import storing fewer events than this leaves the statistics to autovacuum.
 ANALYZE_MIN_EVENTS = 10_000
@@ -380,6 +387,8 @@ class BatchImporter:
         if source is None:
             message = f"No source '{name}' (manage.py create_source)."
             raise InvalidInput([FieldError("source", "unknown_source", message)])
+        if source.slug == SERVICE_SOURCE:
+            raise InvalidInput([FieldError("source", "reserved_source", SERVICE_SOURCE_REFUSED)])
         return source
 
 

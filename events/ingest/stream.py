@@ -9,7 +9,7 @@ through the one write path and acknowledges them only after the commit.
 Layout, per shard n (AUDITSVC_STREAM_SHARDS), every key under one hash tag so that a shard's
 keys live in one Redis Cluster slot and one script may touch them all:
   {prefix}:{sN}:events  the stream (fields "e": the entry's JSON, "m": its MAC, see entry_mac)
-  {prefix}:{sN}:queued  the set of event ids accepted and not yet stored (reads answer `queued`)
+  {prefix}:{sN}:queued-sources  event ids accepted and not yet stored, to their source (reads answer `queued`)
   {prefix}:{sN}:dead    the dead-letter stream (entries the write path refused, or that failed
                         AUDITSVC_STREAM_MAX_DELIVERIES times); the admin shows it
   {prefix}:{sN}:forged  how many entries the drainers refused for a missing or wrong MAC (a metric)
@@ -48,7 +48,7 @@ GROUP = "drainers"
 # (one class serves sync and async), which would need a cast at each of the calls below.
 Client = Any
 
-# Append the entry, remember its id as queued and claim its idempotency key, or answer with
+# Append the entry, remember its id (and its source) as queued and claim its idempotency key, or answer with
 # the event that already holds the key. Returns {1, length, oldest entry id} or {0, held}.
 _ACCEPT = """
 if KEYS[3] then
@@ -56,7 +56,7 @@ if KEYS[3] then
   if held then return {0, held} end
 end
 redis.call('XADD', KEYS[1], '*', 'e', ARGV[2], 'm', ARGV[5])
-redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[6])
 if KEYS[3] then redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[4]) end
 local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 return {1, redis.call('XLEN', KEYS[1]), oldest[1][1]}
@@ -129,7 +129,9 @@ def stream_key(shard: int) -> str:
 
 
 def queued_key(shard: int) -> str:
-    return f"{_base(shard)}:queued"
+    """A hash of the queued event ids to their source's pk: a `read:own` key is told that an id
+    is queued only when it is its own source's."""
+    return f"{_base(shard)}:queued-sources"
 
 
 def dead_key(shard: int) -> str:
@@ -178,7 +180,7 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
     keys = [stream_key(shard), queued_key(shard)]
     if item.idempotency_key is not None:
         keys.append(_idempotency_key(shard, source, item.idempotency_key))
-    args = [id_text, entry, item.fingerprint, settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS, entry_mac(entry)]
+    args = [id_text, entry, item.fingerprint, settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS, entry_mac(entry), source.pk]
     try:
         answer = _accept_script()(keys=keys, args=args)
     except (redis.RedisError, RedisClusterException) as exc:
@@ -259,14 +261,18 @@ def decode_entry(text: str) -> tuple[int, EventIn]:
     )
 
 
-def is_queued(event_id: uuid.UUID) -> bool:
-    """Whether event_id was accepted and is still waiting for the drainer (one check per shard);
-    Unavailable when Redis does not answer."""
+def queued_source(event_id: uuid.UUID) -> int | None:
+    """The pk of the source whose accepted event_id still waits for the drainer, or None (one
+    check per shard); Unavailable when Redis does not answer."""
     text = str(event_id)
     try:
-        return any(bool(client().sismember(queued_key(shard), text)) for shard in range(shard_count()))
+        for shard in range(shard_count()):
+            source = client().hget(queued_key(shard), text)
+            if source is not None:
+                return int(source)
     except (redis.RedisError, RedisClusterException) as exc:
         raise stream_unavailable() from exc
+    return None
 
 
 def ensure_groups(shards: list[int] | None = None) -> None:
@@ -440,7 +446,9 @@ end
 if entry then
   redis.call('XADD', KEYS[1], '*', 'e', entry, 'm', mac)
   local ok, decoded = pcall(cjson.decode, entry)
-  if ok and type(decoded) == 'table' and decoded['id'] then redis.call('SADD', KEYS[2], decoded['id']) end
+  if ok and type(decoded) == 'table' and decoded['id'] then
+    redis.call('HSET', KEYS[2], decoded['id'], tostring(decoded['source']))
+  end
 end
 redis.call('XDEL', KEYS[3], ARGV[1])
 return 1

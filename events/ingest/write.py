@@ -25,11 +25,11 @@ from events.ids import uuid7
 from events.ingest import type_counts
 from events.ingest.copy import write_events
 from events.ingest.idempotency import claim_idempotency_keys
-from events.ingest.validation import EventIn, ItemPaths, errors_of_item, failed_items
+from events.ingest.validation import SERVICE_TYPE_PREFIX, EventIn, ItemPaths, errors_of_item, failed_items
 from events.integrity.hashing import event_hash
 from events.lifecycle import partitions
 from events.lifecycle.partitions import RETIRING_CONSTRAINT
-from events.models import Source
+from events.models import SERVICE_SOURCE, Source
 from events.queries import StoredEvent, stored_events_by_id
 
 # Process-wide caches of rows that are never deleted, filled only after commit so that a
@@ -149,7 +149,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
             source=source, items=items, fresh=fresh, now=received_at, paths=paths, results=results, repeats=repeats,
             built=built,
         )  # fmt: skip
-        type_ids = _resolve_event_types(items, fresh, paths)
+        type_ids = _resolve_event_types(source, items, fresh, paths)
         customer_ids = _resolve_customers([items[i].customer for i in fresh])
         _attach_identities(items, fresh, customer_ids, paths)
         rows = []
@@ -303,19 +303,27 @@ def _new_event(
     )
 
 
-def _resolve_event_types(items: Sequence[EventIn], fresh: list[int], paths: ItemPaths) -> dict[str, int]:
-    """name → id for every type, registering new ones (unless strict)."""
+def _resolve_event_types(
+    source: Source, items: Sequence[EventIn], fresh: list[int], paths: ItemPaths
+) -> dict[str, int]:
+    """name → id for every type, registering new ones (unless strict: then only the log's own,
+    which it writes itself, so that erasures and schema registrations are recorded there too)."""
     wanted = sorted({items[i].type for i in fresh})
     resolved = {name: _type_ids[name] for name in wanted if name in _type_ids}
     missing = [name for name in wanted if name not in resolved]
     if not missing:
         return resolved
+    if settings.AUDITSVC_STRICT_EVENT_TYPES:
+        own = source.slug == SERVICE_SOURCE
+        registering = [name for name in missing if own and name.startswith(SERVICE_TYPE_PREFIX)]
+    else:
+        registering = missing
     with connection.cursor() as cursor:
-        if not settings.AUDITSVC_STRICT_EVENT_TYPES:
+        if registering:
             cursor.execute(
                 "INSERT INTO events_eventtype (name, description) SELECT unnest(%s::text[]), '' "
                 "ON CONFLICT (name) DO NOTHING",
-                [missing],
+                [registering],
             )
         cursor.execute("SELECT name, id FROM events_eventtype WHERE name = ANY(%s)", [missing])
         resolved.update(cursor.fetchall())

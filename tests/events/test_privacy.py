@@ -15,7 +15,7 @@ from events.ingest.drain import Drainer
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
 from events.integrity.verify_proof import check
-from events.models import Event
+from events.models import Event, EventType
 from events.privacy import ERASED
 from tests.events.test_schemas import put_schema, registrar  # noqa: F401 - a fixture
 
@@ -220,3 +220,17 @@ def test_a_new_version_is_checked_against_stored_events_without_their_protected_
     assert put_schema(registrar, "customer.signed_up", grown).status_code == 201
     refused = put_schema(registrar, "customer.signed_up", narrowed)
     assert refused.status_code == 409 and "stored event" in str(refused.json())  # the plain fields still count
+
+
+def test_a_strict_deployment_still_records_registrations_and_erasures(api, registrar, settings):  # noqa: F811
+    """Strict refuses a service's unregistered types, not the log's own records."""
+    settings.AUDITSVC_STRICT_EVENT_TYPES = True
+    assert put_schema(registrar, "customer.signed_up", SIGNED_UP).status_code == 201
+    assert sign_up(api).status_code == 201
+    assert api.post_json(URL, {"type": "never.registered"}).status_code == 400
+
+    call_command("erase_customer", "cus_1", "--yes", stdout=StringIO())
+
+    own = set(Event.objects.filter(source__slug="auditsvc").values_list("type__name", flat=True))
+    assert {"auditsvc.customer.erased"} <= own, own
+    assert not EventType.objects.filter(name="never.registered").exists()

@@ -10,8 +10,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from events.ingest.formats import FORMATS, bytes_read, open_input
-from events.ingest.importing import Importer, ImportFailed, ImportStats, Reject, default_workers, refresh_statistics
-from events.models import Source
+from events.ingest.importing import (
+    SERVICE_SOURCE_REFUSED,
+    Importer,
+    ImportFailed,
+    ImportStats,
+    Reject,
+    default_workers,
+    refresh_statistics,
+)
+from events.models import SERVICE_SOURCE, Source
 
 
 class Command(BaseCommand):
@@ -99,6 +107,8 @@ class Command(BaseCommand):
 def _source(slug: str | None) -> Source | None:
     if not slug:
         return None
+    if slug == SERVICE_SOURCE:
+        raise CommandError(SERVICE_SOURCE_REFUSED)
     source = Source.objects.filter(slug=slug).first()
     if source is None:
         raise CommandError(f"No source '{slug}'. Create it with: manage.py create_source {slug}")

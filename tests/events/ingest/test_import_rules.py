@@ -191,3 +191,21 @@ def test_uuid7_time_is_exact_to_the_millisecond():
 
     assert uuid7_time(made) == datetime(2025, 12, 1, 8, 0, 0, 123000, tzinfo=UTC)
     assert uuid7_time(uuid.uuid4()) is None
+
+
+def test_the_logs_own_source_is_never_imported(billing, tmp_path):
+    """A file could otherwise add backdated auditsvc.* records (reads, retirements) under the seals."""
+    SourceFactory.create(slug="auditsvc")
+    backdated = {"type": "auditsvc.retention.applied", "source": "auditsvc", "received_at": "2020-01-01T00:00:00Z"}
+    path = write_lines(tmp_path / "e.ndjson", [json.dumps(backdated), json.dumps({"type": "a.b", "source": "billing"})])
+
+    status, out = run_import(str(path), "--rejects", str(tmp_path / "r.ndjson"))
+
+    reject = json.loads((tmp_path / "r.ndjson").read_text())
+    assert status == 1, out
+    error = reject["errors"][0]
+    assert (reject["line"], error["field"], error["code"]) == (1, "source", "reserved_source")
+    assert list(Event.objects.values_list("source__slug", flat=True)) == ["billing"]
+    with pytest.raises(Exception, match="this log's own and are not imported"):
+        run_import(str(path), "--source", "auditsvc")
+    assert Event.objects.count() == 1

@@ -50,8 +50,29 @@ def test_a_single_event_is_accepted_then_stored_by_the_drainer(api, stream_mode)
     assert stored["received_at"] == accepted["received_at"]
     assert stored["payload"] == {"amount": 5}
     assert raw_client().xlen(stream.stream_key(0)) == 0  # trimmed once acknowledged
-    assert raw_client().scard(stream.queued_key(0)) == 0
+    assert raw_client().hlen(stream.queued_key(0)) == 0
     assert api.client.get(f"{URL}/{'0' * 8}-0000-7000-8000-{'0' * 12}").json()["errors"][0]["code"] == "not_found"
+
+
+def test_a_read_own_key_is_told_queued_only_for_its_own_sources_events(make_client, stream_mode):
+    billing = make_client("billing", scopes=("ingest", "read:own"))
+    shipping = make_client("shipping", scopes=("ingest", "read:own"))
+    reader = make_client("reporting", scopes=("read",))
+    theirs = shipping.post_json(URL, {"type": "parcel.sent"}).json()["id"]
+    mine = billing.post_json(URL, {"type": "invoice.paid"}).json()["id"]
+
+    def code(client: Any, event_id: str) -> str:
+        response = client.client.get(f"{URL}/{event_id}")
+        assert response.status_code == 404
+        return str(response.json()["errors"][0]["code"])
+
+    assert code(billing, mine) == "queued"
+    assert code(billing, theirs) == "not_found"  # as it would be once stored: not that it exists
+    assert code(reader, theirs) == "queued"  # a key that reads every source is told
+    Drainer().run(once=True)
+    assert raw_client().hlen(stream.queued_key(0)) == 0
+    assert billing.client.get(f"{URL}/{mine}").status_code == 200
+    assert code(billing, theirs) == "not_found"
 
 
 def test_drained_events_verify_from_their_stored_fields(api, stream_mode):
@@ -174,7 +195,7 @@ def test_a_refused_entry_goes_to_the_dead_letter_stream_and_the_rest_are_stored(
     assert refusal.startswith('{"status":400,"errors":[{"field":"type","code":"unknown_event_type"')
     assert letters["{not json"].startswith("undecodable")
     assert raw_client().xlen(stream.stream_key(0)) == 0
-    assert raw_client().scard(stream.queued_key(0)) == 0
+    assert raw_client().hlen(stream.queued_key(0)) == 0
 
 
 def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_deliveries(api, stream_mode, settings, monkeypatch):
