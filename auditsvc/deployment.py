@@ -1,6 +1,6 @@
 """`AUDITSVC_ENV=production`: the one switch that turns every development convenience off.
 
-Read from the environment alone (no Django), so that manage.py and gunicorn can refuse to
+Read from the environment alone (no Django settings), so that manage.py and gunicorn can refuse to
 start with one message before anything else happens, and settings.py enforces the same rule
 for every other entry point.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+
+from auditsvc.env import FALSE_WORDS
 
 ENVIRONMENTS = ("development", "production")
 
@@ -50,7 +52,7 @@ def production_problem(environ: Mapping[str, str] = os.environ) -> str | None:
             + "; ".join(missing)
             + ". Set them (or NAME_FILE pointing at a file) and start again; see .env.example."
         )
-    if (environ.get("DEBUG") or "").strip().lower() not in ("", "0", "false", "no", "off"):
+    if (debug := (environ.get("DEBUG") or "").strip().lower()) and debug not in FALSE_WORDS:
         return (
             "auditsvc: DEBUG is refused with AUDITSVC_ENV=production: its error pages show settings, "
             "local variables and decrypted payloads to whoever makes a request fail. Unset DEBUG."

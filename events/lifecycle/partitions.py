@@ -304,13 +304,12 @@ def partition_states(*, exact: bool = False) -> list[PartitionState]:
             )
             estimate, size = cursor.fetchone()
             counted = exact or estimate < 0
+            low, high = partition.id_range()
             if counted:  # through events_event, pruned to the partition: the service role reads only that
-                low, high = partition.id_range()
                 cursor.execute("SELECT count(*) FROM events_event WHERE id >= %s AND id < %s", [low, high])
                 (estimate,) = cursor.fetchone()
             cursor.execute(
-                "SELECT count(*) FROM events_pendingseal WHERE event_id >= %s AND event_id < %s",
-                list(partition.id_range()),
+                "SELECT count(*) FROM events_pendingseal WHERE event_id >= %s AND event_id < %s", [low, high]
             )
             (unsealed,) = cursor.fetchone()
             states.append(PartitionState(partition, int(estimate), counted, int(size), int(unsealed)))
