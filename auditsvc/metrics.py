@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -108,7 +108,8 @@ def _count_error(response: HttpResponse) -> None:
 
 
 class LogStateCollector(Collector):
-    """The log's state at scrape time: the age of the oldest unsealed event, the stream's lag."""
+    """The log's state at scrape time: the age of the oldest unsealed event, and what other modules
+    report (report_state)."""
 
     def collect(self) -> Iterator[Metric]:
         seal_lag = GaugeMetricFamily(
@@ -125,31 +126,18 @@ class LogStateCollector(Collector):
             yield seal_lag
         except Exception:  # a scrape must answer even with the database away
             logger.warning("metrics: the seal lag could not be read", exc_info=True)
-        if settings.AUDITSVC_INGEST_MODE == "stream":
-            yield from _stream_lag()
+        for report in _state_reports:
+            yield from report()
 
 
-def _stream_lag() -> Iterator[Metric]:
-    from events.ingest import stream  # noqa: PLC0415 - only stream mode needs Redis
+_state_reports: list[Callable[[], Iterator[Metric]]] = []
 
-    entries = GaugeMetricFamily("auditsvc_stream_lag_entries", "Entries in the ingest stream not yet stored.")
-    oldest = GaugeMetricFamily("auditsvc_stream_lag_seconds", "Age of the oldest entry not yet stored.")
-    forged = CounterMetricFamily(
-        "auditsvc_stream_forged_entries",
-        "Stream entries the drainers refused for a missing or wrong MAC (written to Redis, not by the API).",
-    )
-    try:
-        states = stream.shard_states()
-    except Exception:
-        logger.warning("metrics: the stream lag could not be read", exc_info=True)
-        return
-    lag = stream.total_lag(states)
-    entries.add_metric([], float(lag.entries))
-    oldest.add_metric([], float(lag.oldest_seconds or 0.0))
-    forged.add_metric([], float(sum(state.forged for state in states)))
-    yield entries
-    yield oldest
-    yield forged
+
+def report_state(report: Callable[[], Iterator[Metric]]) -> Callable[[], Iterator[Metric]]:
+    """Registers report (gauges read at scrape time) with the log's state; the module that owns
+    the state registers it (as events.ingest.stream does its lag), so this one imports none."""
+    _state_reports.append(report)
+    return report
 
 
 def _registry() -> Any:

@@ -295,7 +295,7 @@ AXES_VERBOSE = False
 AUDITSVC_API_KEY_CACHE_SECONDS = env_int("AUDITSVC_API_KEY_CACHE_SECONDS", 5, minimum=0)
 # Event-type schemas and validation modes are cached per process this long (events.schemas).
 AUDITSVC_SCHEMA_CACHE_SECONDS = env_int("AUDITSVC_SCHEMA_CACHE_SECONDS", 5, minimum=0)
-# Personal and sensitive payload fields (events.privacy, docs/privacy.md): the master key, 32 bytes
+# Personal and sensitive payload fields (events.protection, events.data_keys, docs/privacy.md): the master key, 32 bytes
 # in base64 (manage.py create_data_key). Required in production; derived from SECRET_KEY otherwise.
 AUDITSVC_DATA_KEY = env_secret("AUDITSVC_DATA_KEY") or ""
 # Event-type counters are added up in memory and written at most this often (0: every commit).

@@ -88,7 +88,7 @@ def main() -> None:
     from django.db import connection  # noqa: PLC0415
 
     from bench.server import gunicorn  # noqa: PLC0415
-    from events import schemas  # noqa: PLC0415
+    from events import schema_registry  # noqa: PLC0415
     from events.demo import TYPES, payload_schema  # noqa: PLC0415
     from events.models import EventSchema, EventType  # noqa: PLC0415
 
@@ -112,7 +112,7 @@ def main() -> None:
         """Marks on every type (or none), seen by the workers once their schema cache expires."""
         if on:
             for event_type in EventType.objects.filter(name__in=TYPES):
-                schemas.register_schema(
+                schema_registry.register_schema(
                     type_name=event_type.name, schema=marked_schema(payload_schema()), actor="bench"
                 )
         else:

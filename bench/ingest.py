@@ -251,11 +251,13 @@ def main() -> None:
         batch100 = wrk(endpoint, event_bodies(40, 100), seconds=args.seconds, connections=4, key=key, workdir=workdir)
         batch1000 = wrk(endpoint, event_bodies(8, 1000), seconds=args.seconds, connections=4, key=key, workdir=workdir)
     # The same batches with every type's payload checked against a realistic schema (enforce).
-    from events import schemas  # noqa: PLC0415
+    from events import schema_registry  # noqa: PLC0415
     from events.demo import payload_schema  # noqa: PLC0415
 
     for event_type in EventType.objects.filter(name__in=TYPES):
-        schemas.register_schema(type_name=event_type.name, schema=payload_schema(), actor="bench", validation="enforce")
+        schema_registry.register_schema(
+            type_name=event_type.name, schema=payload_schema(), actor="bench", validation="enforce"
+        )
     connection.close()
     with gunicorn(PORT, workers=WORKERS, threads=THREADS):
         enforced = wrk(endpoint, event_bodies(8, 1000), seconds=args.seconds, connections=4, key=key, workdir=workdir)

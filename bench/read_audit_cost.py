@@ -34,9 +34,9 @@ def main() -> None:
     from django.db.models import Sum  # noqa: PLC0415
 
     from customers.models import Customer  # noqa: PLC0415
-    from events.access_log import READ_TYPE  # noqa: PLC0415
     from events.keys import create_api_key  # noqa: PLC0415
     from events.models import Event, EventType, Source  # noqa: PLC0415
+    from events.service_events import READ_TYPE  # noqa: PLC0415
 
     rng = random.Random(7)
     total = EventType.objects.aggregate(n=Sum("event_count"))["n"] or 0

@@ -11,9 +11,9 @@ from django.http import HttpRequest, HttpResponse
 from auditsvc.counting import EstimatedCountPaginator
 from customers.models import Customer, CustomerIdentity
 from customers.queries import search_customers
-from events.access_log import READ_TYPE
 from events.admin_audit import AuditedChanges, AuditedReads, snapshot
 from events.models import SERVICE_SOURCE, CustomerDataKey, Event, EventType
+from events.service_events import READ_TYPE
 
 TIMELINE_PAGE_SIZE = 25
 

@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,65 +27,22 @@ from django.db import DatabaseError, connection
 
 from auditsvc.errors import ProblemError
 from auditsvc.metrics import READS_UNRECORDED
-from events import privacy
+from events import protection
 from events.ingest.validation import EventIn, parse_event
-from events.ingest.write import ingest_each, ingest_events
-from events.models import SERVICE_SOURCE, EventType, Source
+from events.ingest.write import ingest_each
+from events.service_events import MAX_VALUE_CHARS, READ_TYPE, clean, service_source
 
 logger = logging.getLogger(__name__)
 
-READ_TYPE = "auditsvc.read"
-SERVICE_TYPES = {
-    READ_TYPE: "Somebody read the log: an API read or an admin page; what was asked and how many events it showed.",
-    "auditsvc.admin.add": "An object was created in the admin (payload: its fields after).",
-    "auditsvc.admin.change": "An object was changed in the admin (payload: its fields before and after).",
-    "auditsvc.admin.delete": "An object was deleted in the admin (payload: its fields before).",
-    "auditsvc.admin.revoke": "An API key was revoked in the admin.",
-    "auditsvc.retention.applied": "manage.py apply_retention archived and dropped whole months of events.",
-}
-_MAX_VALUE_CHARS = 500  # of one filter value in a record: a URL is bounded, a record should be too
 _BATCH = 500
-
-
-def service_source() -> Source:
-    """The "auditsvc" source and its event types, made on first use (strict deployments too).
-    Not cached: a restored database, or a test's flush, may have taken them away."""
-    source, _ = Source.objects.get_or_create(
-        slug=SERVICE_SOURCE, defaults={"name": "auditsvc", "description": "The service's own events."}
-    )
-    known = set(EventType.objects.filter(name__in=SERVICE_TYPES).values_list("name", flat=True))
-    for name in SERVICE_TYPES.keys() - known:
-        EventType.objects.get_or_create(name=name, defaults={"description": SERVICE_TYPES[name]})
-    return source
-
-
-def store_service_event(
-    *, type: str, actor: str, description: str, payload: dict[str, Any], customer: str = "", max_chars: int = 500
-) -> None:
-    """One event of the service's own, stored now (in the caller's transaction, if any)."""
-    raw = {"type": type, "actor": actor, "description": description[:500], "payload": clean(payload, max_chars)}
-    if customer:
-        raw["customer"] = customer
-    ingest_events(source=service_source(), items=[parse_event(raw)], is_batch=False)
-
-
-def clean(value: Any, max_chars: int = _MAX_VALUE_CHARS) -> Any:
-    """A value a record can hold: no NUL (PostgreSQL's JSON refuses it), strings bounded."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")[:max_chars]
-    if isinstance(value, Mapping):
-        return {clean(str(key), max_chars): clean(item, max_chars) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(item, max_chars) for item in value]
-    return value
 
 
 def query_filters(params: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """A request's query parameters (a QueryDict) as a record shows them: one value, or the list.
     A value sought in a sensitive or personal field is recorded as its HMAC, never as asked:
-    the record must not keep what the events themselves do not (events.privacy)."""
+    the record must not keep what the events themselves do not (events.protection)."""
     filters = {key: values[0] if len(values) == 1 else values for key, values in params.lists() if key not in skip}
-    return privacy.redacted_filters(filters)
+    return protection.redacted_filters(filters)
 
 
 def record_read(*, actor: str, via: str, endpoint: str, returned: int, details: dict[str, Any]) -> None:
@@ -99,7 +55,7 @@ def record_read(*, actor: str, via: str, endpoint: str, returned: int, details: 
         "type": READ_TYPE,
         "actor": actor,
         "occurred_at": datetime.now(UTC).isoformat(),
-        "description": f"{actor} read {returned} {noun} via {via} {endpoint}"[:_MAX_VALUE_CHARS],
+        "description": f"{actor} read {returned} {noun} via {via} {endpoint}"[:MAX_VALUE_CHARS],
         "payload": clean({"via": via, "endpoint": endpoint, "returned": returned, **details}),
         "idempotency_key": f"read:{uuid.uuid4().hex}",
     }

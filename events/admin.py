@@ -22,7 +22,7 @@ from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[impor
 
 from auditsvc.admin_input import CheckedInputAdmin
 from auditsvc.counting import EstimatedCountPaginator
-from events import privacy
+from events import protection
 from events.admin_audit import AuditedChanges, AuditedReads
 from events.ingest import stream
 from events.integrity.hashing import format_time
@@ -245,7 +245,7 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
     @admin.display(description="payload")
     def payload_view(self, event: Event) -> str:
         customer = event.customer.external_id if event.customer else None
-        readable = privacy.readable_payloads([(event.payload, customer)])[0]
+        readable = protection.readable_payloads([(event.payload, customer)])[0]
         if readable is event.payload:
             return format_html('<div class="json-view">{}</div>', json_html(event.payload))
         return format_html(

@@ -22,7 +22,8 @@ from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse
 
 from auditsvc.admin_input import CheckedInputAdmin
-from events.access_log import query_filters, record_read, store_service_event
+from events.access_log import query_filters, record_read
+from events.service_events import store_service_event
 
 SECRET_FIELDS = frozenset({"password", "secret_hash"})
 ADMIN_VALUE_CHARS = 20_000  # a field's value in a change record: whole, within reason

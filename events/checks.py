@@ -53,10 +53,10 @@ def check_data_key(app_configs: Any, **kwargs: Any) -> list[Error]:
     """The master key of personal fields: required in production, well formed everywhere."""
     from django.core.exceptions import ImproperlyConfigured  # noqa: PLC0415
 
-    from events import privacy  # noqa: PLC0415
+    from events import data_keys  # noqa: PLC0415
 
     try:
-        privacy.master_key()
+        data_keys.master_key()
     except ImproperlyConfigured as exc:
         return [Error(str(exc), hint="manage.py create_data_key prints a new key.", id="auditsvc.E010")]
     return []

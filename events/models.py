@@ -164,7 +164,7 @@ class Event(models.Model):
 
 
 class CustomerDataKey(models.Model):
-    """A customer's key for its events' personal fields (events.privacy), wrapped under
+    """A customer's key for its events' personal fields (events.data_keys), wrapped under
     AUDITSVC_DATA_KEY. Erasure sets wrapped to NULL: the key is gone, the row says when."""
 
     customer = models.CharField(max_length=200)  # the external id, as events name the customer

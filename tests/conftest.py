@@ -18,13 +18,13 @@ from rest_framework.test import APIClient
 from auditsvc.api.throttling import forget_cache_outage
 from auditsvc.embedded_db import start_embedded_database_if_configured
 from events.access_log import discard_pending_reads
+from events.data_keys import forget_cached_data_keys
 from events.ingest import group_commit, stream
 from events.ingest.group_commit import stop_group_commit
 from events.ingest.write import clear_caches
 from events.integrity import signing
 from events.keys import create_api_key, forget_cached_keys
 from events.models import Source
-from events.privacy import forget_cached_data_keys
 from events.schemas import forget_cached_checkers
 from tests.database import triggers_off
 from tests.factories import SourceFactory

@@ -8,10 +8,11 @@ from django.test import Client
 from django.urls import reverse
 
 from customers.models import Customer
-from events.access_log import READ_TYPE, flush_access_log
+from events.access_log import flush_access_log
 from events.ingest.validation import parse_event
 from events.ingest.write import ingest_events
 from events.models import SERVICE_SOURCE, ApiKey, Event, Source
+from events.service_events import READ_TYPE
 from tests.factories import SourceFactory
 
 

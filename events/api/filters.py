@@ -16,7 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from auditsvc.errors import FieldError, InvalidInput
 from auditsvc.times import parse_rfc3339_bound
 from customers.queries import customer_ids_for
-from events import privacy
+from events import protection
 from events.api import openapi
 from events.ingest.validation import FLOAT_LIMIT, json_object_errors
 from events.models import Event
@@ -165,8 +165,8 @@ def payload_path_condition(key: str, values: list[str]) -> Q:
         in_range = not isinstance(scalar, float) or -FLOAT_LIMIT < scalar < FLOAT_LIMIT
         if not isinstance(scalar, dict | list | str) and in_range:
             candidates.append(scalar)
-    # A sensitive field holds only the HMAC of its value (events.privacy): hash what is asked for.
-    candidates += [privacy.sensitive_digest(candidate) for candidate in candidates]
+    # A sensitive field holds only the HMAC of its value (events.protection): hash what is asked for.
+    candidates += [protection.sensitive_digest(candidate) for candidate in candidates]
     condition = Q()
     for candidate in candidates:
         document: Any = candidate

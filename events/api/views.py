@@ -29,7 +29,7 @@ from auditsvc.api.pagination import MAX_PAGE, MAX_PAGE_SIZE, PAGINATION_PARAMS, 
 from auditsvc.api.permissions import HasScope
 from auditsvc.api.request_body import read_json_body
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
-from events import export, privacy, schemas
+from events import export, protection, schema_registry
 from events.api import openapi, stats
 from events.api.audited import AuditedReads, api_actor, record_api_read
 from events.api.filters import DurationParamsFilterSet, EventFilterSet
@@ -164,7 +164,7 @@ def event_page(request: Request, events: QuerySet[Event]) -> Response:
     """A page of events: shared by /events and a customer's timeline."""
     ordering = choose_ordering(request, EVENT_ORDERINGS, "-occurred_at")
     page = paginate(request, events, ordering=ordering, render=render_event)
-    page["results"] = privacy.readable_outputs(page["results"])  # one key lookup for the page
+    page["results"] = protection.readable_outputs(page["results"])  # one key lookup for the page
     return Response(page)
 
 
@@ -290,7 +290,7 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
     )
     def retrieve(self, request: Request, pk: str) -> Response:
         event = _event_or_404(pk, request)
-        return Response(privacy.readable_outputs([event_output(event)])[0])
+        return Response(protection.readable_outputs([event_output(event)])[0])
 
     @extend_schema(
         responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERRORS},
@@ -387,7 +387,7 @@ class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
             raise InvalidInput([FieldError(field, "unknown_field", "Not a field of this body.") for field in unknown])
         if force and request.auth is not None:
             raise ProblemError([FieldError("force", "permission_denied", "Only staff may force a schema.")], status=403)
-        registered, created = schemas.register_schema(
+        registered, created = schema_registry.register_schema(
             type_name=name, schema=body["schema"], actor=api_actor(request), force=force,
             validation=body.get("validation"),
         )  # fmt: skip

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import time
 import uuid
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -33,9 +35,11 @@ import orjson
 import redis
 from django.conf import settings
 from django.utils import timezone
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from auditsvc import metrics
 from auditsvc.errors import Conflict, Unavailable
 from events.ids import uuid7
 from events.ingest.idempotency import key_conflict
@@ -61,6 +65,8 @@ if KEYS[3] then redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV
 local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 return {1, redis.call('XLEN', KEYS[1]), oldest[1][1]}
 """
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -515,3 +521,28 @@ def overview() -> dict[str, Any]:
         "states": states,
         "dead": sum(state.dead for state in states),
     }
+
+
+@metrics.report_state
+def _stream_lag() -> Iterator[Metric]:
+    """The stream's lag and forged entries, in stream mode (direct mode has no stream to read)."""
+    if settings.AUDITSVC_INGEST_MODE != "stream":
+        return
+    entries = GaugeMetricFamily("auditsvc_stream_lag_entries", "Entries in the ingest stream not yet stored.")
+    oldest = GaugeMetricFamily("auditsvc_stream_lag_seconds", "Age of the oldest entry not yet stored.")
+    forged = CounterMetricFamily(
+        "auditsvc_stream_forged_entries",
+        "Stream entries the drainers refused for a missing or wrong MAC (written to Redis, not by the API).",
+    )
+    try:
+        states = shard_states()
+    except Exception:
+        logger.warning("metrics: the stream lag could not be read", exc_info=True)
+        return
+    lag = total_lag(states)
+    entries.add_metric([], float(lag.entries))
+    oldest.add_metric([], float(lag.oldest_seconds or 0.0))
+    forged.add_metric([], float(sum(state.forged for state in states)))
+    yield entries
+    yield oldest
+    yield forged

@@ -20,7 +20,7 @@ from django.utils import timezone
 from psycopg import errors
 
 from auditsvc.errors import Conflict, FieldError, InvalidInput, ProblemError
-from events import privacy, schemas
+from events import protection, schemas
 from events.ids import uuid7
 from events.ingest import type_counts
 from events.ingest.copy import write_events
@@ -194,7 +194,7 @@ def checked_and_protected(items: Sequence[EventIn], paths: ItemPaths) -> tuple[l
     their schemas (enforce mode: 400 schema_violation, nothing stored), then their marked fields
     protected. The write path and the stream's accept both call it, before they hash."""
     checks = schemas.check_items(items, paths)
-    return privacy.protect_items(items, checks, paths), checks
+    return protection.protect_items(items, checks, paths), checks
 
 
 def _refuse_retired(event_ids: list[uuid.UUID], retired: set[partitions.Month], paths: ItemPaths) -> None:

@@ -34,13 +34,13 @@ from django.utils import timezone
 from psycopg import errors
 from redis.exceptions import RedisClusterException
 
-from events.access_log import store_service_event
 from events.ingest import stream
 from events.integrity.hashing import format_time
 from events.integrity.sealing import seal_events
 from events.lifecycle import archives, partitions
 from events.lifecycle.partitions import Partition, instant_of_bound, uuid7_floor
 from events.models import RETENTION_TYPE, RetiredPartition, Seal
+from events.service_events import store_service_event
 
 
 class RetentionRefused(RuntimeError):

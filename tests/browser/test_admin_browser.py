@@ -167,12 +167,12 @@ def test_an_auditor_reads_a_personal_field_until_the_customer_is_erased(live_ser
 
     from django.core.management import call_command  # noqa: PLC0415
 
-    from events import schemas  # noqa: PLC0415
+    from events import schema_registry  # noqa: PLC0415
     from events.models import Event  # noqa: PLC0415
 
     settings.DEBUG = False
     schema = {"type": "object", "properties": {"email": {"type": "string", "x-auditsvc": "personal"}}}
-    schemas.register_schema(type_name="customer.signed_up", schema=schema, actor="t")
+    schema_registry.register_schema(type_name="customer.signed_up", schema=schema, actor="t")
     source = SourceFactory.create(slug="accounts")
     raw = {"type": "customer.signed_up", "customer": "cus_7", "payload": {"email": "ana@example.com", "plan": "pro"}}
     event = ingest_events(source=source, items=[parse_event(raw)]).events[0]

@@ -10,11 +10,12 @@ from urllib.parse import urlsplit
 import pytest
 from django.db import connection
 
-from events.access_log import READ_TYPE, flush_access_log, pending_reads, record_read
+from events.access_log import flush_access_log, pending_reads, record_read
 from events.integrity.sealing import seal_events
 from events.keys import create_api_key
 from events.models import SERVICE_SOURCE, Event
 from events.queries import seal_position
+from events.service_events import READ_TYPE
 from tests.factories import SourceFactory
 from tests.processes import gunicorn
 

@@ -16,7 +16,7 @@ from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
 from events.integrity.verify_proof import check
 from events.models import Event, EventType
-from events.privacy import ERASED
+from events.protection import ERASED
 from tests.events.test_schemas import put_schema, registrar  # noqa: F401 - a fixture
 
 # Production's write path: every single event through the group committer (issue 24, item 8).

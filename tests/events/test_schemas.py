@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from events.models import Event, EventType
-from events.schemas import incompatibilities
+from events.schema_registry import incompatibilities
 
 CHARGED: dict[str, Any] = {
     "type": "object",

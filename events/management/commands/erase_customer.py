@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from customers.models import Customer
-from events import privacy
+from events import erasure, protection
 
 
 class Command(BaseCommand):
@@ -31,10 +31,10 @@ class Command(BaseCommand):
             raise CommandError(f"No customer '{external_id}'.")
         if interactive:
             self._confirm(external_id)
-        erased = privacy.erase_customer(external_id, actor=actor or f"cli:{getpass.getuser()}")
+        erased = erasure.erase_customer(external_id, actor=actor or f"cli:{getpass.getuser()}")
         self.stdout.write(
             f"Erased {external_id}: {erased.keys_destroyed} data key(s) destroyed; the personal fields of "
-            f"{erased.events} event(s) now read as {privacy.ERASED}. Recorded as auditsvc.customer.erased."
+            f"{erased.events} event(s) now read as {protection.ERASED}. Recorded as auditsvc.customer.erased."
         )
         if erased.keys_destroyed:
             self.stdout.write(

@@ -12,13 +12,13 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from events.access_log import store_service_event
 from events.ingest import stream
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
 from events.lifecycle import archives, partitions
 from events.lifecycle.retention import RetentionRefused, apply_retention, closed_contents, drop_retired
 from events.models import Event, LostEvent, PendingSeal, RetiredPartition
+from events.service_events import store_service_event
 from tests.database import drop_past_partitions, triggers_off
 from tests.events.ingest.test_import_export import run_import, write_lines
 from tests.events.lifecycle.test_retention import JANUARY, old_events

@@ -1,0 +1,142 @@
+"""The keys behind protected fields: AUDITSVC_DATA_KEY (the master key), the HMAC key derived
+from it for sensitive fields, and each customer's data key for personal fields, stored wrapped
+(AES-GCM) under the master key, with the customer as associated data. Erasure destroys a
+customer's wrapped keys (events.erasure).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+
+from events.models import CustomerDataKey
+
+
+def master_key() -> bytes:
+    """AUDITSVC_DATA_KEY: 32 bytes, base64. Outside production, derived from SECRET_KEY when
+    unset (a checked warning says so), so that development needs no setup."""
+    return _master_key(settings.AUDITSVC_DATA_KEY, settings.AUDITSVC_ENV, settings.SECRET_KEY)
+
+
+@functools.lru_cache(maxsize=4)
+def _master_key(configured: str, environment: str, secret_key: str) -> bytes:
+    if not configured:
+        if environment == "production":
+            raise ImproperlyConfigured("AUDITSVC_DATA_KEY is required in production (manage.py create_data_key).")
+        return hashlib.sha256(f"auditsvc development data key {secret_key}".encode()).digest()
+    try:
+        key = base64.b64decode(configured, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ImproperlyConfigured("AUDITSVC_DATA_KEY must be 32 bytes in base64 (manage.py create_data_key).")
+    return key
+
+
+def new_master_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+@functools.lru_cache(maxsize=4)
+def _hmac_key(master: bytes) -> bytes:
+    derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"auditsvc sensitive fields")
+    return derive.derive(master)
+
+
+def hmac_key() -> bytes:
+    return _hmac_key(master_key())
+
+
+def _wrap_aad(customer: str) -> bytes:
+    return b"auditsvc data key\x00" + customer.encode()
+
+
+_keys: dict[int, tuple[float, AESGCM | None]] = {}  # data key id → (when read, its cipher or None: erased)
+_keys_lock = threading.Lock()
+
+
+def forget_cached_data_keys() -> None:
+    with _keys_lock:
+        _keys.clear()
+    _ciphers.clear()
+
+
+def data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, AESGCM]]:
+    """Each customer's live data key (made on first use, and again after an erasure), as
+    (id, cipher), in two queries for the lot (three when some are new). Never cached: a key
+    erased a moment ago must not encrypt anything new."""
+    if not customers:
+        return {}
+    live = CustomerDataKey.objects.filter(erased_at__isnull=True)
+    rows = list(live.filter(customer__in=customers).values_list("customer", "id", "wrapped"))
+    missing = sorted(customers - {row[0] for row in rows})
+    if missing:
+        now = timezone.now()
+        # Concurrent first uses: one row wins (the partial unique constraint), the others read it.
+        CustomerDataKey.objects.bulk_create(
+            [CustomerDataKey(customer=c, wrapped=_wrap(AESGCM.generate_key(256), c), created_at=now) for c in missing],
+            ignore_conflicts=True,
+        )
+        rows += live.filter(customer__in=missing).values_list("customer", "id", "wrapped")
+    keys = {}
+    for customer, key_id, wrapped in rows:
+        assert wrapped is not None  # a live key holds its wrapped bytes (customer_data_key_erased_or_kept)
+        keys[customer] = (key_id, _writing_cipher(bytes(wrapped), customer))
+    return keys
+
+
+# Wrapped key → its cipher: used only for keys the database has just called live, and keyed by
+# the wrapped bytes (unique to each key), so that a restored database's reused ids cannot mislead.
+_ciphers: dict[bytes, AESGCM] = {}
+_CIPHERS_MAX = 100_000
+
+
+def _writing_cipher(wrapped: bytes, customer: str) -> AESGCM:
+    cipher = _ciphers.get(wrapped)
+    if cipher is None:
+        if len(_ciphers) >= _CIPHERS_MAX:
+            _ciphers.clear()
+        cipher = _ciphers[wrapped] = AESGCM(_unwrap(wrapped, customer))
+    return cipher
+
+
+def _wrap(key: bytes, customer: str) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(master_key()).encrypt(nonce, key, _wrap_aad(customer))
+
+
+def _unwrap(wrapped: bytes, customer: str) -> bytes:
+    return AESGCM(master_key()).decrypt(wrapped[:12], wrapped[12:], _wrap_aad(customer))
+
+
+def data_keys_for_reading(key_ids: Iterable[int]) -> dict[int, AESGCM | None]:
+    """Data keys' ciphers by id (None: erased), cached for AUDITSVC_SCHEMA_CACHE_SECONDS like the
+    schemas: an erasure is seen by every process within that time."""
+    now = time.monotonic()
+    wanted = set(key_ids)
+    found = {
+        key_id: cached[1]
+        for key_id in wanted
+        if (cached := _keys.get(key_id)) and now - cached[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS
+    }
+    missing = wanted - found.keys()
+    if missing:
+        rows = CustomerDataKey.objects.filter(id__in=missing).values_list("id", "customer", "wrapped")
+        with _keys_lock:
+            for key_id, customer, wrapped in rows:
+                cipher = AESGCM(_unwrap(bytes(wrapped), customer)) if wrapped is not None else None
+                _keys[key_id] = (now, cipher)
+                found[key_id] = cipher
+    return found

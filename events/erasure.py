@@ -1,0 +1,39 @@
+"""Erasure of one customer's personal data (manage.py erase_customer, docs/privacy.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from customers.models import Customer
+from events.data_keys import forget_cached_data_keys
+from events.models import CustomerDataKey, Event
+from events.service_events import store_service_event
+
+
+@dataclass(frozen=True)
+class Erasure:
+    customer: str
+    keys_destroyed: int
+    events: int
+
+
+def erase_customer(customer: str, *, actor: str) -> Erasure:
+    """Destroy the customer's data keys and blank its stored contact fields, and record that as
+    an auditsvc.customer.erased event, in one transaction."""
+    with transaction.atomic():
+        live = CustomerDataKey.objects.filter(customer=customer, erased_at__isnull=True)
+        destroyed = live.update(wrapped=None, erased_at=timezone.now())
+        Customer.objects.filter(external_id=customer).update(email="", display_name="")
+        events = Event.objects.filter(customer__external_id=customer).count()
+        store_service_event(
+            type="auditsvc.customer.erased",
+            actor=actor,
+            customer=customer,
+            description=f"{actor} erased the personal data of customer {customer}",
+            payload={"data_keys_destroyed": destroyed, "events": events},
+        )
+    forget_cached_data_keys()
+    return Erasure(customer=customer, keys_destroyed=destroyed, events=events)

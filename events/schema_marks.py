@@ -1,0 +1,81 @@
+"""What a schema says about privacy: the properties it marks "x-auditsvc": "sensitive" or
+"personal", the schema as stored payloads meet it, and the marks' own rules. Pure functions of
+a schema; events.protection applies them to payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from auditsvc.errors import FieldError
+
+SENSITIVE = "sensitive"
+PERSONAL = "personal"
+MARKS = (SENSITIVE, PERSONAL)
+ANY_ITEM = "*"  # a path step through every element of an array
+
+Path = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Marking:
+    path: Path  # into the payload; ANY_ITEM steps through arrays
+    kind: str  # SENSITIVE or PERSONAL
+
+
+def markings_of(schema: Any, path: Path = ()) -> tuple[Marking, ...]:
+    """Every property the schema marks, through `properties` and array `items`."""
+    if not isinstance(schema, dict):
+        return ()
+    found: list[Marking] = []
+    if path and schema.get("x-auditsvc") in MARKS:
+        return (Marking(path, schema["x-auditsvc"]),)
+    for name, subschema in (schema.get("properties") or {}).items():
+        found += markings_of(subschema, (*path, name))
+    if isinstance(schema.get("items"), dict):
+        found += markings_of(schema["items"], (*path, ANY_ITEM))
+    return tuple(found)
+
+
+def stored_form(schema: Any) -> Any:
+    """The schema as stored payloads meet it: every marked property accepts anything (it holds an
+    HMAC or a ciphertext), the rest is as it was."""
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("x-auditsvc") in MARKS:
+        return {}
+    copy = dict(schema)
+    if isinstance(schema.get("properties"), dict):
+        copy["properties"] = {name: stored_form(sub) for name, sub in schema["properties"].items()}
+    if isinstance(schema.get("items"), dict):
+        copy["items"] = stored_form(schema["items"])
+    return copy
+
+
+def marking_problems(schema: Any, path: str = "schema") -> list[FieldError]:
+    """Unknown x-auditsvc values, and a mark on the whole payload (a mark is on a property)."""
+    problems = []
+    if isinstance(schema, dict):
+        mark = schema.get("x-auditsvc")
+        if mark is not None and (mark not in MARKS or path == "schema"):
+            where = "the payload itself" if path == "schema" else path
+            message = f'x-auditsvc is "sensitive" or "personal", on a property; not {mark!r} on {where}.'
+            problems.append(FieldError(path, "invalid_marking", message))
+        for name, subschema in (schema.get("properties") or {}).items():
+            problems += marking_problems(subschema, f"{path}.properties.{name}")
+        problems += marking_problems(schema.get("items"), f"{path}.items")
+    return problems
+
+
+def has_path(payload: Any, path: Path) -> bool:
+    if not path:
+        return True
+    head, rest = path[0], path[1:]
+    if head == ANY_ITEM:
+        return isinstance(payload, list) and any(has_path(item, rest) for item in payload)
+    return isinstance(payload, dict) and head in payload and has_path(payload[head], rest)
+
+
+def dotted(path: Path) -> str:
+    return ".".join("[]" if part == ANY_ITEM else part for part in path).replace(".[]", "[]")
