@@ -38,8 +38,8 @@ test-faults: install ## only the fault suite: kills workers, restarts PostgreSQL
 check: install ## manage.py check and makemigrations --check
 	$(PY) manage.py check --fail-level WARNING && $(PY) manage.py makemigrations --check --dry-run
 
-lint: install ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy .
+lint: install ## ruff (lint + format check), mypy and the module boundaries (lint-imports)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy . && $(VENV)/bin/lint-imports
 
 fmt: install ## format and autofix
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
