@@ -188,15 +188,15 @@ _protected_paths: tuple[float, frozenset[Path]] | None = None
 
 
 def protected_paths() -> frozenset[Path] | None:
-    """The paths a type's latest schema marks (any type's), cached like the schemas; None when
+    """The paths any version of any type's schema marks, cached like the schemas; None when
     the database cannot say (then every payload filter counts as protected)."""
     global _protected_paths  # noqa: PLW0603 - a process-wide cache, like the others here
     now = time.monotonic()
     if _protected_paths is not None and now - _protected_paths[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS:
         return _protected_paths[1]
     try:
-        latest = EventSchema.objects.order_by("type_id", "-version").distinct("type_id").values_list("schema")
-        paths = frozenset(marking.path for (schema,) in latest for marking in markings_of(schema))
+        every = EventSchema.objects.values_list("schema")  # a mark any version gave counts (schema_marks.strongest)
+        paths = frozenset(marking.path for (schema,) in every for marking in markings_of(schema))
     except DatabaseError:
         return None
     _protected_paths = (now, paths)

@@ -5,6 +5,7 @@ a schema; events.protection applies them to payloads.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,9 @@ SENSITIVE = "sensitive"
 PERSONAL = "personal"
 MARKS = (SENSITIVE, PERSONAL)
 ANY_ITEM = "*"  # a path step through every element of an array
+# How strongly a kind protects: a sensitive value is never readable again, a personal one is
+# until its customer is erased.
+STRENGTH = {PERSONAL: 1, SENSITIVE: 2}
 
 Path = tuple[str, ...]
 
@@ -36,6 +40,37 @@ def markings_of(schema: Any, path: Path = ()) -> tuple[Marking, ...]:
     if isinstance(schema.get("items"), dict):
         found += markings_of(schema["items"], (*path, ANY_ITEM))
     return tuple(found)
+
+
+def strongest(markings: Iterable[Marking]) -> tuple[Marking, ...]:
+    """The marks of all a type's versions as one: each path with the strongest kind any version
+    gave it (so that a sender cannot pick an older, weaker version), none under a path marked at
+    least as strongly, deepest first (protect() hashes a child before it encrypts its parent)."""
+    best: dict[Path, str] = {}
+    for marking in markings:
+        if marking.path not in best or STRENGTH[marking.kind] > STRENGTH[best[marking.path]]:
+            best[marking.path] = marking.kind
+    kept = [
+        Marking(path, kind)
+        for path, kind in best.items()
+        if not any(_covers(best.get(path[:n]), kind) for n in range(1, len(path)))
+    ]
+    return tuple(sorted(kept, key=lambda marking: (-len(marking.path), marking.path)))
+
+
+def weakened_marks(old: Any, new: Any) -> list[str]:
+    """Where new protects less than old: a mark removed, or sensitive made personal (a mark on an
+    enclosing property, at least as strong, covers it). An incompatible change."""
+    marks = {marking.path: marking.kind for marking in markings_of(new)}
+    return [
+        f"payload.{dotted(marking.path)} was marked {marking.kind}: a version may not remove or weaken a mark"
+        for marking in markings_of(old)
+        if not any(_covers(marks.get(marking.path[:n]), marking.kind) for n in range(1, len(marking.path) + 1))
+    ]
+
+
+def _covers(kind: str | None, other: str) -> bool:
+    return kind is not None and STRENGTH[kind] >= STRENGTH[other]
 
 
 def stored_form(schema: Any) -> Any:

@@ -15,7 +15,7 @@ from django.db import transaction
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from events.ingest.validation import PAYLOAD_MAX_DEPTH, event_type_name_errors, json_object_errors
 from events.models import Event, EventSchema, EventType
-from events.schema_marks import markings_of, stored_form
+from events.schema_marks import markings_of, stored_form, weakened_marks
 from events.schemas import MODES, compile_schema, forget_cached_checkers, violations
 
 RECENT_EVENTS_CHECKED = 500  # stored events a new version must still accept
@@ -138,7 +138,11 @@ def register_schema(
         versions = list(EventSchema.objects.filter(type=locked).order_by("version"))
         if versions and versions[-1].schema == schema and validation in (None, locked.validation):
             return versions[-1], False
-        problems = [f"against v{v.version}: {p}" for v in versions for p in incompatibilities(v.schema, schema)]
+        problems = [
+            f"against v{v.version}: {problem}"
+            for v in versions
+            for problem in incompatibilities(v.schema, schema) + weakened_marks(v.schema, schema)
+        ]
         # Stored events hold their marked fields protected (HMACs, ciphertexts): those are not checked.
         stored_validator = compile_schema(stored_form(schema)) if markings_of(schema) else validator
         problems += _stored_events_refused(locked, stored_validator)

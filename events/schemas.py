@@ -29,7 +29,7 @@ from events.ingest.validation import (
 )
 from events.models import EventSchema, EventType
 from events.protection import forget_protected_paths
-from events.schema_marks import Marking, marking_problems, markings_of
+from events.schema_marks import Marking, marking_problems, markings_of, strongest
 
 MODES = ("off", "warn", "enforce")
 _MAX_ERRORS_PER_EVENT = 20
@@ -114,11 +114,9 @@ def checker_for(type_name: str, version: int | None = None) -> Checker | None:
     cached = _cache.get(key)
     if cached is not None and now - cached[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS:
         return _known(cached[1], version)
-    versions = EventSchema.objects.filter(type__name=type_name)
-    if version is not None:
-        versions = versions.filter(version=version)
+    versions = EventSchema.objects.filter(type__name=type_name).order_by("-version")
     try:
-        row = versions.values_list("type__validation", "version", "schema").order_by("-version").first()
+        rows = list(versions.values_list("type__validation", "version", "schema"))
     except (OperationalError, InterfaceError):
         if settings.AUDITSVC_INGEST_MODE != "stream":
             raise
@@ -130,9 +128,12 @@ def checker_for(type_name: str, version: int | None = None) -> Checker | None:
             _cache[key] = (now - max(0, settings.AUDITSVC_SCHEMA_CACHE_SECONDS - 1), checker)
         return checker
     checker = None
+    row = next((row for row in rows if version in (None, row[1])), None)
     if row is not None:
         validator = compile_schema(row[2]) if row[0] != "off" else None
-        checker = Checker(mode=row[0], version=row[1], validator=validator, markings=markings_of(row[2]))
+        # Protected by the strongest mark any version gave a path, whichever version checks it.
+        markings = strongest(marking for other in rows for marking in markings_of(other[2]))
+        checker = Checker(mode=row[0], version=row[1], validator=validator, markings=markings)
     with _cache_lock:
         _cache[key] = (now, checker)
     return _known(checker, version)

@@ -10,7 +10,9 @@ from typing import Any, NoReturn
 import pytest
 from django.apps import apps as django_apps
 from django.conf import settings as settings_module
-from django.contrib.auth.models import Group
+from django.contrib.auth.management import create_permissions
+from django.contrib.auth.models import Group, Permission, User
+from django.contrib.contenttypes.models import ContentType
 from django.db import connections, transaction
 from django.db.backends.postgresql.operations import DatabaseOperations
 from rest_framework.test import APIClient
@@ -76,6 +78,24 @@ def auditors_group(db: None) -> Group:
     """The Auditors group as its data migration makes it (a transactional test's flush removes it)."""
     create_auditors(django_apps, None)
     return Group.objects.get(name="Auditors")
+
+
+@pytest.fixture
+def staff_with(db: None) -> Callable[..., User]:
+    """staff_with(username, *codenames): a staff user holding those permissions. They are made
+    again first: a transactional test's flush empties auth_permission and django_content_type."""
+
+    def make(username: str, *codenames: str) -> User:
+        ContentType.objects.clear_cache()
+        for config in django_apps.get_app_configs():
+            create_permissions(config, verbosity=0)
+        user = User.objects.create_user(username, is_staff=True)
+        found = list(Permission.objects.filter(codename__in=codenames))
+        assert len(found) == len(codenames), f"no such permission among {codenames}"
+        user.user_permissions.add(*found)
+        return user
+
+    return make
 
 
 @pytest.fixture(autouse=True)

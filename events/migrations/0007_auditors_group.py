@@ -17,9 +17,12 @@ def create_auditors(apps, schema_editor):
     # Permissions are normally created after all migrations; make sure they exist now.
     for app_label in ("events", "customers"):
         app_config = apps.get_app_config(app_label)
-        app_config.models_module = True  # the migration-state stub lacks it; create_permissions checks it
+        # The migration-state stub lacks models_module, which create_permissions checks; the real
+        # app config (the tests call this with the global registry) keeps its own afterwards.
+        kept = getattr(app_config, "models_module", None)
+        app_config.models_module = kept or True
         create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+        app_config.models_module = kept
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     auditors, _ = Group.objects.get_or_create(name="Auditors")

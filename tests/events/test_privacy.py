@@ -6,9 +6,11 @@ from __future__ import annotations
 from io import StringIO
 from typing import Any
 
+import orjson
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from rest_framework.test import APIClient
 
 from customers.models import Customer
 from events.ingest.drain import Drainer
@@ -234,3 +236,48 @@ def test_a_strict_deployment_still_records_registrations_and_erasures(api, regis
     own = set(Event.objects.filter(source__slug="auditsvc").values_list("type__name", flat=True))
     assert {"auditsvc.customer.erased"} <= own, own
     assert not EventType.objects.filter(name="never.registered").exists()
+
+
+def test_a_version_may_not_remove_or_weaken_a_mark_and_forcing_one_protects_as_strongly(
+    api,
+    marked,
+    registrar,  # noqa: F811
+    staff_with,
+):
+    unmarked = {**SIGNED_UP, "properties": {**SIGNED_UP["properties"], "email": {"type": "string"}}}
+    weakened = {**SIGNED_UP, "properties": {
+        **SIGNED_UP["properties"], "national_id": {"type": "string", "x-auditsvc": "personal"}}}  # fmt: skip
+    covered = {**SIGNED_UP, "properties": {**SIGNED_UP["properties"], "address": {"type": "object",
+               "x-auditsvc": "sensitive"}}}  # a stronger mark on the enclosing property  # fmt: skip
+
+    refused = [put_schema(registrar, "customer.signed_up", schema) for schema in (unmarked, weakened)]
+    assert [r.status_code for r in refused] == [409, 409]
+    assert "payload.email was marked personal" in str(refused[0].json())
+    assert "payload.national_id was marked sensitive" in str(refused[1].json())
+    assert put_schema(registrar, "customer.signed_up", covered).status_code == 201
+    session = APIClient()
+    session.force_login(staff_with("schema-admin", "change_eventtype"))
+    path = "/api/v1/event-types/customer.signed_up/schema?force=true"
+    assert session.put(path, {"schema": unmarked}, format="json").status_code == 201  # v3 drops the mark
+
+    stored = sign_up(api).json()
+
+    assert Event.objects.get(id=stored["id"]).schema_version == 3
+    assert "ana@example.com" not in stored_texts()  # v1's mark still protects it
+    assert str(Event.objects.get(id=stored["id"]).payload["address"]).startswith("hmac-sha256:")  # v2's
+
+
+def test_an_older_version_named_by_dataschema_protects_what_a_later_version_marked(api, registrar):  # noqa: F811
+    plain_email = {**SIGNED_UP, "properties": {**SIGNED_UP["properties"], "email": {"type": "string"}}}
+    assert put_schema(registrar, "customer.signed_up", plain_email, validation="enforce").status_code == 201
+    assert put_schema(registrar, "customer.signed_up", SIGNED_UP).status_code == 201  # v2 marks email
+    cloud_event = {"specversion": "1.0", "id": "ce-1", "source": "/accounts", "type": "customer.signed_up",
+                   "subject": "cus_1", "data": PLAIN,
+                   "dataschema": "/api/v1/event-types/customer.signed_up/schemas/1"}  # fmt: skip
+
+    response = api.client.post(URL, orjson.dumps(cloud_event), content_type="application/cloudevents+json")
+
+    assert response.status_code == 201, response.json()
+    assert Event.objects.get(id=response.json()["id"]).schema_version == 1
+    assert "ana@example.com" not in stored_texts()
+    assert api.client.get(f"{URL}/{response.json()['id']}").json()["payload"]["email"] == "ana@example.com"
