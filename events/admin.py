@@ -25,6 +25,7 @@ from auditsvc.counting import EstimatedCountPaginator
 from events import protection
 from events.admin_audit import AuditedChanges, AuditedReads
 from events.ingest import stream
+from events.ingest.validation import SERVICE_TYPE_PREFIX, event_type_name_errors
 from events.integrity.hashing import format_time
 from events.json_html import json_html
 from events.keys import create_api_key, revoke_api_key
@@ -307,6 +308,21 @@ class EventSchemaInline(admin.TabularInline):  # type: ignore[type-arg]
         return json_html(schema.schema)
 
 
+class EventTypeForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A type staff add follows the API's rules for a name: dotted, bounded, none of the log's own."""
+
+    class Meta:
+        model = EventType
+        fields = ["name", "description", "validation", "owner"]
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        problems = event_type_name_errors(name, "name")
+        if problems:
+            raise forms.ValidationError(problems[0].message, code=problems[0].code)
+        return name
+
+
 @admin.register(EventType)
 class EventTypeAdmin(AuditedChanges):
     """Types register themselves on first sight; staff describe them and choose how their payloads
@@ -317,8 +333,10 @@ class EventTypeAdmin(AuditedChanges):
     list_filter = ["validation", SchemaPresenceFilter]
     search_fields = ["name"]
     ordering = ["name"]
-    fields = ["name", "description", "validation", "documented_fields", "event_count", "schema_violations",
+    fields = ["name", "description", "validation", "owner", "documented_fields", "event_count", "schema_violations",
               "first_seen_at", "last_seen_at", "events_link"]  # fmt: skip
+    list_select_related = ["owner"]
+    form = EventTypeForm
     readonly_fields = ["documented_fields", "event_count", "schema_violations", "first_seen_at", "last_seen_at",
                        "events_link"]  # fmt: skip
     inlines = [EventSchemaInline]
@@ -331,6 +349,8 @@ class EventTypeAdmin(AuditedChanges):
         return types.annotate(latest_schema=Max("schemas__version"))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is not None and obj.name.startswith(SERVICE_TYPE_PREFIX):
+            return [*self.readonly_fields, "name", "validation", "owner"]  # the log's own: checked by no schema
         return [*self.readonly_fields, "name"] if obj else self.readonly_fields
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:

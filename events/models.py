@@ -80,6 +80,12 @@ class EventType(models.Model):
         max_length=8, choices=[(m, m) for m in ("off", "warn", "enforce")], default="off", db_default="off"
     )
     schema_violations = models.BigIntegerField(default=0, db_default=0)  # stored in warn mode
+    # The source whose `schema` keys register the type's schemas (schema_registry): the first that
+    # sent it or registered a schema for it, or one staff name. Staff may register for any type.
+    owner = models.ForeignKey(
+        Source, null=True, blank=True, on_delete=models.PROTECT, related_name="owned_types",
+        help_text="The source whose schema-scope keys may register this type's schemas.",
+    )  # fmt: skip
 
     def __str__(self) -> str:
         return self.name

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from events.ingest.validation import PAYLOAD_MAX_DEPTH, event_type_name_errors, json_object_errors
-from events.models import Event, EventSchema, EventType
+from events.models import Event, EventSchema, EventType, Source
 from events.schema_marks import markings_of, stored_form, weakened_marks
 from events.schemas import MODES, compile_schema, forget_cached_checkers, violations
 
@@ -118,12 +118,20 @@ def _object_problems(old: dict[str, Any], new: dict[str, Any], path: str) -> lis
 
 
 def register_schema(
-    *, type_name: str, schema: Any, actor: str, force: bool = False, validation: Any = None
+    *,
+    type_name: str,
+    schema: Any,
+    actor: str,
+    force: bool = False,
+    validation: Any = None,
+    source: Source | None = None,
 ) -> tuple[EventSchema, bool]:
     """(the version, whether it is new) of type_name's schema; the type is created with its first
     version, in the same transaction. The same schema as the latest version registers nothing.
     Everything is checked before anything is written: a refused request changes nothing. An
-    incompatible schema is refused (409 incompatible_schema) unless forced."""
+    incompatible schema is refused (409 incompatible_schema) unless forced. source: the registering
+    key's; it must own the type (403 not_type_owner), and claims it when no source does. None:
+    staff, who may register for any type."""
     from events.service_events import store_service_event  # noqa: PLC0415 - it imports the write path, which imports this
 
     errors = event_type_name_errors(type_name, "name") + new_schema_errors(schema)
@@ -133,8 +141,10 @@ def register_schema(
         raise InvalidInput(errors)
     validator = compile_schema(schema)
     with transaction.atomic():
-        event_type, _ = EventType.objects.get_or_create(name=type_name)
+        event_type, _ = EventType.objects.get_or_create(name=type_name, defaults={"owner": source})
         locked = EventType.objects.select_for_update().get(pk=event_type.pk)  # one registration at a time
+        if source is not None:
+            _claim_ownership(locked, source)
         versions = list(EventSchema.objects.filter(type=locked).order_by("version"))
         if versions and versions[-1].schema == schema and validation in (None, locked.validation):
             return versions[-1], False
@@ -177,6 +187,19 @@ def register_schema(
         )
     forget_cached_checkers()
     return registered, True
+
+
+def _claim_ownership(event_type: EventType, source: Source) -> None:
+    """One service's schema key cannot put a schema on another service's type (and so refuse its
+    events): the owner's keys may, and staff; an unowned type goes to the first to register."""
+    if event_type.owner_id is None:
+        event_type.owner = source
+        event_type.save(update_fields=["owner"])
+    elif event_type.owner_id != source.pk:
+        owner = Source.objects.get(pk=event_type.owner_id).slug
+        message = (f"{event_type.name} belongs to source '{owner}': only its schema keys, or staff, register "
+                   "its schemas.")  # fmt: skip
+        raise ProblemError([FieldError("name", "not_type_owner", message)], status=403)
 
 
 def _stored_events_refused(event_type: EventType, validator: Any) -> list[str]:

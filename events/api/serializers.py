@@ -82,11 +82,15 @@ class AcceptedEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 class EventTypeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     schema_version = serializers.SerializerMethodField(help_text="The latest schema version; null: none.")
+    owner: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True,
+        help_text="The source whose schema keys register the type's schemas; null: none yet.",
+    )  # fmt: skip
 
     class Meta:
         model = EventType
         fields = ["name", "description", "first_seen_at", "last_seen_at", "event_count", "validation",
-                  "schema_version", "schema_violations"]  # fmt: skip
+                  "schema_version", "schema_violations", "owner"]  # fmt: skip
 
     def get_schema_version(self, event_type: EventType) -> int | None:
         return getattr(event_type, "latest_schema", None)  # annotated by the view

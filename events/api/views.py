@@ -346,7 +346,9 @@ class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
     permission_classes = [HasScope]
     required_scope = SCOPE_READ
     required_scopes = {"register_schema": SCOPE_SCHEMA}
-    queryset = EventType.objects.annotate(latest_schema=Max("schemas__version")).order_by("name")
+    queryset = (
+        EventType.objects.select_related("owner").annotate(latest_schema=Max("schemas__version")).order_by("name")
+    )
     serializer_class = EventTypeSerializer
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
@@ -369,8 +371,10 @@ class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
         description='Register a new version of the type\'s payload schema: `{"schema": <JSON Schema 2020-12>, '
         '"validation": "off"|"warn"|"enforce"}` (validation optional). It must be backward compatible with every '
         "earlier version and accept the type's latest stored events, else 409 `incompatible_schema` with the "
-        "reasons. The same schema again answers 200 with its version. Needs the `schema` scope, or a staff "
-        "session with the change permission on event types; `?force=true` is for staff.",
+        "reasons. The same schema again answers 200 with its version. Needs the `schema` scope of the source "
+        "that owns the type (the first to send it or register a schema for it, or one staff named; else 403 "
+        "`not_type_owner`), or a staff session with the change permission on event types, for any type; "
+        "`?force=true` is for staff.",
     )
     @action(detail=True, methods=["put"], filter_backends=[], url_path="schema")
     def register_schema(self, request: Request, name: str) -> Response:
@@ -389,7 +393,7 @@ class EventTypeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
             raise ProblemError([FieldError("force", "permission_denied", "Only staff may force a schema.")], status=403)
         registered, created = schema_registry.register_schema(
             type_name=name, schema=body["schema"], actor=api_actor(request), force=force,
-            validation=body.get("validation"),
+            validation=body.get("validation"), source=request.auth.source if isinstance(request.auth, ApiKey) else None,
         )  # fmt: skip
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(EventSchemaSerializer(registered).data, status=code)

@@ -321,10 +321,15 @@ def _resolve_event_types(
     with connection.cursor() as cursor:
         if registering:
             cursor.execute(
-                "INSERT INTO events_eventtype (name, description) SELECT unnest(%s::text[]), '' "
+                "INSERT INTO events_eventtype (name, description, owner_id) SELECT unnest(%s::text[]), '', %s "
                 "ON CONFLICT (name) DO NOTHING",
-                [registering],
+                [registering, source.pk],
             )
+        # The first source to send a type owns it (its schema keys register the type's schemas),
+        # unless staff named one; in this transaction, so a refused write claims nothing.
+        cursor.execute(
+            "UPDATE events_eventtype SET owner_id = %s WHERE name = ANY(%s) AND owner_id IS NULL", [source.pk, missing]
+        )
         cursor.execute("SELECT name, id FROM events_eventtype WHERE name = ANY(%s)", [missing])
         resolved.update(cursor.fetchall())
     unknown = [

@@ -6,10 +6,14 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
 from rest_framework.test import APIClient
 
-from events.models import Event, EventType
+from events.keys import create_api_key
+from events.models import Event, EventSchema, EventType
 from events.schema_registry import incompatibilities
+from tests.conftest import KeyedClient
 
 CHARGED: dict[str, Any] = {
     "type": "object",
@@ -25,6 +29,14 @@ CHARGED: dict[str, Any] = {
 @pytest.fixture
 def registrar(make_client) -> Any:
     return make_client("schemas-team", scopes=("schema", "read"))
+
+
+def schema_key_of(keyed: KeyedClient) -> KeyedClient:
+    """A schema-scope key of keyed's own source, which owns the types it sent first."""
+    issued = create_api_key(source=keyed.source, scopes=["schema", "read"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.plaintext}")
+    return KeyedClient(client=client, source=keyed.source, key=issued.plaintext)
 
 
 def put_schema(client: Any, name: str, schema: Any, **extra: Any) -> Any:
@@ -133,11 +145,11 @@ def test_compatible_growth_is_a_new_version(registrar):
     assert response.status_code == 201 and response.json()["version"] == 2
 
 
-def test_a_schema_that_stored_events_would_fail_is_refused(registrar, api):
+def test_a_schema_that_stored_events_would_fail_is_refused(api):
     api.post_json("/api/v1/events", {"type": "billing.charged", "payload": {"amount": "12", "currency": "EUR"}})
     stored = Event.objects.get(type__name="billing.charged")
 
-    refused = put_schema(registrar, "billing.charged", CHARGED)
+    refused = put_schema(schema_key_of(api), "billing.charged", CHARGED)
 
     assert refused.status_code == 409
     assert f"stored event {stored.id} would be refused: payload.amount" in refused.json()["errors"][0]["message"]
@@ -235,3 +247,50 @@ def test_stream_mode_refuses_a_violation_before_accepting_it(registrar, api, str
 
     assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == "payload.amount"
     assert accepted.status_code == 202
+
+
+def test_a_source_registers_schemas_only_for_the_types_it_owns(api, registrar, staff_with):
+    api.post_json("/api/v1/events", {"type": "billing.charged", "payload": {"amount": 1, "currency": "EUR"}})
+    assert put_schema(registrar, "team.audited", CHARGED).status_code == 201  # unseen: the registrar claims it
+    api.post_json("/api/v1/events", {"type": "team.audited", "payload": {"amount": 1, "currency": "EUR"}})
+    registrations = Event.objects.filter(type__name="auditsvc.schema.registered").count()
+
+    foreign = put_schema(registrar, "billing.charged", CHARGED, validation="enforce")
+    not_ours = put_schema(schema_key_of(api), "team.audited", {**CHARGED, "required": []})
+
+    for refused in (foreign, not_ours):
+        assert refused.status_code == 403
+        assert [(e["field"], e["code"]) for e in refused.json()["errors"]] == [("name", "not_type_owner")]
+    assert "belongs to source 'billing'" in foreign.json()["errors"][0]["message"]
+    assert not EventSchema.objects.filter(type__name="billing.charged").exists()
+    assert EventType.objects.get(name="billing.charged").validation == "off"
+    assert Event.objects.filter(type__name="auditsvc.schema.registered").count() == registrations
+    listed = {t["name"]: t["owner"] for t in api.client.get("/api/v1/event-types").json()}
+    assert listed["billing.charged"] == "billing" and listed["team.audited"] == "schemas-team"
+    assert put_schema(schema_key_of(api), "billing.charged", CHARGED).status_code == 201  # the owner may
+    session = APIClient()
+    session.force_login(staff_with("schema-admin", "change_eventtype"))
+    staff_put = session.put("/api/v1/event-types/team.audited/schema", {"schema": {**CHARGED, "required": []}},
+                            format="json")  # fmt: skip
+    assert staff_put.status_code == 201  # staff, for any type
+    assert EventType.objects.get(name="team.audited").owner.slug == "schemas-team"  # unchanged by staff
+
+
+def test_staff_name_an_owner_and_the_logs_own_types_stay_unchecked_in_the_admin(api, registrar, staff_with):
+    api.post_json("/api/v1/events", {"type": "billing.charged", "payload": {"amount": 1, "currency": "EUR"}})
+    client = Client()
+    client.force_login(staff_with("types-admin", "change_eventtype", "add_eventtype", "view_eventtype"))
+    charged = EventType.objects.get(name="billing.charged")
+    form = {"name": "billing.charged", "description": "", "validation": "off", "owner": registrar.source.pk}
+
+    moved = client.post(reverse("admin:events_eventtype_change", args=[charged.pk]), form)
+    added = client.post(reverse("admin:events_eventtype_add"), {**form, "name": "auditsvc.read.fake"})
+    own = EventType.objects.get(name="auditsvc.admin.change")  # the record of the change just made
+    page = client.get(reverse("admin:events_eventtype_change", args=[own.pk])).content.decode()
+
+    assert moved.status_code == 302
+    assert put_schema(registrar, "billing.charged", CHARGED).status_code == 201
+    assert put_schema(schema_key_of(api), "billing.charged", {**CHARGED, "required": []}).status_code == 403
+    assert added.status_code == 200 and "the log&#x27;s own" in added.content.decode()
+    assert not EventType.objects.filter(name="auditsvc.read.fake").exists()
+    assert 'name="validation"' not in page and 'name="owner"' not in page
