@@ -245,8 +245,9 @@ class EventAdmin(AuditedReads, ReadOnlyAdmin):
 
     @admin.display(description="payload")
     def payload_view(self, event: Event) -> str:
-        customer = event.customer.external_id if event.customer else None
-        readable = protection.readable_payloads([(event.payload, customer)])[0]
+        customer = event.customer.external_id if event.customer else ""
+        place = protection.Place(str(event.id), event.source.slug, event.type.name, customer)
+        readable = protection.readable_payloads([(event.payload, place)])[0]
         if readable is event.payload:
             return format_html('<div class="json-view">{}</div>', json_html(event.payload))
         return format_html(

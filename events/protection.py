@@ -5,14 +5,19 @@ for protecting a payload on the way in and revealing it on the way out.
 - sensitive: stored as "hmac-sha256:<hex>", an HMAC of the value's RFC 8785 JSON under a key
   derived from AUDITSVC_DATA_KEY (as Vault's audit devices store secrets). Not reversible; a
   filter payload.<path>=<value> still finds it, because the filter hashes the value it is given.
-- personal: stored as "aes-gcm:v1:<data key id>:<base64 of nonce and ciphertext>", encrypted
-  under the customer's own data key (events.data_keys; AES-256-GCM, the customer and the path
-  are the associated data, so a ciphertext cannot be moved to another customer or field).
+- personal: stored as "aes-gcm:v2:<data key id>:<base64 of nonce and ciphertext>", encrypted
+  under the customer's own data key (events.data_keys; AES-256-GCM). The associated data is the
+  event's id, source and type, the customer and the path, so a ciphertext copied into another
+  event, field or customer does not decrypt. (v1, of before, was bound to customer and path only:
+  still read, at marked paths only, and never written.)
+- A read decrypts only at the paths the event's type marks (marked_paths); a sender's string that
+  merely looks protected is refused on the way in (refuse_protected_prefixes).
 - erase_customer (events.erasure) destroys a customer's data keys: their personal fields then
   read as ERASED, while the stored bytes, the hashes and the seals are untouched.
 
-Only payloads as a sender sent them are protected; an entry already in its stored form (the
-stream's, an export being imported) is stored as it is, or its hash would change.
+Only payloads as a sender sent them are protected; an entry already in its stored form (a
+stream entry the API accepted, an export proven by its hash) is stored as it is, or its hash
+would change.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import hashlib
 import hmac
 import os
 import re
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -39,15 +46,38 @@ from events.data_keys import data_keys_for_reading, data_keys_for_writing, hmac_
 from events.ingest.validation import EventIn, ItemPaths
 from events.integrity.canonical import canonical_json
 from events.models import EventSchema
-from events.schema_marks import ANY_ITEM, PERSONAL, SENSITIVE, Marking, Path, dotted, has_path, markings_of
+from events.schema_marks import (
+    ANY_ITEM,
+    PERSONAL,
+    SENSITIVE,
+    SERVICE_MARKINGS,
+    Marking,
+    Path,
+    dotted,
+    has_path,
+    markings_of,
+)
 
 if TYPE_CHECKING:
     from events.schemas import Check
 
 HMAC_PREFIX = "hmac-sha256:"
-CIPHER_PREFIX = "aes-gcm:v1:"
+CIPHER_PREFIX = "aes-gcm:"  # of every version
+CIPHER_V1 = "aes-gcm:v1:"  # bound to customer and path only: read (at marked paths), never written
+CIPHER_V2 = "aes-gcm:v2:"  # bound to the event too: id, source, type, customer, path
+PROTECTED_PREFIXES = (CIPHER_PREFIX, HMAC_PREFIX)
 ERASED = "[erased]"  # how a personal value reads once its customer's data key is destroyed
-UNREADABLE = "[unreadable]"  # a value that looks encrypted but is not ours (a sender's string)
+UNREADABLE = "[unreadable]"  # a value at a marked path that looks encrypted but not for this place
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a personal value is stored, all of which its (v2) ciphertext is bound to."""
+
+    event_id: str
+    source: str
+    type: str
+    customer: str
 
 
 def sensitive_digest(value: Any, key: bytes | None = None) -> str:
@@ -57,12 +87,20 @@ def sensitive_digest(value: Any, key: bytes | None = None) -> str:
     return HMAC_PREFIX + digest
 
 
-def protect_items(items: Sequence[EventIn], checks: Sequence[Check], paths: ItemPaths) -> list[EventIn]:
+def protect_items(
+    items: Sequence[EventIn],
+    checks: Sequence[Check],
+    paths: ItemPaths,
+    *,
+    source: str,
+    event_ids: Sequence[uuid.UUID],
+) -> list[EventIn]:
     """The items as they are to be stored and hashed: marked fields protected, by the markings of
-    the version each was checked against (schemas.check_items). InvalidInput (nothing stored)
-    when a personal value has no customer whose key could encrypt it."""
+    the version each was checked against (schemas.check_items), each ciphertext bound to its
+    event (event_ids[i], of source). InvalidInput (nothing stored) when a personal value has no
+    customer whose key could encrypt it."""
     marked = [(i, item, check.markings) for i, (item, check) in enumerate(zip(items, checks, strict=True))
-              if check.markings and not item.in_stored_form]  # fmt: skip
+              if check.markings and not item.stored_as_is]  # fmt: skip
     errors: list[FieldError] = []
     customers: set[str] = set()
     message = "Personal fields are encrypted under their customer's key: this event needs a customer."
@@ -78,17 +116,18 @@ def protect_items(items: Sequence[EventIn], checks: Sequence[Check], paths: Item
     protected = list(items)
     for index, item, markings in marked:
         data_key = keys.get(item.customer) if item.customer else None
-        protected[index] = replace(item, payload=protect(item.payload, markings, item.customer, data_key))
+        place = Place(str(event_ids[index]), source, item.type, item.customer) if item.customer is not None else None
+        protected[index] = replace(item, payload=protect(item.payload, markings, place, data_key))
     return protected
 
 
 def protect(
-    payload: dict[str, Any], markings: Sequence[Marking], customer: str | None, data_key: tuple[int, AESGCM] | None
+    payload: dict[str, Any], markings: Sequence[Marking], place: Place | None, data_key: tuple[int, AESGCM] | None
 ) -> dict[str, Any]:
     """The payload as stored: marked values replaced (the sender's dict is not changed).
-    Personal values are encrypted under data_key, the customer's (id, cipher)."""
+    Personal values are encrypted under data_key, the customer's (id, cipher), for place."""
     protected = payload
-    encrypt = functools.partial(_encrypt, *data_key, customer) if data_key and customer is not None else None
+    encrypt = functools.partial(_encrypt, *data_key, place) if data_key and place is not None else None
     key = hmac_key()
     for marking in markings:
         if marking.kind == SENSITIVE:
@@ -98,14 +137,20 @@ def protect(
     return dict(protected)
 
 
-def _encrypt(key_id: int, cipher: AESGCM, customer: str, value: Any, path: Path) -> str:
+def _encrypt(key_id: int, cipher: AESGCM, place: Place, value: Any, path: Path) -> str:
     nonce = os.urandom(12)
-    sealed = cipher.encrypt(nonce, canonical_json(value), _value_aad(customer, path))
-    return f"{CIPHER_PREFIX}{key_id}:{base64.b64encode(nonce + sealed).decode()}"
+    sealed = cipher.encrypt(nonce, canonical_json(value), _aad_v2(place, path))
+    return f"{CIPHER_V2}{key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
 
-def _value_aad(customer: str, path: Path) -> bytes:
+def _aad_v1(customer: str, path: Path) -> bytes:
     return "\x00".join(("auditsvc personal", customer, *path)).encode()
+
+
+def _aad_v2(place: Place, path: Path) -> bytes:
+    # NUL separates the parts: no id, slug, type name, customer or payload key holds one.
+    parts = ("auditsvc personal v2", place.event_id, place.source, place.type, place.customer, *path)
+    return "\x00".join(parts).encode()
 
 
 def _replaced(value: Any, path: Path, done: Path, change: Any) -> Any:
@@ -128,31 +173,83 @@ def _replaced(value: Any, path: Path, done: Path, change: Any) -> Any:
 # --- Reading ------------------------------------------------------------------------------
 
 
-def readable_payloads(payloads: Sequence[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
-    """(payload as stored, its customer) → payloads with personal values decrypted (ERASED where
-    the key is destroyed); the others are returned as they are. One key lookup for them all."""
+def readable_payloads(payloads: Sequence[tuple[dict[str, Any], Place]]) -> list[dict[str, Any]]:
+    """(payload as stored, its place) → payloads with personal values decrypted (ERASED where the
+    key is destroyed) at the paths their type marks; anything else is returned as stored, and a
+    payload with nothing to decrypt is returned itself. One key lookup for them all."""
     key_ids = [_key_ids(payload) for payload, _ in payloads]
     if not any(key_ids):
         return [payload for payload, _ in payloads]
+    marks = marked_paths({place.type for (_, place), ids in zip(payloads, key_ids, strict=True) if ids})
     keys = data_keys_for_reading(set().union(*key_ids))
-    return [
-        _decrypted(payload, keys, customer or "", ()) if ids else payload
-        for (payload, customer), ids in zip(payloads, key_ids, strict=True)
-    ]
+    readable = []
+    for (payload, place), ids in zip(payloads, key_ids, strict=True):
+        paths = marks.get(place.type, frozenset())
+        reading = _Reading(keys, place, paths, _prefixes(paths))
+        readable.append(_decrypted(payload, reading, (), ()) if ids and paths else payload)
+    return readable
 
 
 def readable_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Events as the API renders them, with their payloads readable (see readable_payloads)."""
-    payloads = readable_payloads([(output["payload"], output["customer"]) for output in outputs])
+    places = [Place(o["id"], o["source"], o["type"], o["customer"] or "") for o in outputs]
+    payloads = readable_payloads([(output["payload"], place) for output, place in zip(outputs, places, strict=True)])
     return [
         output if payload is output["payload"] else {**output, "payload": payload}
         for output, payload in zip(outputs, payloads, strict=True)
     ]
 
 
+_marks: dict[str, tuple[float, frozenset[Path]]] = {}  # type name → (when read, the paths it marks)
+_marks_lock = threading.Lock()
+
+
+def marked_paths(type_names: Collection[str]) -> dict[str, frozenset[Path]]:
+    """The paths each type marks, the one rule of where a read decrypts: every version's marks
+    (the write side protects by the strongest mark any version gave, and an event stored with
+    validation off records no version), and the built-in marks of the log's own types. Cached
+    like the schemas, and forgotten with them (forget_protected_paths)."""
+    now = time.monotonic()
+    found = {
+        name: cached[1]
+        for name in type_names
+        if (cached := _marks.get(name)) and now - cached[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS
+    }
+    missing = set(type_names) - found.keys()
+    if missing:
+        read: dict[str, set[Path]] = {name: {m.path for m in SERVICE_MARKINGS.get(name, ())} for name in missing}
+        for name, schema in EventSchema.objects.filter(type__name__in=missing).values_list("type__name", "schema"):
+            read[name].update(marking.path for marking in markings_of(schema))
+        with _marks_lock:
+            for name, paths in read.items():
+                found[name] = frozenset(paths)
+                _marks[name] = (now, found[name])
+    return found
+
+
+def in_stored_form(payload: dict[str, Any], type_name: str) -> bool:
+    """Whether every value at a path the type marks is protected (or null), as this log stores it:
+    part of what proves an imported record to be an export of stored events."""
+    return all(_protected_at(payload, path) for path in marked_paths({type_name})[type_name])
+
+
+def _protected_at(value: Any, path: Path) -> bool:
+    if not path:
+        return value is None or (isinstance(value, str) and value.startswith(PROTECTED_PREFIXES))
+    head, rest = path[0], path[1:]
+    if head == ANY_ITEM:
+        return not isinstance(value, list) or all(_protected_at(item, rest) for item in value)
+    return not isinstance(value, dict) or head not in value or _protected_at(value[head], rest)
+
+
+def _prefixes(marks: frozenset[Path]) -> frozenset[Path]:
+    """Every path on the way to a mark (the mark included): where _decrypted needs to look."""
+    return frozenset(mark[:n] for mark in marks for n in range(1, len(mark) + 1))
+
+
 # A ciphertext's start in JSON text: the key id follows. orjson writes a payload far faster than
 # Python could walk it, so most payloads (which hold none) cost one serialisation and one search.
-_CIPHERTEXT_IN_JSON = re.compile(rb'"' + re.escape(CIPHER_PREFIX.encode()) + rb"([0-9]+):")
+_CIPHERTEXT_IN_JSON = re.compile(rb'"' + re.escape(CIPHER_PREFIX.encode()) + rb"v[12]:([0-9]+):")
 
 
 def _key_ids(payload: dict[str, Any]) -> set[int]:
@@ -161,14 +258,43 @@ def _key_ids(payload: dict[str, Any]) -> set[int]:
     return {int(key_id) for key_id in _CIPHERTEXT_IN_JSON.findall(orjson.dumps(payload))}
 
 
-def _decrypted(value: Any, keys: dict[int, AESGCM | None], customer: str, path: Path) -> Any:  # noqa: PLR0911
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What one payload's walk needs: the keys, the event's place, and where its type marks."""
+
+    keys: dict[int, AESGCM | None]
+    place: Place
+    marks: frozenset[Path]
+    prefixes: frozenset[Path]  # every path on the way to a mark: where the walk looks
+
+
+def _decrypted(value: Any, reading: _Reading, path: Path, pattern: Path) -> Any:
+    """value with the ciphertexts at marked paths opened; pattern is path as marks spell it
+    (ANY_ITEM for an array's index). Returns value itself where nothing changed."""
+    if pattern in reading.marks and isinstance(value, str):
+        return _opened(value, reading.keys, reading.place, path)
     if isinstance(value, dict):
-        return {k: _decrypted(v, keys, customer, (*path, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decrypted(v, keys, customer, (*path, str(i))) for i, v in enumerate(value)]
-    if not (isinstance(value, str) and value.startswith(CIPHER_PREFIX)):
-        return value
-    key_id, _, sealed = value[len(CIPHER_PREFIX) :].partition(":")
+        changed = {k: _decrypted(v, reading, (*path, k), (*pattern, k))
+                   for k, v in value.items() if (*pattern, k) in reading.prefixes}  # fmt: skip
+        if all(changed[k] is value[k] for k in changed):
+            return value
+        return {**value, **changed}
+    if isinstance(value, list) and (*pattern, ANY_ITEM) in reading.prefixes:
+        items = [_decrypted(v, reading, (*path, str(i)), (*pattern, ANY_ITEM)) for i, v in enumerate(value)]
+        return value if all(new is old for new, old in zip(items, value, strict=True)) else items
+    return value
+
+
+def _opened(value: str, keys: dict[int, AESGCM | None], place: Place, path: Path) -> Any:
+    if value.startswith(CIPHER_V2):
+        sealed, aad = value[len(CIPHER_V2) :], _aad_v2(place, path)
+    elif value.startswith(CIPHER_V1):
+        sealed, aad = value[len(CIPHER_V1) :], _aad_v1(place.customer, path)
+    elif value.startswith(CIPHER_PREFIX):
+        return UNREADABLE  # a version this log never wrote
+    else:
+        return value  # plain (stored before the mark) or an HMAC
+    key_id, _, sealed = sealed.partition(":")
     if not key_id.isdigit() or int(key_id) not in keys:
         return UNREADABLE
     cipher = keys[int(key_id)]
@@ -176,10 +302,46 @@ def _decrypted(value: Any, keys: dict[int, AESGCM | None], customer: str, path: 
         return ERASED
     try:
         raw = base64.b64decode(sealed, validate=True)
-        plain = cipher.decrypt(raw[:12], raw[12:], _value_aad(customer, path))
+        plain = cipher.decrypt(raw[:12], raw[12:], aad)
     except (ValueError, InvalidTag):
         return UNREADABLE
     return orjson.loads(plain)
+
+
+# --- Refusing look-alikes -----------------------------------------------------------------
+
+_PROTECTED_IN_JSON = re.compile(rb'"(?:' + b"|".join(re.escape(p.encode()) for p in PROTECTED_PREFIXES) + rb")")
+LOOKS_PROTECTED = (
+    f"A string beginning {CIPHER_PREFIX} or {HMAC_PREFIX} is a value this log protected; "
+    "a sender cannot send one (it would pass for an encrypted or hashed field)."
+)
+
+
+def refuse_protected_prefixes(items: Sequence[EventIn], paths: ItemPaths) -> None:
+    """400 protected_value_prefix, a field error per string, for items whose payload holds a
+    string that begins as the log's protected values do: a ciphertext copied from another event
+    (exports, archives and proofs carry them) must not come back as this sender's. Items already
+    in their stored form (a stream entry, a proven export) are as the log wrote them."""
+    errors = []
+    for index, item in enumerate(items):
+        if not item.stored_as_is and _PROTECTED_IN_JSON.search(orjson.dumps(item.payload)):
+            errors += [
+                FieldError(paths(index, where), "protected_value_prefix", LOOKS_PROTECTED)
+                for where in _prefixed(item.payload, "payload")
+            ]
+    if errors:
+        raise InvalidInput(errors)
+
+
+def _prefixed(value: Any, where: str) -> list[str]:
+    """The field names ("payload.user.email", "payload.items[2]") of strings that look protected."""
+    if isinstance(value, str):
+        return [where] if value.startswith(PROTECTED_PREFIXES) else []
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _prefixed(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _prefixed(v, f"{where}[{i}]")]
+    return []
 
 
 # --- The access log's records --------------------------------------------------------------
@@ -206,6 +368,8 @@ def protected_paths() -> frozenset[Path] | None:
 def forget_protected_paths() -> None:
     global _protected_paths  # noqa: PLW0603
     _protected_paths = None
+    with _marks_lock:
+        _marks.clear()
 
 
 def redacted_filters(filters: dict[str, Any]) -> dict[str, Any]:

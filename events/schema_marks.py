@@ -28,6 +28,10 @@ class Marking:
     kind: str  # SENSITIVE or PERSONAL
 
 
+# Built-in marks of the log's own types (auditsvc.*), which no schema may mark: type name → marks.
+SERVICE_MARKINGS: dict[str, tuple[Marking, ...]] = {}
+
+
 def markings_of(schema: Any, path: Path = ()) -> tuple[Marking, ...]:
     """Every property the schema marks, through `properties` and array `items`."""
     if not isinstance(schema, dict):

@@ -159,7 +159,7 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
     errors: list[FieldError] = []
     checkers: dict[tuple[str, int | None], Checker | None] = {}
     for index, item in enumerate(items):
-        if item.in_stored_form:  # checked before, when the API accepted it or the export was made
+        if item.stored_as_is:  # checked before, when the API accepted it or the export was made
             checks.append(Check(version=item.checked_version, valid=item.checked_valid))
             continue
         wanted = (item.type, item.dataschema_version)

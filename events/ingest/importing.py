@@ -43,6 +43,7 @@ from events.ingest.validation import (
 )
 from events.ingest.write import hash_for, ingest_each
 from events.models import SERVICE_SOURCE, Source
+from events.protection import in_stored_form
 
 # The log's own records (reads, admin changes, retirements) are written by the log alone: an
 # imported one could be backdated under the seals. Another auditsvc's go under a source of yours.
@@ -368,12 +369,12 @@ class BatchImporter:
         if event_id is not None and received_at is not None:
             item = replace(item, event_id=event_id, received_at=received_at)
             expected = exported.get("hash")  # another store's hash is not one of ours to check
-            if (
-                expected
-                and foreign_id is None
-                and expected != hash_for(source=source, item=item, event_id=event_id, received_at=received_at)
-            ):
-                raise InvalidInput([FieldError("hash", "hash_mismatch", "The fields do not give this hash.")])
+            if expected and foreign_id is None:
+                if expected != hash_for(source=source, item=item, event_id=event_id, received_at=received_at):
+                    raise InvalidInput([FieldError("hash", "hash_mismatch", "The fields do not give this hash.")])
+                # The hash is no secret: anyone can compute one over a plain payload. Only a record
+                # whose marked fields are protected, too, is one of our exports, stored as it is.
+                item = replace(item, proven_export=in_stored_form(item.payload, item.type))
         return source, item
 
     def _source(self, name: Any) -> Source:

@@ -175,9 +175,9 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
     (InvalidInput then): the hash the answer carries covers the stored form, and the entry
     carries the check for the drainer to record.
     """
-    [item], [check] = checked_and_protected([item], ItemPaths(is_batch=False))
+    event_id = uuid7()  # first: the ciphertexts are bound to it
+    [item], [check] = checked_and_protected([item], ItemPaths(is_batch=False), source=source, event_ids=[event_id])
     item = replace(item, checked_version=check.version, checked_valid=check.valid)
-    event_id = uuid7()
     received_at = timezone.now()
     id_text = str(event_id)
     digest = hash_for(source=source, item=item, event_id=id_text, received_at=received_at)

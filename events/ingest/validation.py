@@ -61,10 +61,13 @@ class EventIn:
     idempotency_key: str | None
     fingerprint: str  # SHA-256 of the item as sent, minus its idempotency key
     payload_is_canonical: bool = False  # orjson's sorted output is already RFC 8785 (see _check_payload)
-    # Set only by import_events, for events exported from an auditsvc: they keep their
-    # id and receipt time, and therefore their hash. The API never sets these.
+    # Set only by import_events, for records that keep their id and receipt time (an export's,
+    # or one that names them); their hash is then computed from these. The API never sets these.
     event_id: uuid.UUID | None = None
     received_at: datetime | None = None
+    # Set only by import_events: the record's hash recomputes over the record as given, and every
+    # marked field holds a protected value, so it is an export of events this log stored.
+    proven_export: bool = False
     # Set only by the stream's drainer: the hash the API computed from these same fields when it
     # accepted the event (and answered with); stored as is, not computed twice. verify_events
     # recomputes every stored hash from the stored fields, so a divergence could not hide.
@@ -73,16 +76,21 @@ class EventIn:
     # hashed, and the schema version its `dataschema` names (checked against instead of the latest).
     origin: str | None = None
     dataschema_version: int | None = None
-    # Set only on stream entries: the API's check when it accepted the event (see in_stored_form).
+    # Set only on stream entries: the API's check when it accepted the event (see accepted_entry).
     checked_version: int | None = None
     checked_valid: bool | None = None
 
     @property
-    def in_stored_form(self) -> bool:
-        """Whether the payload is already as stored (a stream entry the API checked and protected, or
-        an exported event being imported): stored as it is, neither checked nor protected again,
-        or its hash would change."""
-        return self.hash is not None or (self.event_id is not None and self.received_at is not None)
+    def accepted_entry(self) -> bool:
+        """A stream entry the API accepted: checked and protected then, and authenticated by its
+        MAC since (events.ingest.stream)."""
+        return self.hash is not None
+
+    @property
+    def stored_as_is(self) -> bool:
+        """Whether the payload is already as stored (an accepted_entry, or a proven_export): stored
+        as it is, neither checked nor protected again, or its hash would change."""
+        return self.accepted_entry or self.proven_export
 
 
 @dataclass(frozen=True, slots=True)

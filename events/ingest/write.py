@@ -132,7 +132,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     retired = partitions.ensure_partitions(partitions.months_of(event_ids)).retired
     if retired:
         _refuse_retired(event_ids, retired, paths)
-    items, checks = checked_and_protected(items, paths)
+    items, checks = checked_and_protected(items, paths, source=source, event_ids=event_ids)
     results: dict[int, StoredEvent] = {}
     with _writes_into_retiring_months_refused(event_ids, paths), transaction.atomic():
         fresh, repeats = claim_idempotency_keys(
@@ -189,12 +189,18 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     return IngestResult(events=[results[index] for index in range(len(items))])
 
 
-def checked_and_protected(items: Sequence[EventIn], paths: ItemPaths) -> tuple[list[EventIn], list[schemas.Check]]:
-    """The items as they are to be hashed and stored, and their schema checks: checked against
-    their schemas (enforce mode: 400 schema_violation, nothing stored), then their marked fields
-    protected. The write path and the stream's accept both call it, before they hash."""
+def checked_and_protected(
+    items: Sequence[EventIn], paths: ItemPaths, *, source: Source, event_ids: Sequence[uuid.UUID]
+) -> tuple[list[EventIn], list[schemas.Check]]:
+    """The items as they are to be hashed and stored as event_ids, and their schema checks: a
+    sender's string that looks protected refused (the log's own records hold HMACs it made), then
+    checked against their schemas (enforce mode: 400 schema_violation, nothing stored), then their
+    marked fields protected. The write path and the stream's accept both call it, before they hash."""
+    if source.slug != SERVICE_SOURCE:
+        protection.refuse_protected_prefixes(items, paths)
     checks = schemas.check_items(items, paths)
-    return protection.protect_items(items, checks, paths), checks
+    protected = protection.protect_items(items, checks, paths, source=source.slug, event_ids=event_ids)
+    return protected, checks
 
 
 def _refuse_retired(event_ids: list[uuid.UUID], retired: set[partitions.Month], paths: ItemPaths) -> None:
