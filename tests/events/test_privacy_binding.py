@@ -146,8 +146,8 @@ def import_lines(tmp_path: Path, records: list[dict[str, Any]]) -> tuple[str, li
 
 def test_an_imported_record_with_a_receipt_time_is_checked_and_protected_unless_it_proves_its_stored_form(
     api,
-    marked,
-    tmp_path,  # noqa: F811
+    marked,  # noqa: F811
+    tmp_path,
 ):
     plain = {"type": "customer.signed_up", "customer": "cus_1", "received_at": "2026-11-01T10:00:00Z",
              "payload": PLAIN}  # fmt: skip
