@@ -24,7 +24,7 @@ import hmac
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ from django.db import DatabaseError
 
 from auditsvc.errors import FieldError, InvalidInput
 from events.data_keys import data_keys_for_reading, data_keys_for_writing, hmac_key
-from events.ingest.validation import EventIn, ItemPaths
+from events.ingest.validation import EventIn, ItemPaths, keyed_fingerprint
 from events.integrity.canonical import canonical_json
 from events.models import EventSchema
 from events.schema_marks import ANY_ITEM, PERSONAL, SENSITIVE, Marking, Path, dotted, has_path, markings_of
@@ -78,8 +78,55 @@ def protect_items(items: Sequence[EventIn], checks: Sequence[Check], paths: Item
     protected = list(items)
     for index, item, markings in marked:
         data_key = keys.get(item.customer) if item.customer else None
-        protected[index] = replace(item, payload=protect(item.payload, markings, item.customer, data_key))
+        payload = protect(item.payload, markings, item.customer, data_key)
+        if any(has_path(item.payload, m.path) for m in markings):  # fingerprint what is protected
+            stand_ins = fingerprint_form(item.payload, markings, item.customer, data_key)
+            protected[index] = replace(item, payload=payload, fingerprint=protected_fingerprint(item, stand_ins))
+        else:
+            protected[index] = replace(item, payload=payload)
     return protected
+
+
+def fingerprint_form(
+    payload: dict[str, Any], markings: Sequence[Marking], customer: str | None, data_key: tuple[int, AESGCM] | None
+) -> dict[str, Any]:
+    """The payload as its fingerprint sees it: protected, but the same every time it is sent.
+    Sensitive values as stored (their HMAC); personal values as a MAC under the customer's own
+    data key (_personal_tag), not its random-nonce ciphertext: once the key is erased, no one,
+    holding the master key or not, can test a guess against a fingerprint or derived key."""
+    stable = payload
+    tag = functools.partial(_personal_tag, data_key[1], customer) if data_key and customer is not None else None
+    key = hmac_key()
+    for marking in markings:
+        if marking.kind == SENSITIVE:
+            stable = _replaced(stable, marking.path, (), lambda value, _path: sensitive_digest(value, key))
+        elif tag is not None:
+            stable = _replaced(stable, marking.path, (), tag)
+    return dict(stable)
+
+
+def _personal_tag(cipher: AESGCM, customer: str, value: Any, path: Path) -> str:
+    """A deterministic MAC of a personal value under its customer's data key: the AES-GCM tag
+    (GMAC) of the value as associated data, under a nonce derived from it (as SIV does), so that
+    equal values give equal tags and distinct values never share a nonce."""
+    data = _value_aad(customer, path) + b"\x00" + canonical_json(value)
+    nonce = hmac.new(hmac_key(), b"auditsvc fingerprint nonce\x00" + data, hashlib.sha256).digest()[:12]
+    return "gmac:" + base64.b64encode(cipher.encrypt(nonce, b"", b"auditsvc fingerprint\x00" + data)).decode()
+
+
+def protected_fingerprint(item: EventIn, payload: dict[str, Any]) -> str:
+    """The fingerprint of an item whose payload is given in its protected, stable form."""
+    content = {
+        "type": item.type,
+        "customer": item.customer,
+        "customer_identities": item.customer_identities,
+        "actor": item.actor,
+        "occurred_at": item.occurred_at,
+        "description": item.description,
+        "payload": payload,
+        "origin": item.origin,
+    }
+    return keyed_fingerprint(orjson.dumps(content, option=orjson.OPT_SORT_KEYS))
 
 
 def protect(
@@ -208,13 +255,21 @@ def forget_protected_paths() -> None:
     _protected_paths = None
 
 
-def redacted_filters(filters: dict[str, Any]) -> dict[str, Any]:
+def redacted_filters(filters: dict[str, Any], *, personal: Collection[str] = ()) -> dict[str, Any]:
     """Query filters as a read record keeps them: payload.<path>=<value> on a marked path, and a
-    payload={...} filter that names one, with each value replaced by its HMAC."""
-    if not any(key == "payload" or key.startswith("payload.") for key in filters):
-        return filters
-    paths = protected_paths()
+    payload={...} filter that names one, with each value replaced by its HMAC; so are the
+    parameters named in personal (a customer search by e-mail), in lower case, as e-mail
+    matches ignore case: who searched for an address is found by the HMAC of it."""
     redacted = dict(filters)
+    for key in personal:
+        if key in filters:
+            value = filters[key]
+            terms = value if isinstance(value, list) else [value]
+            digests = [sensitive_digest(str(term).strip().lower()) for term in terms]
+            redacted[key] = digests if isinstance(value, list) else digests[0]
+    if not any(key == "payload" or key.startswith("payload.") for key in filters):
+        return redacted
+    paths = protected_paths()
     for key, value in filters.items():
         if key.startswith("payload.") and (paths is None or tuple(key.split(".")[1:]) in paths):
             redacted[key] = [sensitive_digest(v) for v in value] if isinstance(value, list) else sensitive_digest(value)
