@@ -59,7 +59,7 @@ def same_rows_copy_rate(url: str, path: Path, count: int) -> float:
                                 customer=event.get("customer"), actor=event.get("actor"), occurred_at=occurred,
                                 received_at=received, description=event.get("description"),
                                 payload=event["payload"])  # fmt: skip
-            key = keys.next_key((number, raw.strip()))
+            key = keys.next_key((number, raw.strip())).legacy_key
             customer = customer_ids[event["customer"]] if event.get("customer") else None
             rows.append((event_id, type_ids[event["type"]], source_id, customer, event.get("actor"), occurred,
                          received, event.get("description"), orjson.dumps(event["payload"]).decode(), key, digest))  # fmt: skip

@@ -41,6 +41,7 @@ class CustomerAdmin(AuditedReads, AuditedChanges):
         css = {"all": ["events/admin.css"]}
 
     audit_read_of = "customers"
+    audit_personal_filters = ("q",)  # the search box takes an e-mail too
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [*self.readonly_fields, "external_id"] if obj else self.readonly_fields

@@ -61,6 +61,7 @@ class CustomerViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[ty
 
     audit_read_of = "customers"
     audit_read_of_action = {"events": "events"}
+    audit_personal_filters = ("email", "search")  # an e-mail, or a term that may be one
     permission_classes = [HasScope]
     required_scope = SCOPE_READ
     filter_backends = [StrictFilterBackend]

@@ -37,12 +37,13 @@ logger = logging.getLogger(__name__)
 _BATCH = 500
 
 
-def query_filters(params: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+def query_filters(params: Any, *, skip: tuple[str, ...] = (), personal: tuple[str, ...] = ()) -> dict[str, Any]:
     """A request's query parameters (a QueryDict) as a record shows them: one value, or the list.
-    A value sought in a sensitive or personal field is recorded as its HMAC, never as asked:
-    the record must not keep what the events themselves do not (events.protection)."""
+    A value sought in a sensitive or personal field (payload marks; personal: the parameters
+    searching a customer's contact fields) is recorded as its HMAC, never as asked: the record
+    must not keep what the events themselves do not, nor what erasure destroys (events.protection)."""
     filters = {key: values[0] if len(values) == 1 else values for key, values in params.lists() if key not in skip}
-    return protection.redacted_filters(filters)
+    return protection.redacted_filters(filters, personal=personal)
 
 
 def record_read(*, actor: str, via: str, endpoint: str, returned: int, details: dict[str, Any]) -> None:

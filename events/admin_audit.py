@@ -59,12 +59,13 @@ class AuditedReads(ModelAdmin):  # type: ignore[type-arg]
     """Records each list page and each object page this admin shows (GET, answered 200)."""
 
     audit_read_of = "events"  # what the list's rows are
+    audit_personal_filters: tuple[str, ...] = ()  # parameters searching contact fields: recorded as HMACs
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None) or {}
         if request.method == "GET" and response.status_code == 200 and "cl" in context:
-            details = {"filters": query_filters(request.GET)}
+            details = {"filters": query_filters(request.GET, personal=self.audit_personal_filters)}
             record_admin_read(request, returned=len(context["cl"].result_list), of=self.audit_read_of, details=details)
         return response
 

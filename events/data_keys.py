@@ -59,6 +59,18 @@ def hmac_key() -> bytes:
     return _hmac_key(master_key())
 
 
+@functools.lru_cache(maxsize=4)
+def _fingerprint_key(master: bytes) -> bytes:
+    derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"auditsvc idempotency fingerprints")
+    return derive.derive(master)
+
+
+def fingerprint_key() -> bytes:
+    """The key of request fingerprints and the import's derived idempotency keys: its own, so
+    that no fingerprint can be passed off as a sensitive field's HMAC, nor the other way."""
+    return _fingerprint_key(master_key())
+
+
 def _wrap_aad(customer: str) -> bytes:
     return b"auditsvc data key\x00" + customer.encode()
 

@@ -25,7 +25,10 @@ def erase_customer(customer: str, *, actor: str) -> Erasure:
     an auditsvc.customer.erased event, in one transaction."""
     with transaction.atomic():
         live = CustomerDataKey.objects.filter(customer=customer, erased_at__isnull=True)
-        destroyed = live.update(wrapped=None, erased_at=timezone.now())
+        # The ids, in the record: verify_events matches each erased key to the erasure that
+        # destroyed it (events.integrity.erasure_records). Locked, so none is made meanwhile.
+        key_ids = sorted(live.select_for_update().values_list("id", flat=True))
+        destroyed = CustomerDataKey.objects.filter(id__in=key_ids).update(wrapped=None, erased_at=timezone.now())
         Customer.objects.filter(external_id=customer).update(email="", display_name="")
         events = Event.objects.filter(customer__external_id=customer).count()
         store_service_event(
@@ -33,7 +36,7 @@ def erase_customer(customer: str, *, actor: str) -> Erasure:
             actor=actor,
             customer=customer,
             description=f"{actor} erased the personal data of customer {customer}",
-            payload={"data_keys_destroyed": destroyed, "events": events},
+            payload={"data_keys_destroyed": destroyed, "data_key_ids": key_ids, "events": events},
         )
     forget_cached_data_keys()
     return Erasure(customer=customer, keys_destroyed=destroyed, events=events)

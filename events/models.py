@@ -205,7 +205,8 @@ class IdempotencyKey(models.Model):
     source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+")
     key = models.CharField(max_length=200)
     event_id = models.UUIDField()
-    # SHA-256 of the request item as sent: a retry must match it, or it is a 409.
+    # The request item's keyed fingerprint (validation.EventIn; unkeyed SHA-256 in claims made
+    # before fingerprints were keyed): a retry must match it, or it is a 409.
     fingerprint = models.CharField(max_length=64)
     created_at = models.DateTimeField()
     # Held for good, not for the dedupe window: the claims of import_events, whose re-runs

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import hmac
 import os
 import re
@@ -42,8 +41,8 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from auditsvc.errors import FieldError, InvalidInput
-from events.data_keys import data_keys_for_reading, data_keys_for_writing, hmac_key
-from events.ingest.validation import EventIn, ItemPaths
+from events.data_keys import data_keys_for_reading, data_keys_for_writing, fingerprint_key, hmac_key
+from events.ingest.validation import EventIn, ItemPaths, keyed_fingerprint
 from events.integrity.canonical import canonical_json
 from events.models import EventSchema
 from events.schema_marks import (
@@ -83,8 +82,7 @@ class Place:
 def sensitive_digest(value: Any, key: bytes | None = None) -> str:
     """What a sensitive value is stored as; the same value always gives the same text. key: the
     HMAC key (hmac_key()), when the caller hashes many values."""
-    digest = hmac.new(key or hmac_key(), canonical_json(value), hashlib.sha256).hexdigest()
-    return HMAC_PREFIX + digest
+    return HMAC_PREFIX + hmac.digest(key or hmac_key(), canonical_json(value), "sha256").hex()
 
 
 def protect_items(
@@ -114,21 +112,78 @@ def protect_items(
         raise InvalidInput(errors)
     keys = data_keys_for_writing(customers)
     protected = list(items)
+    mac_key, fingerprints_key = hmac_key(), fingerprint_key()  # once: each reads the settings
     for index, item, markings in marked:
         data_key = keys.get(item.customer) if item.customer else None
         place = Place(str(event_ids[index]), source, item.type, item.customer) if item.customer is not None else None
-        protected[index] = replace(item, payload=protect(item.payload, markings, place, data_key))
+        payload = protect(item.payload, markings, place, data_key, mac_key)
+        if any(has_path(item.payload, m.path) for m in markings):  # fingerprint what is protected
+            stand_ins = fingerprint_form(item.payload, markings, item.customer, data_key, mac_key)
+            fingerprint = protected_fingerprint(item, stand_ins, fingerprints_key)
+            protected[index] = replace(item, payload=payload, fingerprint=fingerprint)
+        else:
+            protected[index] = replace(item, payload=payload)
     return protected
 
 
+def fingerprint_form(
+    payload: dict[str, Any],
+    markings: Sequence[Marking],
+    customer: str | None,
+    data_key: tuple[int, AESGCM] | None,
+    mac_key: bytes | None = None,
+) -> dict[str, Any]:
+    """The payload as its fingerprint sees it: protected, but the same every time it is sent.
+    Sensitive values as stored (their HMAC); personal values as a MAC under the customer's own
+    data key (_personal_tag), not its random-nonce ciphertext: once the key is erased, no one,
+    holding the master key or not, can test a guess against a fingerprint or derived key."""
+    stable = payload
+    key = mac_key or hmac_key()
+    tag = functools.partial(_personal_tag, data_key[1], key, customer) if data_key and customer is not None else None
+    for marking in markings:
+        if marking.kind == SENSITIVE:
+            stable = _replaced(stable, marking.path, (), lambda value, _path: sensitive_digest(value, key))
+        elif tag is not None:
+            stable = _replaced(stable, marking.path, (), tag)
+    return dict(stable)
+
+
+def _personal_tag(cipher: AESGCM, mac_key: bytes, customer: str, value: Any, path: Path) -> str:
+    """A deterministic MAC of a personal value under its customer's data key: the AES-GCM tag
+    (GMAC) of the value as associated data, under a nonce derived from it (as SIV does), so that
+    equal values give equal tags and distinct values never share a nonce."""
+    data = _aad_v1(customer, path) + b"\x00" + canonical_json(value)
+    nonce = hmac.digest(mac_key, b"auditsvc fingerprint nonce\x00" + data, "sha256")[:12]  # one-shot: fast
+    return "gmac:" + base64.b64encode(cipher.encrypt(nonce, b"", b"auditsvc fingerprint\x00" + data)).decode()
+
+
+def protected_fingerprint(item: EventIn, payload: dict[str, Any], key: bytes | None = None) -> str:
+    """The fingerprint of an item whose payload is given in its protected, stable form."""
+    content = {
+        "type": item.type,
+        "customer": item.customer,
+        "customer_identities": item.customer_identities,
+        "actor": item.actor,
+        "occurred_at": item.occurred_at,
+        "description": item.description,
+        "payload": payload,
+        "origin": item.origin,
+    }
+    return keyed_fingerprint(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), key)
+
+
 def protect(
-    payload: dict[str, Any], markings: Sequence[Marking], place: Place | None, data_key: tuple[int, AESGCM] | None
+    payload: dict[str, Any],
+    markings: Sequence[Marking],
+    place: Place | None,
+    data_key: tuple[int, AESGCM] | None,
+    mac_key: bytes | None = None,
 ) -> dict[str, Any]:
     """The payload as stored: marked values replaced (the sender's dict is not changed).
     Personal values are encrypted under data_key, the customer's (id, cipher), for place."""
     protected = payload
     encrypt = functools.partial(_encrypt, *data_key, place) if data_key and place is not None else None
-    key = hmac_key()
+    key = mac_key or hmac_key()
     for marking in markings:
         if marking.kind == SENSITIVE:
             protected = _replaced(protected, marking.path, (), lambda value, _path: sensitive_digest(value, key))
@@ -372,13 +427,21 @@ def forget_protected_paths() -> None:
         _marks.clear()
 
 
-def redacted_filters(filters: dict[str, Any]) -> dict[str, Any]:
+def redacted_filters(filters: dict[str, Any], *, personal: Collection[str] = ()) -> dict[str, Any]:
     """Query filters as a read record keeps them: payload.<path>=<value> on a marked path, and a
-    payload={...} filter that names one, with each value replaced by its HMAC."""
-    if not any(key == "payload" or key.startswith("payload.") for key in filters):
-        return filters
-    paths = protected_paths()
+    payload={...} filter that names one, with each value replaced by its HMAC; so are the
+    parameters named in personal (a customer search by e-mail), in lower case, as e-mail
+    matches ignore case: who searched for an address is found by the HMAC of it."""
     redacted = dict(filters)
+    for key in personal:
+        if key in filters:
+            value = filters[key]
+            terms = value if isinstance(value, list) else [value]
+            digests = [sensitive_digest(str(term).strip().lower()) for term in terms]
+            redacted[key] = digests if isinstance(value, list) else digests[0]
+    if not any(key == "payload" or key.startswith("payload.") for key in filters):
+        return redacted
+    paths = protected_paths()
     for key, value in filters.items():
         if key.startswith("payload.") and (paths is None or tuple(key.split(".")[1:]) in paths):
             redacted[key] = [sensitive_digest(v) for v in value] if isinstance(value, list) else sensitive_digest(value)

@@ -28,10 +28,6 @@ class Marking:
     kind: str  # SENSITIVE or PERSONAL
 
 
-# Built-in marks of the log's own types (auditsvc.*), which no schema may mark: type name → marks.
-SERVICE_MARKINGS: dict[str, tuple[Marking, ...]] = {}
-
-
 def markings_of(schema: Any, path: Path = ()) -> tuple[Marking, ...]:
     """Every property the schema marks, through `properties` and array `items`."""
     if not isinstance(schema, dict):
@@ -118,3 +114,15 @@ def has_path(payload: Any, path: Path) -> bool:
 
 def dotted(path: Path) -> str:
     return ".".join("[]" if part == ANY_ITEM else part for part in path).replace(".[]", "[]")
+
+
+# The log's own types carry no schema; these are their marks. A customer's contact fields
+# (customers.Customer.email, display_name) are personal wherever the log records them: an admin
+# change of a customer holds them before and after, encrypted under that customer's data key
+# (the record names the customer), so an erasure reaches them too. Search terms in read records
+# are HMACs already when recorded (events.protection.redacted_filters).
+_CONTACT_FIELDS = ("email", "display_name")
+SERVICE_MARKINGS: dict[str, tuple[Marking, ...]] = {
+    f"auditsvc.admin.{action}": tuple(Marking((side, name), PERSONAL) for side in sides for name in _CONTACT_FIELDS)
+    for action, sides in (("add", ("after",)), ("change", ("before", "after")), ("delete", ("before",)))
+}

@@ -29,7 +29,7 @@ from events.ingest.validation import (
 )
 from events.models import EventSchema, EventType
 from events.protection import forget_protected_paths
-from events.schema_marks import Marking, marking_problems, markings_of, strongest
+from events.schema_marks import PERSONAL, SERVICE_MARKINGS, Marking, marking_problems, markings_of, strongest
 
 MODES = ("off", "warn", "enforce")
 _MAX_ERRORS_PER_EVENT = 20
@@ -162,6 +162,9 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
         if item.stored_as_is:  # checked before, when the API accepted it or the export was made
             checks.append(Check(version=item.checked_version, valid=item.checked_valid))
             continue
+        if item.type in SERVICE_MARKINGS:  # the log's own: built-in marks, never a registered schema
+            checks.append(Check(markings=service_markings(item)))
+            continue
         wanted = (item.type, item.dataschema_version)
         if wanted not in checkers:
             try:
@@ -187,3 +190,11 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
     if errors:
         raise InvalidInput(errors)
     return checks
+
+
+def service_markings(item: EventIn) -> tuple[Marking, ...]:
+    """The built-in marks of one of the log's own records. Personal marks apply to a record about
+    a customer (whose key encrypts them); a record about no customer (a staff user's edit) holds
+    no customer's data, and nothing could encrypt it."""
+    marks = SERVICE_MARKINGS[item.type]
+    return marks if item.customer else tuple(m for m in marks if m.kind != PERSONAL)

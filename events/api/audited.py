@@ -19,9 +19,13 @@ def api_actor(request: Request) -> str:
     return f"staff:{request.user.get_username()}"  # signed in to the admin (session)
 
 
-def record_api_read(request: Request, *, returned: int, of: str, details: dict[str, Any]) -> None:
+def record_api_read(
+    request: Request, *, returned: int, of: str, details: dict[str, Any], personal: tuple[str, ...] = ()
+) -> None:
+    """personal: the query parameters that search a customer's contact fields (kept as HMACs)."""
     api_key = request.auth
-    filters = query_filters(request.query_params, skip=("cursor",))  # opaque and long; the filters say what was asked
+    # The cursor is opaque and long; the filters say what was asked.
+    filters = query_filters(request.query_params, skip=("cursor",), personal=personal)
     context: dict[str, Any] = {"of": of, "filters": filters, **details}
     if api_key is not None and hasattr(api_key, "source"):
         context["key_source"] = api_key.source.slug
@@ -37,6 +41,7 @@ class AuditedReads:
 
     audit_read_of = "events"  # what the answer's items are; audit_read_of_action overrides per action
     audit_read_of_action: dict[str, str] = {}
+    audit_personal_filters: tuple[str, ...] = ()  # parameters searching contact fields: recorded as HMACs
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
@@ -47,7 +52,11 @@ class AuditedReads:
             and not isinstance(response, StreamingHttpResponse)
         ):
             record_api_read(
-                request, returned=_items(response.data), of=self.read_of(), details=self.read_details(response)
+                request,
+                returned=_items(response.data),
+                of=self.read_of(),
+                details=self.read_details(response),
+                personal=self.audit_personal_filters,
             )
         return response
 

@@ -38,12 +38,15 @@ def claim_idempotency_keys(
     first_index_of: dict[str, int] = {}
     fresh: list[int] = []
     repeats: dict[int, int] = {}
+    legacy = _held_under_legacy_keys(source, items, paths, results)
     for index, item in enumerate(items):
         key = item.idempotency_key
+        if index in legacy:
+            continue
         if key is None:
             fresh.append(index)
         elif key in first_index_of:
-            if items[first_index_of[key]].fingerprint != item.fingerprint:
+            if items[first_index_of[key]].fingerprint != item.fingerprint:  # both keyed, the same way
                 raise Conflict([key_conflict(paths(index, "idempotency_key"))])
             repeats[index] = first_index_of[key]
         else:
@@ -97,11 +100,36 @@ def claim_idempotency_keys(
         event_id, fingerprint = earlier[key]
         if event_id not in stored:  # imported keys are held for good; retention may take their event
             raise Conflict([key_retired(paths(index, "idempotency_key"), event_id)])
-        if fingerprint != items[index].fingerprint and not same_event(items[index], stored[event_id]):
+        if not _same_fingerprint(items[index], fingerprint) and not same_event(items[index], stored[event_id]):
             raise Conflict([key_conflict(paths(index, "idempotency_key"))])
         results[index] = replace(stored[event_id], created=False)
         taken_indexes.add(index)
     return [index for index in fresh if index not in taken_indexes], repeats
+
+
+def _same_fingerprint(item: EventIn, held: str) -> bool:
+    """held: a claim's fingerprint, keyed, or unkeyed from before fingerprints were keyed."""
+    return held in (item.fingerprint, item.legacy_fingerprint)
+
+
+def _held_under_legacy_keys(
+    source: Source, items: Sequence[EventIn], paths: ItemPaths, results: dict[int, StoredEvent]
+) -> set[int]:
+    """Imported records whose key an earlier run derived the old way (SHA-256 of the record's
+    bytes; import_identity.DerivedKeys): such a record is that stored event again (results)."""
+    wanted = {item.legacy_key: index for index, item in enumerate(items) if item.legacy_key is not None}
+    if not wanted:
+        return set()
+    held = dict(IdempotencyKey.objects.filter(source=source, key__in=list(wanted)).values_list("key", "event_id"))
+    if not held:
+        return set()
+    stored = stored_events_by_id(list(held.values()))
+    for key, event_id in held.items():
+        index = wanted[key]
+        if event_id not in stored:  # retired by retention: nothing is stored again under it
+            raise Conflict([key_retired(paths(index, "idempotency_key"), event_id)])
+        results[index] = replace(stored[event_id], created=False)
+    return {wanted[key] for key in held}
 
 
 def same_event(item: EventIn, stored: StoredEvent) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from auditsvc.errors import FieldError
 from events.ids import uuid7_at, uuid7_time
@@ -78,11 +78,23 @@ def _id_is_of(event_id: uuid.UUID, received_at: datetime) -> bool:
     return made is not None and abs(made - received_at) <= ID_TIME_SLACK
 
 
+class Derived(NamedTuple):
+    """What the reader knows of a record's derived key: which repeat of its content in the file
+    this is, and the key such a record got before keys were keyed (legacy_key)."""
+
+    legacy_key: str
+    repeat: int
+
+
 class DerivedKeys:
-    """Idempotency keys for records that carry neither a key nor an id: the digest of their
+    """Idempotency keys for records that carry neither a key nor an id: a digest of their
     content, plus which repeat of that content in the file this is. Inserting or removing
     other lines changes no key, so a re-run of an edited file stores only what is new, and a
     file that holds the same record twice stores it twice, once per run.
+
+    The key itself is derived in the write path from the record's keyed fingerprint, of its
+    protected form (derived_key); the reader counts repeats by the SHA-256 of the record's bytes,
+    which was the key until then (kept as legacy_key, recognised on a re-run).
 
     Remembers one 8-byte digest per distinct record (about 100 bytes each in memory).
     """
@@ -90,16 +102,22 @@ class DerivedKeys:
     def __init__(self) -> None:
         self._seen: dict[bytes, int] = {}  # 8 bytes of the digest → how often seen so far
 
-    def next_key(self, raw: RawRecord) -> str:
+    def next_key(self, raw: RawRecord) -> Derived:
         content = raw[2].encode() if len(raw) == 3 else raw[1]
         digest = hashlib.sha256(content).digest()
         repeat = self._seen.get(digest[:8], 0)
         self._seen[digest[:8]] = repeat + 1
-        return derived_key(digest, repeat)
+        return Derived(_key(digest.hex(), repeat), repeat)
 
 
-def derived_key(digest: bytes, repeat: int = 0) -> str:
-    return f"import:{digest.hex()[:40]}" + (f":{repeat}" if repeat else "")
+def derived_key(fingerprint: str, repeat: int = 0) -> str:
+    """The idempotency key of a keyless, id-less record: its keyed fingerprint (validation.EventIn),
+    which readers see and cannot test guesses against, and its repeat in the file."""
+    return _key(fingerprint, repeat)
+
+
+def _key(digest_hex: str, repeat: int) -> str:
+    return f"import:{digest_hex[:40]}" + (f":{repeat}" if repeat else "")
 
 
 def foreign_key(foreign_id: str) -> str:

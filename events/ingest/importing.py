@@ -35,7 +35,7 @@ from auditsvc.errors import FieldError, InvalidInput, ProblemError
 from events.ingest import type_counts
 from events.ingest.cloudevents import STRUCTURED, check_origin, error_names
 from events.ingest.formats import RawRecord, from_cloudevent, from_csv_row, read_raw_records
-from events.ingest.import_identity import DerivedKeys, foreign_key, receipt_of
+from events.ingest.import_identity import Derived, DerivedKeys, foreign_key, receipt_of
 from events.ingest.validation import (
     EventIn,
     parse_event,
@@ -309,7 +309,7 @@ class BatchImporter:
             self._store(source, pendings, outcome)
         return outcome
 
-    def _parse_raw(self, raw: RawRecord, derived: str) -> tuple[Source, EventIn]:
+    def _parse_raw(self, raw: RawRecord, derived: Derived) -> tuple[Source, EventIn]:
         if len(raw) == 3:  # CSV: split into fields by the reader already
             line, row, _ = raw
             return self._parse(line, from_csv_row(row), derived)
@@ -339,7 +339,7 @@ class BatchImporter:
                 outcome.duplicates += 1
 
     def _parse(
-        self, line: int, record: dict[str, Any], derived: str, *, dataschema_version: int | None = None
+        self, line: int, record: dict[str, Any], derived: Derived, *, dataschema_version: int | None = None
     ) -> tuple[Source, EventIn]:
         """The re-run rule: a record is the same event again when it carries the same
         idempotency key; else the same id (ours, or another store's: see receipt_of); else the
@@ -349,11 +349,12 @@ class BatchImporter:
         errors: list[FieldError] = []
         event_id, received_at, foreign_id = receipt_of(exported, errors)
         key: str | None = None  # the record's own idempotency_key, if any, wins
+        derives = False  # its key is derived from it once protected (write.checked_and_protected)
         if record.get("idempotency_key") is None:
             if foreign_id is not None:
                 key = foreign_key(foreign_id)
             elif exported.get("id") is None:
-                key = derived
+                derives = True
         origin = exported.get("origin")
         if origin is not None:
             origin = check_origin(origin, "origin", errors)
@@ -366,6 +367,8 @@ class BatchImporter:
             errors.append(FieldError("occurred_at", "in_future", message))
         if errors:
             raise InvalidInput(errors)
+        if derives:
+            item = replace(item, derived_key_repeat=derived.repeat, legacy_key=derived.legacy_key)
         if event_id is not None and received_at is not None:
             item = replace(item, event_id=event_id, received_at=received_at)
             expected = exported.get("hash")  # another store's hash is not one of ours to check
@@ -408,7 +411,7 @@ def _text_of(raw: RawRecord) -> str:
 
 
 # What the reader hands a worker: the record, and the key it gets if it carries none.
-KeyedRecord = tuple[RawRecord, str]
+KeyedRecord = tuple[RawRecord, Derived]
 
 
 def refresh_statistics(stored: int) -> bool:

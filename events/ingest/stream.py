@@ -193,7 +193,7 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
         raise stream_unavailable() from exc
     if int(answer[0]) == 0:
         held_id, _, fingerprint = str(answer[1]).partition(" ")
-        if fingerprint != item.fingerprint:
+        if fingerprint not in (item.fingerprint, item.legacy_fingerprint):  # legacy: held since before keying
             raise Conflict([key_conflict("idempotency_key")])
         return Accepted(uuid.UUID(held_id), received_at=None, hash=None, created=False, lag=None)
     lag = Lag(entries=int(answer[1]), oldest_seconds=entry_age_seconds(str(answer[2])))

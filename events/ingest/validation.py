@@ -7,6 +7,7 @@ per-field machinery, and the same rules serve the API, the bulk import and the c
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import uuid
@@ -20,6 +21,7 @@ from django.conf import settings
 
 from auditsvc.errors import FieldError, InvalidInput
 from auditsvc.times import RFC3339_RE, parse_rfc3339
+from events.data_keys import fingerprint_key
 
 TYPE_NAME_MAX = 200
 CUSTOMER_MAX = 200
@@ -59,7 +61,10 @@ class EventIn:
     description: str | None
     payload: dict[str, Any]
     idempotency_key: str | None
-    fingerprint: str  # SHA-256 of the item as sent, minus its idempotency key
+    # The item as sent, minus its idempotency key: HMAC under data_keys.fingerprint_key() of its
+    # SHA-256 (legacy_fingerprint); an item with marked fields gets one of its protected form
+    # instead (events.protection), so that no fingerprint commits to a plain personal value.
+    fingerprint: str
     payload_is_canonical: bool = False  # orjson's sorted output is already RFC 8785 (see _check_payload)
     # Set only by import_events, for records that keep their id and receipt time (an export's,
     # or one that names them); their hash is then computed from these. The API never sets these.
@@ -79,6 +84,15 @@ class EventIn:
     # Set only on stream entries: the API's check when it accepted the event (see accepted_entry).
     checked_version: int | None = None
     checked_valid: bool | None = None
+    # The unkeyed SHA-256 that fingerprints were before they were keyed: accepted when comparing
+    # with an idempotency claim made then, never stored.
+    legacy_fingerprint: str | None = None
+    # Set only by import_events, for a record with neither a key nor an id: its key is derived
+    # from its fingerprint once protected (import_identity.derived_key), this being the n-th
+    # repeat of its content in the file; legacy_key is the key it got before (SHA-256 of its
+    # bytes), which a re-run still recognises.
+    derived_key_repeat: int | None = None
+    legacy_key: str | None = None
 
     @property
     def accepted_entry(self) -> bool:
@@ -365,6 +379,7 @@ def parse_event(
     if errors.items:
         raise InvalidInput(errors.items)
     assert type_name is not None  # required=True reported it otherwise
+    legacy = fingerprint_of(raw if origin is None else {**raw, "origin": origin})
     return EventIn(
         type=type_name,
         customer=customer,
@@ -375,7 +390,8 @@ def parse_event(
         payload=payload,
         idempotency_key=key,
         # A retry from another origin is another event.
-        fingerprint=fingerprint_of(raw if origin is None else {**raw, "origin": origin}),
+        fingerprint=keyed_fingerprint(legacy),
+        legacy_fingerprint=legacy,
         payload_is_canonical=payload_is_canonical,
         origin=origin,
         dataschema_version=dataschema_version,
@@ -383,8 +399,16 @@ def parse_event(
 
 
 def fingerprint_of(raw: dict[str, Any]) -> str:
+    """The unkeyed SHA-256 of an item as sent (legacy_fingerprint): never stored."""
     content = {k: v for k, v in raw.items() if k != "idempotency_key"}
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def keyed_fingerprint(content: str | bytes, key: bytes | None = None) -> str:
+    """A fingerprint as stored and compared: an HMAC, which no reader can test guesses against.
+    key: fingerprint_key(), when the caller has it at hand."""
+    data = content.encode() if isinstance(content, str) else content
+    return hmac.digest(key or fingerprint_key(), data, "sha256").hex()  # one-shot: C all the way
 
 
 def _string(

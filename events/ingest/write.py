@@ -25,6 +25,7 @@ from events.ids import uuid7
 from events.ingest import type_counts
 from events.ingest.copy import write_events
 from events.ingest.idempotency import claim_idempotency_keys
+from events.ingest.import_identity import derived_key
 from events.ingest.validation import SERVICE_TYPE_PREFIX, EventIn, ItemPaths, errors_of_item, failed_items
 from events.integrity.hashing import event_hash
 from events.lifecycle import partitions
@@ -200,7 +201,15 @@ def checked_and_protected(
         protection.refuse_protected_prefixes(items, paths)
     checks = schemas.check_items(items, paths)
     protected = protection.protect_items(items, checks, paths, source=source.slug, event_ids=event_ids)
-    return protected, checks
+    return [_with_derived_key(item) for item in protected], checks
+
+
+def _with_derived_key(item: EventIn) -> EventIn:
+    """An imported record without a key of its own gets one of its fingerprint, which is keyed
+    and (for marked fields) of the protected form: known only now."""
+    if item.derived_key_repeat is None or item.idempotency_key is not None:
+        return item
+    return replace(item, idempotency_key=derived_key(item.fingerprint, item.derived_key_repeat))
 
 
 def _refuse_retired(event_ids: list[uuid.UUID], retired: set[partitions.Month], paths: ItemPaths) -> None:

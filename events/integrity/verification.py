@@ -20,6 +20,7 @@ from psycopg.types.json import set_json_loads
 
 from auditsvc.worker_process import setup_django
 from events.integrity import merkle, signing
+from events.integrity.erasure_records import unrecorded_erasures
 from events.integrity.hashing import EVENT_COLUMNS, EVENT_JOINS, EVENT_TYPES, envelope_of_texts, recomputed_hash
 from events.integrity.retirements import accepted_retirements
 from events.integrity.sealing import GENESIS_HASH, seal_hash
@@ -126,6 +127,7 @@ def verify_integrity(
             _verify_sealed_events(checked, report, progress, retired)
             _verify_unsealed_events(since, report, progress)
         _report_lost_events(report)
+        _report_unrecorded_erasures(report)
         if archive_dir is not None:
             _verify_archives(archive_dir, report, progress)
     return report
@@ -357,6 +359,15 @@ def _report_lost_events(report: VerificationReport) -> None:
         report.findings.append(Finding("event_lost",
             f"event {lost.event_id} (received {lost.received_at:%Y-%m-%d %H:%M:%S} UTC) was stored and "
             "acknowledged, and was gone before it could be sealed", str(lost.event_id)))  # fmt: skip
+
+
+def _report_unrecorded_erasures(report: VerificationReport) -> None:
+    """Data keys destroyed without an erasure in the log (erasure_records)."""
+    for gone in unrecorded_erasures(_LOST_LISTED):
+        when = f" at {gone.erased_at:%Y-%m-%d %H:%M:%S} UTC" if gone.erased_at else ""
+        report.findings.append(Finding("data_key_erased_unrecorded",
+            f"data key {gone.key_id} of customer {gone.customer} was erased{when}, and no "
+            "auditsvc.customer.erased event records it"))  # fmt: skip
 
 
 _LOST_LISTED = 1_000  # findings are listed, not counted: an operator reads them

@@ -17,7 +17,7 @@ from events.ingest.drain import Drainer
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
 from events.integrity.verify_proof import check
-from events.models import Event, EventType
+from events.models import CustomerDataKey, Event, EventType
 from events.protection import ERASED
 from tests.events.test_schemas import put_schema, registrar, schema_key_of  # noqa: F401 - a fixture
 
@@ -113,7 +113,8 @@ def test_a_personal_value_is_readable_before_erasure_and_erased_after_and_the_lo
     assert all(passed for name, passed, _ in check(proof) if name != "signature")
     record = Event.objects.get(type__name="auditsvc.customer.erased")
     assert (record.customer.external_id, record.actor) == ("cus_1", "dpo@example.com")  # type: ignore[union-attr]
-    assert record.payload == {"data_keys_destroyed": 1, "events": 1}
+    (key_id,) = CustomerDataKey.objects.filter(customer="cus_1").values_list("id", flat=True)
+    assert record.payload == {"data_keys_destroyed": 1, "data_key_ids": [key_id], "events": 1}
     assert Customer.objects.filter(external_id="cus_1", email="", display_name="").exists()
 
 
