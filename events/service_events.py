@@ -18,6 +18,8 @@ SERVICE_TYPES = {
     "auditsvc.admin.delete": "An object was deleted in the admin (payload: its fields before).",
     "auditsvc.admin.revoke": "An API key was revoked in the admin.",
     "auditsvc.retention.applied": "manage.py apply_retention archived and dropped whole months of events.",
+    "auditsvc.schema.registered": "A version of an event type's payload schema was registered.",
+    "auditsvc.customer.erased": "manage.py erase_customer destroyed a customer's data keys (payload: their ids).",
 }
 MAX_VALUE_CHARS = 500  # of one filter value in a record: a URL is bounded, a record should be too
 
