@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import os
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from django.conf import settings
 from django.db import DatabaseError
 
 from auditsvc.errors import FieldError, InvalidInput
@@ -39,6 +37,7 @@ from events.data_keys import data_keys_for_reading, data_keys_for_writing, hmac_
 from events.ingest.validation import EventIn, ItemPaths
 from events.integrity.canonical import canonical_json
 from events.models import EventSchema
+from events.privacy_generation import read_generation
 from events.schema_marks import ANY_ITEM, PERSONAL, SENSITIVE, Marking, Path, dotted, has_path, markings_of
 
 if TYPE_CHECKING:
@@ -184,22 +183,23 @@ def _decrypted(value: Any, keys: dict[int, AESGCM | None], customer: str, path: 
 
 # --- The access log's records --------------------------------------------------------------
 
-_protected_paths: tuple[float, frozenset[Path]] | None = None
+_protected_paths: tuple[int, frozenset[Path]] | None = None  # (privacy generation, the paths)
 
 
 def protected_paths() -> frozenset[Path] | None:
-    """The paths a type's latest schema marks (any type's), cached like the schemas; None when
-    the database cannot say (then every payload filter counts as protected)."""
+    """The paths a type's latest schema marks (any type's), cached for one privacy generation;
+    None when the database cannot say (then every payload filter counts as protected)."""
     global _protected_paths  # noqa: PLW0603 - a process-wide cache, like the others here
-    now = time.monotonic()
-    if _protected_paths is not None and now - _protected_paths[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS:
-        return _protected_paths[1]
     try:
+        generation = read_generation()  # one small query, only for reads that filter payloads
+        cached = _protected_paths
+        if cached is not None and cached[0] == generation:
+            return cached[1]
         latest = EventSchema.objects.order_by("type_id", "-version").distinct("type_id").values_list("schema")
         paths = frozenset(marking.path for (schema,) in latest for marking in markings_of(schema))
     except DatabaseError:
         return None
-    _protected_paths = (now, paths)
+    _protected_paths = (generation, paths)
     return paths
 
 
