@@ -19,10 +19,10 @@ import time
 from django.conf import settings
 from django.db import connection, transaction
 
-_SELECT_FOR_SHARE = "SELECT generation FROM events_privacygeneration WHERE id = 1 FOR SHARE"
+SELECT_FOR_SHARE = "SELECT generation FROM events_privacygeneration WHERE id = 1 FOR SHARE"
 _SELECT = "SELECT generation FROM events_privacygeneration WHERE id = 1"
 # An upsert: a database whose row is gone (a test's flush) gets it back on the first change.
-_BUMP = (
+BUMP = (
     "INSERT INTO events_privacygeneration (id, generation) VALUES (1, nextval('events_privacygeneration_seq')) "
     "ON CONFLICT (id) DO UPDATE SET generation = EXCLUDED.generation RETURNING generation"
 )
@@ -40,7 +40,7 @@ def bump() -> int:
     lock order is the same in every change (the row, then what the change touches)."""
     assert connection.in_atomic_block, "a bump belongs to the change's own transaction"
     with connection.cursor() as cursor:
-        cursor.execute(_BUMP)
+        cursor.execute(BUMP)
         (generation,) = cursor.fetchone()
     transaction.on_commit(lambda: _remember(int(generation)))
     return int(generation)
@@ -51,11 +51,11 @@ def locked_generation() -> int:
     before this transaction ends, and this one sees any change committed before it."""
     assert connection.in_atomic_block, "the share lock lasts for the caller's transaction"
     with connection.cursor() as cursor:
-        cursor.execute(_SELECT_FOR_SHARE)
+        cursor.execute(SELECT_FOR_SHARE)
         row = cursor.fetchone()
         if row is None:
             cursor.execute(_RESTORE)
-            cursor.execute(_SELECT_FOR_SHARE)
+            cursor.execute(SELECT_FOR_SHARE)
             row = cursor.fetchone()
     generation = int(row[0])
     transaction.on_commit(lambda: _remember(generation))

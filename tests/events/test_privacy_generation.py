@@ -14,14 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis
 from django.db import connection
 
 from events import privacy_generation
 from events.erasure import erase_customer
 from events.ingest import stream
 from events.ingest.drain import Drainer
-from events.models import Event
+from events.models import Event, EventType
 from events.schemas import forget_cached_checkers
 from tests.events.test_schemas import put_schema
 from tests.processes import gunicorn
@@ -36,7 +35,11 @@ SCHEMA = {
     "properties": {"plan": {"type": "string"}, "email": {"type": "string", "x-auditsvc": "personal"}},
 }
 PER_PHASE = 12  # requests sent at once, each on its own connection: both workers get some
-LONG_CACHE = {"AUDITSVC_SCHEMA_CACHE_SECONDS": "600"}
+LONG_CACHE: dict[str, str] = {"AUDITSVC_SCHEMA_CACHE_SECONDS": "600"}
+
+
+def raw() -> Any:
+    return stream.client()  # typed Any: see events.ingest.stream.Client
 
 
 def stored_texts() -> str:
@@ -98,7 +101,7 @@ def keys(make_client: Any, schemas: Any) -> tuple[Any, Any]:
 
 def test_a_schema_registered_through_one_worker_is_enforced_and_protects_in_both_at_once(keys):
     ingest, schemas = keys
-    with gunicorn(workers=2, **LONG_CACHE) as base:
+    with gunicorn(2, None, **LONG_CACHE) as base:
         warm = post_all(base, ingest.key, [{"plan": "pro"}] * PER_PHASE)  # every worker now knows: no schema
         assert {status for status, _ in warm} == {201}, warm
 
@@ -117,7 +120,7 @@ def test_a_schema_registered_through_one_worker_is_enforced_and_protects_in_both
 
 def test_after_an_erasure_no_worker_decrypts_the_customers_fields(keys):
     ingest, schemas = keys
-    with gunicorn(workers=2, **LONG_CACHE) as base:
+    with gunicorn(2, None, **LONG_CACHE) as base:
         register(base, schemas.key)
         stored = post_all(base, ingest.key, [{"plan": "pro", "email": "ana@example.com"}] * 4)
         assert {status for status, _ in stored} == {201}, stored
@@ -137,7 +140,7 @@ def test_in_stream_mode_a_schema_registered_through_one_worker_holds_in_both_at_
     ingest, schemas = keys
     environment = {"AUDITSVC_INGEST_MODE": "stream", "AUDITSVC_STREAM_URL": stream_mode.url,
                    "AUDITSVC_STREAM_PREFIX": settings.AUDITSVC_STREAM_PREFIX, **LONG_CACHE}  # fmt: skip
-    with gunicorn(workers=2, **environment) as base:
+    with gunicorn(2, None, **environment) as base:
         warm = post_all(base, ingest.key, [{"plan": "pro"}] * PER_PHASE)
         assert {status for status, _ in warm} == {202}, warm
 
@@ -162,7 +165,7 @@ def test_stream_mode_refuses_a_type_it_cannot_check_while_postgresql_is_away(api
 
     with unreachable_database():
         refused = api.post_json("/api/v1/events", body)
-    entries = redis.Redis.from_url(stream_mode.url).xrange(stream.stream_key(0))
+    entries = raw().xrange(stream.stream_key(0))
     Drainer().run(once=True)
 
     assert refused.status_code == 503, refused.json()
@@ -193,6 +196,24 @@ def test_a_registration_moves_the_generation_and_announces_it_to_every_shard(sch
     assert put_schema(schemas, TYPE, SCHEMA).status_code == 201
 
     after = privacy_generation.read_generation()
-    shards = redis.Redis.from_url(stream_mode.url)
+    shards = raw()
     assert after > before
     assert [int(shards.get(stream.generation_key(n)) or 0) for n in (0, 1)] == [after, after]
+
+
+@pytest.mark.usefixtures("production_write_path")
+def test_a_validation_mode_changed_in_the_admin_is_in_force_at_once(api, schemas, admin_client):
+    assert put_schema(schemas, TYPE, SCHEMA, validation="off").status_code == 201
+    violating = {"type": TYPE, "payload": {"plan": 5}}
+    assert api.post_json("/api/v1/events", violating).status_code == 201  # this process caches the "off" checker
+    event_type = EventType.objects.get(name=TYPE)
+    version = event_type.schemas.get()
+    form = {"description": "", "validation": "enforce", "schemas-TOTAL_FORMS": "1", "schemas-INITIAL_FORMS": "1",
+            "schemas-0-id": str(version.pk), "schemas-0-type": str(event_type.pk)}  # fmt: skip
+
+    saved = admin_client.post(f"/admin/events/eventtype/{event_type.pk}/change/", form)
+
+    assert saved.status_code == 302, saved.content.decode()[-2000:]
+    refused = api.post_json("/api/v1/events", violating)
+    assert refused.status_code == 400, refused.json()
+    assert refused.json()["errors"][0]["code"] == "schema_violation"

@@ -20,6 +20,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from events import privacy_generation
 from events.database_roles import APPEND_ONLY_TABLES, READ_ONLY_TABLES
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
@@ -164,6 +165,16 @@ def test_the_service_works_as_that_role(service_role, tmp_path: Path):
     assert retire.returncode == 1 and "only the tables' owner may" in retire.stderr, retire.stderr[-2000:]
     assert old.table in {p.table for p in partitions()} and old.table not in refusing_writes()
     assert not list(tmp_path.glob("*.gz"))
+
+
+def test_it_reads_and_moves_the_privacy_generation_but_cannot_delete_it(service_role):
+    with psycopg.connect(service_role) as conn:  # one transaction, as the write path's and a registration's
+        (seen,) = conn.execute(privacy_generation.SELECT_FOR_SHARE).fetchone() or (None,)
+        (moved,) = conn.execute(privacy_generation.BUMP).fetchone() or (None,)
+
+    assert seen is not None and moved is not None and moved > seen
+    assert privacy_generation.read_generation() == moved
+    assert "permission denied" in refusal(service_role, "DELETE FROM events_privacygeneration")
 
 
 def _unsealed_ids() -> list[str]:
