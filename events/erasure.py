@@ -30,6 +30,7 @@ def erase_customer(customer: str, *, actor: str) -> Erasure:
         # First, as in a registration: the writes in flight (which may hold the key being
         # destroyed) commit before this does, and the later ones protect with a new key.
         generation = bump()
+        transaction.on_commit(lambda: announce_generation(generation))  # before the answer (a 503 if it fails)
         live = CustomerDataKey.objects.filter(customer=customer, erased_at__isnull=True)
         destroyed = live.update(wrapped=None, erased_at=timezone.now())
         Customer.objects.filter(external_id=customer).update(email="", display_name="")
@@ -42,5 +43,4 @@ def erase_customer(customer: str, *, actor: str) -> Erasure:
             payload={"data_keys_destroyed": destroyed, "events": events},
         )
     forget_cached_data_keys()
-    announce_generation(generation)
     return Erasure(customer=customer, keys_destroyed=destroyed, events=events)

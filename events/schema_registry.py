@@ -143,6 +143,9 @@ def register_schema(
         # other (a write's foreign-key check waits on the type locked below: the other order
         # would deadlock). Committed with the new version, so no process checks with the old.
         generation = bump()
+        # Told to the stream's accept after the commit (the outermost one, should a caller hold
+        # a transaction) and before the answer; a failure raises from here, 503 to the caller.
+        transaction.on_commit(lambda: announce_generation(generation))
         event_type, _ = EventType.objects.get_or_create(name=type_name)
         locked = EventType.objects.select_for_update().get(pk=event_type.pk)  # one registration at a time
         versions = list(EventSchema.objects.filter(type=locked).order_by("version"))
@@ -183,7 +186,6 @@ def register_schema(
             max_chars=10_000,
         )
     forget_cached_checkers()
-    announce_generation(generation)  # before the answer: from it on, the stream's accept checks with this version
     return registered, True
 
 
