@@ -92,6 +92,15 @@ def last_known_generation() -> int | None:
     return known[1] if known is not None else None
 
 
+def read_again_soon() -> None:
+    """The database did not answer (stream mode goes on with the last generation seen): read it
+    again in a second, not on every request, each of which would wait for the connect timeout."""
+    global _known  # noqa: PLW0603
+    with _lock:
+        if _known is not None:
+            _known = (time.monotonic() - max(0, settings.AUDITSVC_SCHEMA_CACHE_SECONDS - 1), _known[1])
+
+
 def _remember(generation: int) -> None:
     global _known  # noqa: PLW0603 - one value per process
     with _lock:

@@ -250,6 +250,7 @@ def _generation_for_accept(*, fresh: bool) -> int:
     try:
         return privacy_generation.read_generation() if fresh else privacy_generation.known_generation()
     except (OperationalError, InterfaceError) as exc:
+        privacy_generation.read_again_soon()
         last = privacy_generation.last_known_generation()
         if fresh or last is None:
             raise Unavailable(
