@@ -27,9 +27,9 @@ READ_ONLY_TABLES = ("django_migrations", "events_retiredpartition")
 # The seal queue: the write path appends, the sealer takes rows away; nothing moves a row's
 # time (which would keep its event from the sealer, unseen).
 QUEUE_TABLES = ("events_pendingseal",)
-# The privacy generation's one row (events.privacy_generation): read FOR SHARE by every write,
-# moved by an upsert (INSERT and UPDATE) in every registration and erasure; never deleted, as a
-# write that finds no row would hold no lock against a change.
+# The privacy generation's one row (events.privacy_generation): read by every write, moved by an
+# upsert (INSERT and UPDATE) in every registration and erasure; never deleted (a delete and a
+# re-insert could hand out a number some process already cached under).
 SINGLE_ROW_TABLES = ("events_privacygeneration",)
 # The owner's SECURITY DEFINER functions the service calls (migration 0019).
 SERVICE_FUNCTIONS = ("auditsvc_create_month_partition(integer, integer)",)

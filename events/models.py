@@ -166,7 +166,7 @@ class Event(models.Model):
 class PrivacyGeneration(models.Model):
     """One row: a number that every change of what is protected moves (a schema registered, a
     type's validation changed, a customer erased), in that change's transaction. Every process
-    caches schemas for one generation only, and the write path reads it FOR SHARE
+    caches schemas for one generation only, and the write path reads it under a shared lock
     (events.privacy_generation)."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)

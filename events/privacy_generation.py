@@ -4,9 +4,10 @@ validation changed, a customer erased (bump). It is how every process learns of 
 at once, without a time-based cache:
 
 - schema checkers are cached for one generation only (events.schemas);
-- the write path reads it FOR SHARE in each write transaction (locked_generation), so that a
-  bump's UPDATE waits for the writes in flight, and a write that starts later waits for the
-  bump's commit and sees the new number: items checked under an older one are checked again;
+- the write path holds a shared lock on it for each write transaction and reads it
+  (locked_generation); a bump takes the lock exclusively, so it waits for the writes in flight,
+  and a write that starts later waits for the bump's commit and sees the new number: items
+  checked under an older one are checked again;
 - stream mode's accept compares it with the copy in Redis that the change publishes before it
   is answered (events.ingest.stream.announce_generation).
 """
@@ -19,10 +20,18 @@ import time
 from django.conf import settings
 from django.db import connection, transaction
 
-SELECT_FOR_SHARE = "SELECT generation FROM events_privacygeneration WHERE id = 1 FOR SHARE"
+# The lock is a transaction-level advisory lock, not the row's FOR SHARE: PostgreSQL queues a
+# new shared request behind a waiting exclusive one (a row's share lockers would let a bump wait
+# for as long as writes keep overlapping), and it writes nothing (a row lock dirties the page and
+# its WAL in every write transaction). Shared by writes, exclusive for a bump, both until commit.
+LOCK = 0x6175_6469_7467  # "auditg"
 _SELECT = "SELECT generation FROM events_privacygeneration WHERE id = 1"
+# Two statements in one round trip: the SELECT's snapshot is taken after the lock is granted, so
+# it sees the bump that the lock waited for (one statement's snapshot would predate the wait).
+SHARED_AND_READ = f"SELECT pg_advisory_xact_lock_shared({LOCK}); {_SELECT}"
 # An upsert: a database whose row is gone (a test's flush) gets it back on the first change.
 BUMP = (
+    f"SELECT pg_advisory_xact_lock({LOCK}); "  # noqa: S608 - LOCK is this module's constant
     "INSERT INTO events_privacygeneration (id, generation) VALUES (1, nextval('events_privacygeneration_seq')) "
     "ON CONFLICT (id) DO UPDATE SET generation = EXCLUDED.generation RETURNING generation"
 )
@@ -37,25 +46,27 @@ _known: tuple[float, int] | None = None  # (when read, the generation): committe
 
 def bump() -> int:
     """Move the generation, in the caller's transaction (required): first in it, so that the
-    lock order is the same in every change (the row, then what the change touches)."""
+    lock order is the same in every change (the generation's lock, then what the change touches)."""
     assert connection.in_atomic_block, "a bump belongs to the change's own transaction"
     with connection.cursor() as cursor:
         cursor.execute(BUMP)
+        cursor.nextset()
         (generation,) = cursor.fetchone()
     transaction.on_commit(lambda: _remember(int(generation)))
     return int(generation)
 
 
 def locked_generation() -> int:
-    """The generation, read FOR SHARE in the caller's (write) transaction: no change can commit
-    before this transaction ends, and this one sees any change committed before it."""
-    assert connection.in_atomic_block, "the share lock lasts for the caller's transaction"
+    """The generation, under the shared lock for the caller's (write) transaction: no change can
+    commit before this transaction ends, and this one sees any change committed before it."""
+    assert connection.in_atomic_block, "the shared lock lasts for the caller's transaction"
     with connection.cursor() as cursor:
-        cursor.execute(SELECT_FOR_SHARE)
+        cursor.execute(SHARED_AND_READ)
+        cursor.nextset()
         row = cursor.fetchone()
         if row is None:
             cursor.execute(_RESTORE)
-            cursor.execute(SELECT_FOR_SHARE)
+            cursor.execute(_SELECT)
             row = cursor.fetchone()
     generation = int(row[0])
     transaction.on_commit(lambda: _remember(generation))

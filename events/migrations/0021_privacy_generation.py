@@ -1,5 +1,5 @@
 """The privacy generation (events.privacy_generation): one row, moved by every change of what is
-protected, read FOR SHARE by every write. Its values come from a sequence so that a rolled-back
+protected, read under a shared lock by every write. Its values come from a sequence so that a rolled-back
 bump's value is never used again."""
 
 from django.db import migrations, models

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -169,13 +170,19 @@ def test_the_service_works_as_that_role(service_role, tmp_path: Path):
 
 def test_it_reads_and_moves_the_privacy_generation_but_cannot_delete_it(service_role):
     with psycopg.connect(service_role) as conn:  # one transaction, as the write path's and a registration's
-        (first,) = conn.execute(privacy_generation.BUMP).fetchone() or (None,)  # makes the row, if flushed
-        (seen,) = conn.execute(privacy_generation.SELECT_FOR_SHARE).fetchone() or (None,)
-        (moved,) = conn.execute(privacy_generation.BUMP).fetchone() or (None,)
+        first = _last_result(conn.execute(privacy_generation.BUMP))  # makes the row, if a flush took it
+        seen = _last_result(conn.execute(privacy_generation.SHARED_AND_READ))
+        moved = _last_result(conn.execute(privacy_generation.BUMP))
 
     assert first == seen and seen is not None and moved is not None and moved > seen
     assert privacy_generation.read_generation() == moved
     assert "permission denied" in refusal(service_role, "DELETE FROM events_privacygeneration")
+
+
+def _last_result(cursor: psycopg.Cursor[Any]) -> Any:
+    cursor.nextset()
+    row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def _unsealed_ids() -> list[str]:
