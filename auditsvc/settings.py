@@ -293,7 +293,9 @@ AXES_CLIENT_IP_CALLABLE = "auditsvc.client_ip.client_ip"
 AXES_VERBOSE = False
 # API keys are cached per process this long: a revocation reaches every worker within it.
 AUDITSVC_API_KEY_CACHE_SECONDS = env_int("AUDITSVC_API_KEY_CACHE_SECONDS", 5, minimum=0)
-# Event-type schemas and validation modes are cached per process this long (events.schemas).
+# How often a process reads the privacy generation again on its own (events.privacy_generation):
+# stream mode's last resort when a change could not be announced to Redis; never what makes a
+# registration or an erasure take effect (that is at once, docs/privacy.md).
 AUDITSVC_SCHEMA_CACHE_SECONDS = env_int("AUDITSVC_SCHEMA_CACHE_SECONDS", 5, minimum=0)
 # Personal and sensitive payload fields (events.protection, events.data_keys, docs/privacy.md): the master key, 32 bytes
 # in base64 (manage.py create_data_key). Required in production; derived from SECRET_KEY otherwise.

@@ -22,7 +22,8 @@ from rangefilter.filters import DateTimeRangeFilterBuilder  # type: ignore[impor
 
 from auditsvc.admin_input import CheckedInputAdmin
 from auditsvc.counting import EstimatedCountPaginator
-from events import protection
+from auditsvc.errors import Unavailable
+from events import privacy_generation, protection
 from events.admin_audit import AuditedChanges, AuditedReads
 from events.ingest import stream
 from events.ingest.validation import SERVICE_TYPE_PREFIX, event_type_name_errors
@@ -357,6 +358,15 @@ class EventTypeAdmin(AuditedChanges):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def save_model(self, request: HttpRequest, obj: EventType, form: Any, change: bool) -> None:
+        # A new validation mode changes what ingest refuses: in force in every process from the
+        # answer on, like a registration (events.privacy_generation). The bump comes first in
+        # the admin's transaction, before the row is written (the lock order of every change).
+        if change and "validation" in form.changed_data:
+            generation = privacy_generation.bump()
+            transaction.on_commit(lambda: _announce_to_the_stream(request, generation))
+        super().save_model(request, obj, form, change)
+
     @admin.display(description="schema", ordering="latest_schema")
     def schema_column(self, event_type: EventType) -> str:
         latest = getattr(event_type, "latest_schema", None)
@@ -385,6 +395,18 @@ class EventTypeAdmin(AuditedChanges):
     def events_link(self, event_type: EventType) -> str:
         url = reverse("admin:events_event_changelist") + f"?type__id__exact={event_type.pk}"
         return format_html('<a href="{}">View {} events</a>', url, event_type.event_count)
+
+
+def _announce_to_the_stream(request: HttpRequest, generation: int) -> None:
+    try:
+        stream.announce_generation(generation)
+    except Unavailable:
+        messages.warning(
+            request,
+            "Saved and in force for direct writes, but the ingest stream's Redis did not answer: stream-mode "
+            "workers apply the new mode once they read it again (within AUDITSVC_SCHEMA_CACHE_SECONDS of Redis "
+            "answering).",
+        )
 
 
 def documented(schema: Any, path: str = "payload", required: bool = False) -> list[tuple[str, str, bool, str]]:

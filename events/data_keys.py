@@ -10,8 +10,6 @@ import base64
 import functools
 import hashlib
 import os
-import threading
-import time
 from collections.abc import Iterable
 
 from cryptography.hazmat.primitives import hashes
@@ -75,13 +73,7 @@ def _wrap_aad(customer: str) -> bytes:
     return b"auditsvc data key\x00" + customer.encode()
 
 
-_keys: dict[int, tuple[float, AESGCM | None]] = {}  # data key id → (when read, its cipher or None: erased)
-_keys_lock = threading.Lock()
-
-
 def forget_cached_data_keys() -> None:
-    with _keys_lock:
-        _keys.clear()
     _ciphers.clear()
 
 
@@ -105,17 +97,17 @@ def data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, AESGCM]]:
     keys = {}
     for customer, key_id, wrapped in rows:
         assert wrapped is not None  # a live key holds its wrapped bytes (customer_data_key_erased_or_kept)
-        keys[customer] = (key_id, _writing_cipher(bytes(wrapped), customer))
+        keys[customer] = (key_id, _cipher(bytes(wrapped), customer))
     return keys
 
 
-# Wrapped key → its cipher: used only for keys the database has just called live, and keyed by
+# Wrapped key → its cipher: used only for keys the database has just returned wrapped (live), keyed by
 # the wrapped bytes (unique to each key), so that a restored database's reused ids cannot mislead.
 _ciphers: dict[bytes, AESGCM] = {}
 _CIPHERS_MAX = 100_000
 
 
-def _writing_cipher(wrapped: bytes, customer: str) -> AESGCM:
+def _cipher(wrapped: bytes, customer: str) -> AESGCM:
     cipher = _ciphers.get(wrapped)
     if cipher is None:
         if len(_ciphers) >= _CIPHERS_MAX:
@@ -134,21 +126,12 @@ def _unwrap(wrapped: bytes, customer: str) -> bytes:
 
 
 def data_keys_for_reading(key_ids: Iterable[int]) -> dict[int, AESGCM | None]:
-    """Data keys' ciphers by id (None: erased), cached for AUDITSVC_SCHEMA_CACHE_SECONDS like the
-    schemas: an erasure is seen by every process within that time."""
-    now = time.monotonic()
+    """Data keys' ciphers by id (None: erased), read from the database on every call (one query
+    for a page's keys): a key erased a moment ago, in any process, never decrypts again."""
     wanted = set(key_ids)
-    found = {
-        key_id: cached[1]
-        for key_id in wanted
-        if (cached := _keys.get(key_id)) and now - cached[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS
+    if not wanted:
+        return {}
+    rows = CustomerDataKey.objects.filter(id__in=wanted).values_list("id", "customer", "wrapped")
+    return {
+        key_id: _cipher(bytes(wrapped), customer) if wrapped is not None else None for key_id, customer, wrapped in rows
     }
-    missing = wanted - found.keys()
-    if missing:
-        rows = CustomerDataKey.objects.filter(id__in=missing).values_list("id", "customer", "wrapped")
-        with _keys_lock:
-            for key_id, customer, wrapped in rows:
-                cipher = AESGCM(_unwrap(bytes(wrapped), customer)) if wrapped is not None else None
-                _keys[key_id] = (now, cipher)
-                found[key_id] = cipher
-    return found

@@ -27,6 +27,10 @@ READ_ONLY_TABLES = ("django_migrations", "events_retiredpartition")
 # The seal queue: the write path appends, the sealer takes rows away; nothing moves a row's
 # time (which would keep its event from the sealer, unseen).
 QUEUE_TABLES = ("events_pendingseal",)
+# The privacy generation's one row (events.privacy_generation): read by every write, moved by an
+# upsert (INSERT and UPDATE) in every registration and erasure; never deleted (a delete and a
+# re-insert could hand out a number some process already cached under).
+SINGLE_ROW_TABLES = ("events_privacygeneration",)
 # The owner's SECURITY DEFINER functions the service calls (migration 0019).
 SERVICE_FUNCTIONS = ("auditsvc_create_month_partition(integer, integer)",)
 
@@ -75,6 +79,8 @@ def _table_rights(name: str, kind: str) -> str:
         return "SELECT"
     if name in QUEUE_TABLES:
         return "SELECT, INSERT, DELETE"
+    if name in SINGLE_ROW_TABLES:
+        return "SELECT, INSERT, UPDATE"
     return "SELECT, INSERT, UPDATE, DELETE"
 
 

@@ -169,6 +169,24 @@ class Event(models.Model):
         return f"event {self.id}"
 
 
+class PrivacyGeneration(models.Model):
+    """One row: a number that every change of what is protected moves (a schema registered, a
+    type's validation changed, a customer erased), in that change's transaction. Every process
+    caches schemas for one generation only, and the write path reads it under a shared lock
+    (events.privacy_generation)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    # Drawn from a sequence (migration 0022), not incremented: a bump that rolled back is never
+    # reused, so that nothing cached inside that transaction can pass for a later one's.
+    generation = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="privacy_generation_one_row")]
+
+    def __str__(self) -> str:
+        return f"privacy generation {self.generation}"
+
+
 class CustomerDataKey(models.Model):
     """A customer's key for its events' personal fields (events.data_keys), wrapped under
     AUDITSVC_DATA_KEY. Erasure sets wrapped to NULL: the key is gone, the row says when."""

@@ -45,6 +45,7 @@ from events.data_keys import data_keys_for_reading, data_keys_for_writing, finge
 from events.ingest.validation import EventIn, ItemPaths, keyed_fingerprint
 from events.integrity.canonical import canonical_json
 from events.models import EventSchema
+from events.privacy_generation import read_generation
 from events.schema_marks import (
     ANY_ITEM,
     PERSONAL,
@@ -263,7 +264,9 @@ def marked_paths(type_names: Collection[str]) -> dict[str, frozenset[Path]]:
     """The paths each type marks, the one rule of where a read decrypts: every version's marks
     (the write side protects by the strongest mark any version gave, and an event stored with
     validation off records no version), and the built-in marks of the log's own types. Cached
-    like the schemas, and forgotten with them (forget_protected_paths)."""
+    for AUDITSVC_SCHEMA_CACHE_SECONDS: marks are never removed (schema_marks.weakened_marks), so a
+    stale list can only leave a value of a just-marked path unread for that long, never reveal
+    one."""
     now = time.monotonic()
     found = {
         name: cached[1]
@@ -401,22 +404,24 @@ def _prefixed(value: Any, where: str) -> list[str]:
 
 # --- The access log's records --------------------------------------------------------------
 
-_protected_paths: tuple[float, frozenset[Path]] | None = None
+_protected_paths: tuple[int, frozenset[Path]] | None = None  # (privacy generation, the paths)
 
 
 def protected_paths() -> frozenset[Path] | None:
-    """The paths any version of any type's schema marks, cached like the schemas; None when
-    the database cannot say (then every payload filter counts as protected)."""
+    """The paths any version of any type's schema marks (schema_marks.strongest), cached for one
+    privacy generation; None when the database cannot say (then every payload filter counts as
+    protected)."""
     global _protected_paths  # noqa: PLW0603 - a process-wide cache, like the others here
-    now = time.monotonic()
-    if _protected_paths is not None and now - _protected_paths[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS:
-        return _protected_paths[1]
     try:
-        every = EventSchema.objects.values_list("schema")  # a mark any version gave counts (schema_marks.strongest)
+        generation = read_generation()  # one small query, only for reads that filter payloads
+        cached = _protected_paths
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        every = EventSchema.objects.values_list("schema")  # a mark any version gave counts
         paths = frozenset(marking.path for (schema,) in every for marking in markings_of(schema))
     except DatabaseError:
         return None
-    _protected_paths = (now, paths)
+    _protected_paths = (generation, paths)
     return paths
 
 

@@ -13,8 +13,10 @@ from typing import Any
 from django.db import transaction
 
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
+from events.ingest.stream import announce_generation
 from events.ingest.validation import PAYLOAD_MAX_DEPTH, event_type_name_errors, json_object_errors
 from events.models import Event, EventSchema, EventType, Source
+from events.privacy_generation import bump, read_generation
 from events.schema_marks import markings_of, stored_form, weakened_marks
 from events.schemas import MODES, compile_schema, forget_cached_checkers, violations
 
@@ -140,13 +142,25 @@ def register_schema(
     if errors:
         raise InvalidInput(errors)
     validator = compile_schema(schema)
+    latest = EventSchema.objects.filter(type__name=type_name).order_by("-version").select_related("type").first()
+    if latest is not None and latest.schema == schema and validation in (None, latest.type.validation):
+        announce_generation(read_generation())  # a retry after a 503 from the announcement below
+        return latest, False
     with transaction.atomic():
+        # First: every write in flight holds the generation's share lock, and takes it before any
+        # other (a write's foreign-key check waits on the type locked below: the other order
+        # would deadlock). Committed with the new version, so no process checks with the old.
+        generation = bump()
+        # Told to the stream's accept after the commit (the outermost one, should a caller hold
+        # a transaction) and before the answer; a failure raises from here, 503 to the caller.
+        transaction.on_commit(lambda: announce_generation(generation))
         event_type, _ = EventType.objects.get_or_create(name=type_name, defaults={"owner": source})
         locked = EventType.objects.select_for_update().get(pk=event_type.pk)  # one registration at a time
         if source is not None:
             _claim_ownership(locked, source)
         versions = list(EventSchema.objects.filter(type=locked).order_by("version"))
         if versions and versions[-1].schema == schema and validation in (None, locked.validation):
+            transaction.set_rollback(True)  # registered meanwhile: nothing changed, nothing to bump
             return versions[-1], False
         problems = [
             f"against v{v.version}: {problem}"

@@ -5,20 +5,18 @@ Registering a version, and what makes one compatible, is events.schema_registry'
 module checks payloads against what is registered.
 
 Validators are compiled once per version (jsonschema-rs, offline: a `$ref` is never fetched)
-and cached per process for AUDITSVC_SCHEMA_CACHE_SECONDS, like the API keys.
+and cached per process for one privacy generation (events.privacy_generation): a registration
+anywhere moves it, and no process checks with what it cached before.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema_rs
-from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.db.models import F
 
 from auditsvc.errors import FieldError, InvalidInput
@@ -28,6 +26,7 @@ from events.ingest.validation import (
     ItemPaths,
 )
 from events.models import EventSchema, EventType
+from events.privacy_generation import forget_generation
 from events.protection import forget_protected_paths
 from events.schema_marks import PERSONAL, SERVICE_MARKINGS, Marking, marking_problems, markings_of, strongest
 
@@ -91,7 +90,9 @@ def violations(validator: Any, payload: dict[str, Any]) -> list[tuple[str, str]]
 
 # --- Checking on ingest -------------------------------------------------------------------
 
-_cache: dict[tuple[str, int | None], tuple[float, Checker | None]] = {}
+# (type, version) → (the generation it was read under, its checker): valid while the generation
+# is unchanged (events.privacy_generation), however long that is.
+_cache: dict[tuple[str, int | None], tuple[int, Checker | None]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -103,30 +104,26 @@ def forget_cached_checkers() -> None:
     with _cache_lock:
         _cache.clear()
     forget_protected_paths()
+    forget_generation()
 
 
-def checker_for(type_name: str, version: int | None = None) -> Checker | None:
+def checker_for(type_name: str, version: int | None = None, *, generation: int | None) -> Checker | None:
     """The type's mode, markings and its latest version's validator (or version's, when a
-    CloudEvent's dataschema names one), or None when the type has no schema. UnknownVersion for a version the
-    type does not have, whatever its mode: the sender meant a schema that is not there."""
+    CloudEvent's dataschema names one), or None when the type has no schema, as of generation
+    (None: read now, not cached). UnknownVersion for a version the type does not have, whatever its
+    mode: the sender meant a schema that is not there.
+
+    Read under generation means read after that generation was seen committed: the checker is at
+    least that recent, and exactly it while the generation has not moved."""
     key = (type_name, version)
-    now = time.monotonic()
     cached = _cache.get(key)
-    if cached is not None and now - cached[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS:
+    if cached is not None and generation is not None and cached[0] == generation:
         return _known(cached[1], version)
     versions = EventSchema.objects.filter(type__name=type_name).order_by("-version")
-    try:
-        rows = list(versions.values_list("type__validation", "version", "schema"))
-    except (OperationalError, InterfaceError):
-        if settings.AUDITSVC_INGEST_MODE != "stream":
-            raise
-        # Stream mode takes events while PostgreSQL is away: what this process knew is used (or,
-        # for a type it never saw, nothing: such an event is stored unchecked), asked again in a
-        # second.
-        checker = cached[1] if cached is not None else None
-        with _cache_lock:
-            _cache[key] = (now - max(0, settings.AUDITSVC_SCHEMA_CACHE_SECONDS - 1), checker)
-        return checker
+    # A database that does not answer raises here, in stream mode too: a type this process holds
+    # no checker of the current generation for cannot be checked or protected (the stream's
+    # accept answers 503, events.ingest.stream), never stored plain.
+    rows = list(versions.values_list("type__validation", "version", "schema"))
     checker = None
     row = next((row for row in rows if version in (None, row[1])), None)
     if row is not None:
@@ -134,8 +131,9 @@ def checker_for(type_name: str, version: int | None = None) -> Checker | None:
         # Protected by the strongest mark any version gave a path, whichever version checks it.
         markings = strongest(marking for other in rows for marking in markings_of(other[2]))
         checker = Checker(mode=row[0], version=row[1], validator=validator, markings=markings)
-    with _cache_lock:
-        _cache[key] = (now, checker)
+    if generation is not None:
+        with _cache_lock:
+            _cache[key] = (generation, checker)
     return _known(checker, version)
 
 
@@ -152,9 +150,10 @@ def count_violations(flagged: Mapping[str, int]) -> None:
         SCHEMA_VIOLATIONS.labels(type=name).inc(count)
 
 
-def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
-    """Each item's check. Raises InvalidInput (400 schema_violation, a field error per violation,
-    e.g. "events[3].payload.amount") when an enforced type's payload fails; nothing is stored then."""
+def check_items(items: Sequence[EventIn], paths: ItemPaths, *, generation: int | None) -> list[Check]:
+    """Each item's check, against the schemas as of generation (see checker_for). Raises
+    InvalidInput (400 schema_violation, a field error per violation, e.g. "events[3].payload.amount")
+    when an enforced type's payload fails; nothing is stored then."""
     checks: list[Check] = []
     errors: list[FieldError] = []
     checkers: dict[tuple[str, int | None], Checker | None] = {}
@@ -168,7 +167,7 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths) -> list[Check]:
         wanted = (item.type, item.dataschema_version)
         if wanted not in checkers:
             try:
-                checkers[wanted] = checker_for(item.type, item.dataschema_version)
+                checkers[wanted] = checker_for(item.type, item.dataschema_version, generation=generation)
             except UnknownVersion:
                 message = f"{item.type} has no schema v{item.dataschema_version} (GET its /schemas)."
                 errors.append(FieldError(paths(index, "dataschema"), "unknown_schema_version", message))

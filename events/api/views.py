@@ -221,7 +221,8 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
             503: OpenApiResponse(
                 ErrorSerializer,
                 description="The database (`database_unavailable`), the commit (`commit_timeout`) or, in stream "
-                "mode, Redis (`stream_unavailable`) did not answer; retry after `Retry-After` with the same key.",
+                "mode, Redis (`stream_unavailable`) or the database to check the type (`schema_unavailable`) did not "
+                "answer; retry after `Retry-After` with the same key.",
             ),
         },
         parameters=[

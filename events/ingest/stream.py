@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 import redis
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.cluster import RedisCluster
@@ -41,6 +42,7 @@ from redis.exceptions import RedisClusterException
 
 from auditsvc import metrics
 from auditsvc.errors import Conflict, Unavailable
+from events import privacy_generation
 from events.ids import uuid7
 from events.ingest.idempotency import key_conflict
 from events.ingest.validation import EventIn, ItemPaths
@@ -52,19 +54,34 @@ GROUP = "drainers"
 # (one class serves sync and async), which would need a cast at each of the calls below.
 Client = Any
 
-# Append the entry, remember its id (and its source) as queued and claim its idempotency key, or answer with
-# the event that already holds the key. Returns {1, length, oldest entry id} or {0, held}.
+# Append the entry, remember its id (and its source) as queued and claim its idempotency key, or
+# answer with the event that already holds the key; but first, refuse the entry if it was checked
+# under an older privacy generation than the shard's copy (a registration or erasure announced it
+# since): {2, the shard's generation}. A newer one is copied to the shard (announcing is also
+# done by every worker that has seen it). Returns {1, length, oldest entry id} or {0, held}.
+# KEYS: stream, queued hash, generation, [idempotency key]; ARGV[7]: the entry's generation.
 _ACCEPT = """
-if KEYS[3] then
-  local held = redis.call('GET', KEYS[3])
+local current = redis.call('GET', KEYS[3])
+local checked = tonumber(ARGV[7])
+if current and tonumber(current) > checked then return {2, current} end
+if not current or tonumber(current) < checked then redis.call('SET', KEYS[3], ARGV[7]) end
+if KEYS[4] then
+  local held = redis.call('GET', KEYS[4])
   if held then return {0, held} end
 end
 redis.call('XADD', KEYS[1], '*', 'e', ARGV[2], 'm', ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[6])
-if KEYS[3] then redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[4]) end
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[4]) end
 local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 return {1, redis.call('XLEN', KEYS[1]), oldest[1][1]}
 """
+# Raise a shard's copy of the privacy generation to ARGV[1] (never lower it).
+_ANNOUNCE = """
+local current = redis.call('GET', KEYS[1])
+if not current or tonumber(current) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+_ACCEPT_TRIES = 3  # a generation moving under the accept this often in a row: 503, retry later
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +165,11 @@ def forged_key(shard: int) -> str:
     return f"{_base(shard)}:forged"
 
 
+def generation_key(shard: int) -> str:
+    """The shard's copy of the privacy generation (events.privacy_generation), for the accept's script."""
+    return f"{_base(shard)}:privacy-generation"
+
+
 def _idempotency_key(shard: int, source: Source, key: str) -> str:
     return f"{_base(shard)}:key:{source.pk}:{key}"
 
@@ -175,22 +197,36 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
     (InvalidInput then): the hash the answer carries covers the stored form, and the entry
     carries the check for the drainer to record.
     """
-    event_id = uuid7()  # first: the ciphertexts are bound to it
-    [item], [check] = checked_and_protected([item], ItemPaths(is_batch=False), source=source, event_ids=[event_id])
-    item = replace(item, checked_version=check.version, checked_valid=check.valid)
-    received_at = timezone.now()
-    id_text = str(event_id)
-    digest = hash_for(source=source, item=item, event_id=id_text, received_at=received_at)
-    entry = encode_entry(source=source, item=item, event_id=id_text, received_at=received_at, digest=digest)
-    shard = shard_of(source, item, event_id)
-    keys = [stream_key(shard), queued_key(shard)]
-    if item.idempotency_key is not None:
-        keys.append(_idempotency_key(shard, source, item.idempotency_key))
-    args = [id_text, entry, item.fingerprint, settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS, entry_mac(entry), source.pk]
-    try:
-        answer = _accept_script()(keys=keys, args=args)
-    except (redis.RedisError, RedisClusterException) as exc:
-        raise stream_unavailable() from exc
+    sent = item
+    for attempt in range(_ACCEPT_TRIES):
+        generation = _generation_for_accept(fresh=attempt > 0)
+        event_id = uuid7()  # first: the ciphertexts are bound to it
+        try:
+            [item], [check] = checked_and_protected(
+                [sent], ItemPaths(is_batch=False), source=source, event_ids=[event_id], generation=generation
+            )
+        except (OperationalError, InterfaceError) as exc:
+            raise schema_unavailable(sent.type) from exc
+        item = replace(item, checked_version=check.version, checked_valid=check.valid)
+        received_at = timezone.now()
+        id_text = str(event_id)
+        digest = hash_for(source=source, item=item, event_id=id_text, received_at=received_at)
+        entry = encode_entry(source=source, item=item, event_id=id_text, received_at=received_at, digest=digest)
+        shard = shard_of(source, item, event_id)
+        keys = [stream_key(shard), queued_key(shard), generation_key(shard)]
+        if item.idempotency_key is not None:
+            keys.append(_idempotency_key(shard, source, item.idempotency_key))
+        args = [id_text, entry, item.fingerprint, settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS, entry_mac(entry),
+                source.pk, generation]  # fmt: skip
+        try:
+            answer = _accept_script()(keys=keys, args=args)
+        except (redis.RedisError, RedisClusterException) as exc:
+            raise stream_unavailable() from exc
+        if int(answer[0]) != 2:
+            break
+        # Checked under a generation older than one announced: check again under the database's.
+    else:
+        raise schema_unavailable(sent.type)
     if int(answer[0]) == 0:
         held_id, _, fingerprint = str(answer[1]).partition(" ")
         if fingerprint not in (item.fingerprint, item.legacy_fingerprint):  # legacy: held since before keying
@@ -198,6 +234,47 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
         return Accepted(uuid.UUID(held_id), received_at=None, hash=None, created=False, lag=None)
     lag = Lag(entries=int(answer[1]), oldest_seconds=entry_age_seconds(str(answer[2])))
     return Accepted(event_id, received_at=received_at, hash=digest, created=True, lag=lag)
+
+
+def schema_unavailable(type_name: str) -> Unavailable:
+    """The 503 for an event this worker cannot check and protect as the schemas now in force say:
+    the database is away and the worker holds no checker for the type of the generation the
+    stream confirms (a fresh worker holds none). Never accepted unchecked: its marked fields
+    would reach the table plain."""
+    message = f"The database is unavailable to check and protect events of type {type_name}; retry shortly."
+    return Unavailable("schema_unavailable", message)
+
+
+def _generation_for_accept(*, fresh: bool) -> int:
+    """The generation to check an event under: the one this worker last saw committed (read again
+    when old, or when fresh is asked: the stream announced a newer one). While the database is
+    away, the last one seen serves: the accept's script refuses it if a newer one was announced."""
+    try:
+        return privacy_generation.read_generation() if fresh else privacy_generation.known_generation()
+    except (OperationalError, InterfaceError) as exc:
+        privacy_generation.read_again_soon()
+        last = privacy_generation.last_known_generation()
+        if fresh or last is None:
+            raise Unavailable(
+                "schema_unavailable", "The database is unavailable to look up the schemas in force; retry shortly."
+            ) from exc
+        return last
+
+
+def announce_generation(generation: int) -> None:
+    """Tell every shard's accept that generation is in force (a registration or an erasure, after
+    its commit and before it is answered): from then on no event checked under an older one is
+    accepted. Unavailable (`stream_unavailable`) when Redis does not answer: the change is
+    committed but not yet in force for the stream; the caller answers 503 and the retry announces
+    again. A no-op in direct mode."""
+    if not is_enabled():
+        return
+    try:
+        script = client().register_script(_ANNOUNCE)
+        for shard in range(shard_count()):
+            script(keys=[generation_key(shard)], args=[generation])
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise stream_unavailable() from exc
 
 
 def encode_entry(*, source: Source, item: EventIn, event_id: str, received_at: datetime, digest: str) -> bytes:

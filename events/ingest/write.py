@@ -20,7 +20,7 @@ from django.utils import timezone
 from psycopg import errors
 
 from auditsvc.errors import Conflict, FieldError, InvalidInput, ProblemError
-from events import protection, schemas
+from events import privacy_generation, protection, schemas
 from events.ids import uuid7
 from events.ingest import type_counts
 from events.ingest.copy import write_events
@@ -133,9 +133,18 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     retired = partitions.ensure_partitions(partitions.months_of(event_ids)).retired
     if retired:
         _refuse_retired(event_ids, retired, paths)
-    items, checks = checked_and_protected(items, paths, source=source, event_ids=event_ids)
+    # Checked before the transaction (its locks are held for as short as can be), as of the
+    # generation last seen; checked again inside it if a change has committed since.
+    generation = privacy_generation.known_generation()
+    sent = items
+    items, checks = checked_and_protected(sent, paths, source=source, event_ids=event_ids, generation=generation)
     results: dict[int, StoredEvent] = {}
     with _writes_into_retiring_months_refused(event_ids, paths), transaction.atomic():
+        # First in the transaction: from here until the commit no registration or erasure can
+        # commit (its bump waits on this share lock), so what was checked is what is in force.
+        locked = privacy_generation.locked_generation()
+        if locked != generation:
+            items, checks = checked_and_protected(sent, paths, source=source, event_ids=event_ids, generation=locked)
         fresh, repeats = claim_idempotency_keys(
             source=source,
             items=items,
@@ -191,15 +200,21 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
 
 
 def checked_and_protected(
-    items: Sequence[EventIn], paths: ItemPaths, *, source: Source, event_ids: Sequence[uuid.UUID]
+    items: Sequence[EventIn],
+    paths: ItemPaths,
+    *,
+    source: Source,
+    event_ids: Sequence[uuid.UUID],
+    generation: int | None,
 ) -> tuple[list[EventIn], list[schemas.Check]]:
     """The items as they are to be hashed and stored as event_ids, and their schema checks: a
     sender's string that looks protected refused (the log's own records hold HMACs it made), then
-    checked against their schemas (enforce mode: 400 schema_violation, nothing stored), then their
-    marked fields protected. The write path and the stream's accept both call it, before they hash."""
+    checked against their schemas as of the privacy generation (enforce mode: 400
+    schema_violation, nothing stored), then their marked fields protected. The write path and the
+    stream's accept both call it, before they hash."""
     if source.slug != SERVICE_SOURCE:
         protection.refuse_protected_prefixes(items, paths)
-    checks = schemas.check_items(items, paths)
+    checks = schemas.check_items(items, paths, generation=generation)
     protected = protection.protect_items(items, checks, paths, source=source.slug, event_ids=event_ids)
     return [_with_derived_key(item) for item in protected], checks
 

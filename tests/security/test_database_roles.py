@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -20,6 +21,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from events import privacy_generation
 from events.database_roles import APPEND_ONLY_TABLES, READ_ONLY_TABLES
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
@@ -164,6 +166,23 @@ def test_the_service_works_as_that_role(service_role, tmp_path: Path):
     assert retire.returncode == 1 and "only the tables' owner may" in retire.stderr, retire.stderr[-2000:]
     assert old.table in {p.table for p in partitions()} and old.table not in refusing_writes()
     assert not list(tmp_path.glob("*.gz"))
+
+
+def test_it_reads_and_moves_the_privacy_generation_but_cannot_delete_it(service_role):
+    with psycopg.connect(service_role) as conn:  # one transaction, as the write path's and a registration's
+        first = _last_result(conn.execute(privacy_generation.BUMP))  # makes the row, if a flush took it
+        seen = _last_result(conn.execute(privacy_generation.SHARED_AND_READ))
+        moved = _last_result(conn.execute(privacy_generation.BUMP))
+
+    assert first == seen and seen is not None and moved is not None and moved > seen
+    assert privacy_generation.read_generation() == moved
+    assert "permission denied" in refusal(service_role, "DELETE FROM events_privacygeneration")
+
+
+def _last_result(cursor: psycopg.Cursor[Any]) -> Any:
+    cursor.nextset()
+    row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def _unsealed_ids() -> list[str]:

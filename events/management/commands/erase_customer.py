@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from auditsvc.errors import Unavailable
 from customers.models import Customer
 from events import erasure, protection
 
@@ -31,7 +32,13 @@ class Command(BaseCommand):
             raise CommandError(f"No customer '{external_id}'.")
         if interactive:
             self._confirm(external_id)
-        erased = erasure.erase_customer(external_id, actor=actor or f"cli:{getpass.getuser()}")
+        try:
+            erased = erasure.erase_customer(external_id, actor=actor or f"cli:{getpass.getuser()}")
+        except Unavailable as exc:
+            raise CommandError(
+                f"{external_id} is erased in the database, but the ingest stream could not be told ({exc.message}): "
+                "run the command again once Redis answers, so that the stream's workers stop using the old key."
+            ) from exc
         self.stdout.write(
             f"Erased {external_id}: {erased.keys_destroyed} data key(s) destroyed; the personal fields of "
             f"{erased.events} event(s) now read as {protection.ERASED}. Recorded as auditsvc.customer.erased."
