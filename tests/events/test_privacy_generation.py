@@ -22,7 +22,7 @@ from events.ingest import stream
 from events.ingest.drain import Drainer
 from events.models import Event, EventType
 from events.schemas import forget_cached_checkers
-from tests.events.test_schemas import put_schema
+from tests.events.test_schemas import put_schema, schema_key_of
 from tests.processes import gunicorn
 from tests.test_health import unreachable_database
 
@@ -100,12 +100,12 @@ def keys(make_client: Any, schemas: Any) -> tuple[Any, Any]:
 
 
 def test_a_schema_registered_through_one_worker_is_enforced_and_protects_in_both_at_once(keys):
-    ingest, schemas = keys
+    ingest, _ = keys
     with gunicorn(2, None, **LONG_CACHE) as base:
         warm = post_all(base, ingest.key, [{"plan": "pro"}] * PER_PHASE)  # every worker now knows: no schema
         assert {status for status, _ in warm} == {201}, warm
 
-        register(base, schemas.key)
+        register(base, schema_key_of(ingest).key)  # signup sent the type first: it owns it
         refused = post_all(base, ingest.key, [{"plan": n, "email": f"bad-{n}@example.com"} for n in range(PER_PHASE)])
         stored = post_all(
             base, ingest.key, [{"plan": "pro", "email": f"good-{n}@example.com"} for n in range(PER_PHASE)]
