@@ -358,14 +358,18 @@ class EventTypeAdmin(AuditedChanges):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def save_model(self, request: HttpRequest, obj: EventType, form: Any, change: bool) -> None:
+    def lock_generation(self, request: HttpRequest, object_id: str | None) -> None:
         # A new validation mode changes what ingest refuses: in force in every process from the
         # answer on, like a registration (events.privacy_generation). The bump comes first in
         # the admin's transaction, before the row is written (the lock order of every change).
-        if change and "validation" in form.changed_data:
+        stored = (
+            EventType.objects.filter(pk=object_id).values_list("validation", flat=True).first() if object_id else None
+        )
+        if stored is not None and request.POST.get("validation", stored) != stored:
             generation = privacy_generation.bump()
             transaction.on_commit(lambda: _announce_to_the_stream(request, generation))
-        super().save_model(request, obj, form, change)
+        else:
+            super().lock_generation(request, object_id)
 
     @admin.display(description="schema", ordering="latest_schema")
     def schema_column(self, event_type: EventType) -> str:

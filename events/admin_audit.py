@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.admin import ModelAdmin
@@ -22,6 +24,7 @@ from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse
 
 from auditsvc.admin_input import CheckedInputAdmin
+from events import privacy_generation
 from events.access_log import query_filters, record_read
 from events.service_events import store_service_event
 
@@ -84,8 +87,42 @@ class AuditedReads(ModelAdmin):  # type: ignore[type-arg]
         return 1, self.audit_read_of, {"object_id": str(obj.pk)}
 
 
+@contextmanager
+def _generation_locked_for(request: HttpRequest, lock: Any) -> Iterator[None]:
+    """For a POST, a transaction that takes the privacy generation's lock (lock()) first."""
+    if request.method != "POST":
+        yield
+        return
+    with transaction.atomic():
+        lock()
+        yield
+
+
 class AuditedChanges(CheckedInputAdmin):
     """Records each addition, change and deletion made through this admin."""
+
+    # A change writes its row, then its record through the write path, which takes the privacy
+    # generation's shared lock; an erasure or a registration takes that lock first, then rows:
+    # the opposite order, a deadlock. So a change takes the lock before it writes anything.
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        with _generation_locked_for(request, lambda: self.lock_generation(request, object_id)):
+            return super().changeform_view(request, object_id, *args, **kwargs)
+
+    def delete_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        with _generation_locked_for(request, privacy_generation.locked_generation):
+            return super().delete_view(request, *args, **kwargs)
+
+    def changelist_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Its actions (delete selected) and list edits.
+        with _generation_locked_for(request, privacy_generation.locked_generation):
+            return super().changelist_view(request, *args, **kwargs)
+
+    def lock_generation(self, request: HttpRequest, object_id: str | None) -> None:
+        """The lock a change through this admin takes first: shared (a change that moves the
+        generation, such as a type's validation, takes it exclusively: events.admin)."""
+        privacy_generation.locked_generation()
 
     def audit_state(self, obj: models.Model) -> dict[str, Any]:
         """What the record shows of obj: its snapshot; a subclass adds related rows."""

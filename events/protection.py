@@ -28,7 +28,6 @@ import hmac
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
@@ -37,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from django.conf import settings
 from django.db import DatabaseError
 
 from auditsvc.errors import FieldError, InvalidInput
@@ -211,15 +209,18 @@ def _aad_v2(place: Place, path: Path) -> bytes:
 
 def _replaced(value: Any, path: Path, done: Path, change: Any) -> Any:
     """value with what lies at path (at every element, through ANY_ITEM) replaced by change(it,
-    its path); the containers on the way are copies, the rest is shared. null stays null."""
-    if not path:
-        return value if value is None else change(value, done)
-    head, rest = path[0], path[1:]
+    its path); the containers on the way are copies, the rest is shared. null stays null. A value
+    on the way that is not the container the path goes through (a string where an object was
+    marked into) is replaced whole: whatever shape it has, it may hold the marked value."""
+    if value is None:
+        return None
+    head = path[0] if path else None
+    if head is None or not isinstance(value, list if head == ANY_ITEM else dict):
+        return change(value, done)  # the marked value, or not the container its path goes through
+    rest = path[1:]
     if head == ANY_ITEM:
-        if not isinstance(value, list):
-            return value
         return [_replaced(item, rest, (*done, str(index)), change) for index, item in enumerate(value)]
-    if not isinstance(value, dict) or head not in value:
+    if head not in value:
         return value
     copy = dict(value)
     copy[head] = _replaced(value[head], rest, (*done, head), change)
@@ -256,22 +257,20 @@ def readable_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-_marks: dict[str, tuple[float, frozenset[Path]]] = {}  # type name → (when read, the paths it marks)
+_marks: dict[str, tuple[int, frozenset[Path]]] = {}  # type name → (privacy generation, the paths it marks)
 _marks_lock = threading.Lock()
 
 
-def marked_paths(type_names: Collection[str]) -> dict[str, frozenset[Path]]:
-    """The paths each type marks, the one rule of where a read decrypts: every version's marks
-    (the write side protects by the strongest mark any version gave, and an event stored with
-    validation off records no version), and the built-in marks of the log's own types. Cached
-    for AUDITSVC_SCHEMA_CACHE_SECONDS: marks are never removed (schema_marks.weakened_marks), so a
-    stale list can only leave a value of a just-marked path unread for that long, never reveal
-    one."""
-    now = time.monotonic()
+def marked_paths(type_names: Collection[str], *, generation: int | None = None) -> dict[str, frozenset[Path]]:
+    """The paths each type marks, the one rule of where a read decrypts and what an export must
+    hold protected: every version's marks (the write side protects by the strongest mark any
+    version gave, and an event stored with validation off records no version), and the built-in
+    marks of the log's own types. Cached for one privacy generation (generation: the caller's;
+    None: read now)."""
+    if generation is None:
+        generation = read_generation()
     found = {
-        name: cached[1]
-        for name in type_names
-        if (cached := _marks.get(name)) and now - cached[0] < settings.AUDITSVC_SCHEMA_CACHE_SECONDS
+        name: cached[1] for name in type_names if (cached := _marks.get(name)) is not None and cached[0] == generation
     }
     missing = set(type_names) - found.keys()
     if missing:
@@ -281,23 +280,25 @@ def marked_paths(type_names: Collection[str]) -> dict[str, frozenset[Path]]:
         with _marks_lock:
             for name, paths in read.items():
                 found[name] = frozenset(paths)
-                _marks[name] = (now, found[name])
+                _marks[name] = (generation, found[name])
     return found
 
 
-def in_stored_form(payload: dict[str, Any], type_name: str) -> bool:
-    """Whether every value at a path the type marks is protected (or null), as this log stores it:
-    part of what proves an imported record to be an export of stored events."""
-    return all(_protected_at(payload, path) for path in marked_paths({type_name})[type_name])
+def in_stored_form(payload: dict[str, Any], type_name: str, *, generation: int | None) -> bool:
+    """Whether every value at a path the type marks (as of generation) is protected (or null), as
+    this log stores it: part of what proves an imported record to be an export of stored events."""
+    return all(_protected_at(payload, path) for path in marked_paths({type_name}, generation=generation)[type_name])
 
 
 def _protected_at(value: Any, path: Path) -> bool:
+    if value is None or (isinstance(value, str) and value.startswith(PROTECTED_PREFIXES)):
+        return True  # null, or protected here or higher up (a value of the wrong shape is protected whole)
     if not path:
-        return value is None or (isinstance(value, str) and value.startswith(PROTECTED_PREFIXES))
+        return False
     head, rest = path[0], path[1:]
     if head == ANY_ITEM:
-        return not isinstance(value, list) or all(_protected_at(item, rest) for item in value)
-    return not isinstance(value, dict) or head not in value or _protected_at(value[head], rest)
+        return isinstance(value, list) and all(_protected_at(item, rest) for item in value)
+    return isinstance(value, dict) and (head not in value or _protected_at(value[head], rest))
 
 
 def _prefixes(marks: frozenset[Path]) -> frozenset[Path]:
@@ -329,7 +330,9 @@ class _Reading:
 def _decrypted(value: Any, reading: _Reading, path: Path, pattern: Path) -> Any:
     """value with the ciphertexts at marked paths opened; pattern is path as marks spell it
     (ANY_ITEM for an array's index). Returns value itself where nothing changed."""
-    if pattern in reading.marks and isinstance(value, str):
+    if isinstance(value, str) and (
+        pattern in reading.marks or (pattern in reading.prefixes and value.startswith(CIPHER_PREFIX))
+    ):  # on the way to a mark: a value of the wrong shape there was protected whole (_replaced)
         return _opened(value, reading.keys, reading.place, path)
     if isinstance(value, dict):
         changed = {k: _decrypted(v, reading, (*path, k), (*pattern, k))
@@ -419,6 +422,7 @@ def protected_paths() -> frozenset[Path] | None:
             return cached[1]
         every = EventSchema.objects.values_list("schema")  # a mark any version gave counts
         paths = frozenset(marking.path for (schema,) in every for marking in markings_of(schema))
+        paths |= {marking.path for marks in SERVICE_MARKINGS.values() for marking in marks}  # the log's own
     except DatabaseError:
         return None
     _protected_paths = (generation, paths)
@@ -448,11 +452,22 @@ def redacted_filters(filters: dict[str, Any], *, personal: Collection[str] = ())
         return redacted
     paths = protected_paths()
     for key, value in filters.items():
-        if key.startswith("payload.") and (paths is None or tuple(key.split(".")[1:]) in paths):
+        if key.startswith("payload.") and (paths is None or _touches_mark(tuple(key.split(".")[1:]), paths)):
             redacted[key] = [sensitive_digest(v) for v in value] if isinstance(value, list) else sensitive_digest(value)
         elif key == "payload" and _names_any(value, paths):
             redacted[key] = sensitive_digest(value)  # JSON containment naming a marked field: all of it
     return redacted
+
+
+def _touches_mark(sought: Path, paths: frozenset[Path]) -> bool:
+    """Whether a payload.<path> filter seeks a marked value: at a mark, inside a marked property,
+    or above one (a filter steps through arrays without naming them: ANY_ITEM and indexes drop)."""
+    sought = tuple(step for step in sought if not step.isdigit())
+    for mark in paths:
+        named = tuple(step for step in mark if step != ANY_ITEM)
+        if sought[: len(named)] == named or named[: len(sought)] == sought:
+            return True
+    return False
 
 
 def _names_any(value: Any, paths: frozenset[Path] | None) -> bool:

@@ -89,7 +89,20 @@ def stored_form(schema: Any) -> Any:
 
 
 def marking_problems(schema: Any, path: str = "schema") -> list[FieldError]:
-    """Unknown x-auditsvc values, and a mark on the whole payload (a mark is on a property)."""
+    """Unknown x-auditsvc values, a mark on the whole payload (a mark is on a property), a mark
+    inside a marked property (the outer one protects all of it), and a mark where markings_of
+    does not look (under $defs, allOf, additionalProperties, ...): it would protect nothing."""
+    problems = _reached_problems(schema, path, inside_mark=False)
+    reached = {problem.field for problem in problems} | set(_reached(schema, path))
+    for where in _every_mark(schema, path):
+        if where not in reached:
+            message = ('x-auditsvc is read only through "properties" and array "items": mark the property '
+                       "itself, not a subschema under $defs, $ref, allOf, additionalProperties or such.")  # fmt: skip
+            problems.append(FieldError(where, "invalid_marking", message))
+    return problems
+
+
+def _reached_problems(schema: Any, path: str, *, inside_mark: bool) -> list[FieldError]:
     problems = []
     if isinstance(schema, dict):
         mark = schema.get("x-auditsvc")
@@ -97,19 +110,49 @@ def marking_problems(schema: Any, path: str = "schema") -> list[FieldError]:
             where = "the payload itself" if path == "schema" else path
             message = f'x-auditsvc is "sensitive" or "personal", on a property; not {mark!r} on {where}.'
             problems.append(FieldError(path, "invalid_marking", message))
+        elif mark is not None and inside_mark:
+            message = "A mark inside a marked property: the outer mark protects all of it; mark one or the other."
+            problems.append(FieldError(path, "invalid_marking", message))
+        inside = inside_mark or mark is not None
         for name, subschema in (schema.get("properties") or {}).items():
-            problems += marking_problems(subschema, f"{path}.properties.{name}")
-        problems += marking_problems(schema.get("items"), f"{path}.items")
+            problems += _reached_problems(subschema, f"{path}.properties.{name}", inside_mark=inside)
+        problems += _reached_problems(schema.get("items"), f"{path}.items", inside_mark=inside)
     return problems
 
 
+def _reached(schema: Any, path: str) -> list[str]:
+    """Where a mark is read: the schema, then down `properties` and a single `items` schema."""
+    if not isinstance(schema, dict):
+        return []
+    found = [path]
+    for name, subschema in (schema.get("properties") or {}).items():
+        found += _reached(subschema, f"{path}.properties.{name}")
+    return found + _reached(schema.get("items"), f"{path}.items")
+
+
+def _every_mark(value: Any, path: str) -> list[str]:
+    """Where x-auditsvc appears at all, in any subschema (or anything else) of the document."""
+    if isinstance(value, dict):
+        found = [path] if isinstance(value.get("x-auditsvc"), str) else []  # (a property may be so named)
+        for key, item in value.items():
+            found += _every_mark(item, f"{path}.{key}")
+        return found
+    if isinstance(value, list):
+        return [where for index, item in enumerate(value) for where in _every_mark(item, f"{path}[{index}]")]
+    return []
+
+
 def has_path(payload: Any, path: Path) -> bool:
+    """Whether payload holds something a mark at path protects: the value there, or a value of
+    another shape on the way (protect() protects that whole)."""
     if not path:
         return True
     head, rest = path[0], path[1:]
     if head == ANY_ITEM:
-        return isinstance(payload, list) and any(has_path(item, rest) for item in payload)
-    return isinstance(payload, dict) and head in payload and has_path(payload[head], rest)
+        return any(has_path(item, rest) for item in payload) if isinstance(payload, list) else payload is not None
+    if isinstance(payload, dict):
+        return head in payload and has_path(payload[head], rest)
+    return payload is not None
 
 
 def dotted(path: Path) -> str:

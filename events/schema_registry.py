@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
@@ -142,6 +143,10 @@ def register_schema(
     if errors:
         raise InvalidInput(errors)
     validator = compile_schema(schema)
+    strict = settings.AUDITSVC_STRICT_EVENT_TYPES and source is not None
+    if strict and not EventType.objects.filter(name=type_name).exists():
+        message = f"Event type '{type_name}' is not registered and this deployment is strict: staff add types."
+        raise InvalidInput([FieldError("name", "unknown_event_type", message)])
     latest = EventSchema.objects.filter(type__name=type_name).order_by("-version").select_related("type").first()
     if latest is not None and latest.schema == schema and validation in (None, latest.type.validation):
         announce_generation(read_generation())  # a retry after a 503 from the announcement below

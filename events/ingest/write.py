@@ -212,6 +212,14 @@ def checked_and_protected(
     checked against their schemas as of the privacy generation (enforce mode: 400
     schema_violation, nothing stored), then their marked fields protected. The write path and the
     stream's accept both call it, before they hash."""
+    # An import claims an export by its hash; it is one only if its marked fields are protected
+    # by the marks in force now (a mark registered a moment ago included).
+    items = [
+        replace(item, proven_export=protection.in_stored_form(item.payload, item.type, generation=generation))
+        if item.proven_export
+        else item
+        for item in items
+    ]
     if source.slug != SERVICE_SOURCE:
         protection.refuse_protected_prefixes(items, paths)
     checks = schemas.check_items(items, paths, generation=generation)
