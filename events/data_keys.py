@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Iterable
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -20,6 +21,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from events.models import CustomerDataKey
+
+
+class UnreadableDataKeys(Exception):
+    """Live data keys that do not unwrap under the master key: their customers' personal values
+    can be neither encrypted nor stored plain (events.protection answers 503 data_key_unreadable)."""
+
+    def __init__(self, customers: set[str]) -> None:
+        super().__init__(", ".join(sorted(customers)))
+        self.customers = customers
 
 
 def master_key() -> bytes:
@@ -80,7 +90,9 @@ def forget_cached_data_keys() -> None:
 def data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, AESGCM]]:
     """Each customer's live data key (made on first use, and again after an erasure), as
     (id, cipher), in two queries for the lot (three when some are new). Never cached: a key
-    erased a moment ago must not encrypt anything new."""
+    erased a moment ago must not encrypt anything new. UnreadableDataKeys when a live key does not
+    unwrap under the master key (its row was altered, or the master key is not the one that
+    wrapped it): nothing can be encrypted for that customer."""
     if not customers:
         return {}
     live = CustomerDataKey.objects.filter(erased_at__isnull=True)
@@ -95,9 +107,16 @@ def data_keys_for_writing(customers: set[str]) -> dict[str, tuple[int, AESGCM]]:
         )
         rows += live.filter(customer__in=missing).values_list("customer", "id", "wrapped")
     keys = {}
+    unreadable = set()
     for customer, key_id, wrapped in rows:
         assert wrapped is not None  # a live key holds its wrapped bytes (customer_data_key_erased_or_kept)
-        keys[customer] = (key_id, _cipher(bytes(wrapped), customer))
+        cipher = _cipher_or_none(bytes(wrapped), customer)
+        if cipher is None:
+            unreadable.add(customer)
+        else:
+            keys[customer] = (key_id, cipher)
+    if unreadable:
+        raise UnreadableDataKeys(unreadable)
     return keys
 
 
@@ -116,6 +135,19 @@ def _cipher(wrapped: bytes, customer: str) -> AESGCM:
     return cipher
 
 
+def _cipher_or_none(wrapped: bytes, customer: str) -> AESGCM | None:
+    """The key's cipher, or None when the wrapped bytes do not unwrap (AES-GCM refuses them)."""
+    try:
+        return _cipher(wrapped, customer)
+    except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce and a tag
+        return None
+
+
+def unwraps(wrapped: bytes, customer: str) -> bool:
+    """Whether a stored wrapped key opens under the master key (verify_events asks)."""
+    return _cipher_or_none(wrapped, customer) is not None
+
+
 def _wrap(key: bytes, customer: str) -> bytes:
     nonce = os.urandom(12)
     return nonce + AESGCM(master_key()).encrypt(nonce, key, _wrap_aad(customer))
@@ -127,11 +159,17 @@ def _unwrap(wrapped: bytes, customer: str) -> bytes:
 
 def data_keys_for_reading(key_ids: Iterable[int]) -> dict[int, AESGCM | None]:
     """Data keys' ciphers by id (None: erased), read from the database on every call (one query
-    for a page's keys): a key erased a moment ago, in any process, never decrypts again."""
+    for a page's keys): a key erased a moment ago, in any process, never decrypts again. A key
+    that does not unwrap is left out, as a missing one is: its values read as unreadable, never
+    an error (verify_events reports the key)."""
     wanted = set(key_ids)
     if not wanted:
         return {}
     rows = CustomerDataKey.objects.filter(id__in=wanted).values_list("id", "customer", "wrapped")
-    return {
-        key_id: _cipher(bytes(wrapped), customer) if wrapped is not None else None for key_id, customer, wrapped in rows
-    }
+    keys: dict[int, AESGCM | None] = {}
+    for key_id, customer, wrapped in rows:
+        if wrapped is None:
+            keys[key_id] = None
+        elif (cipher := _cipher_or_none(bytes(wrapped), customer)) is not None:
+            keys[key_id] = cipher
+    return keys

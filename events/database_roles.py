@@ -31,6 +31,10 @@ QUEUE_TABLES = ("events_pendingseal",)
 # upsert (INSERT and UPDATE) in every registration and erasure; never deleted (a delete and a
 # re-insert could hand out a number some process already cached under).
 SINGLE_ROW_TABLES = ("events_privacygeneration",)
+# Customers' data keys: made (INSERT) and erased (an UPDATE that nulls the wrapped key, which
+# verify_events matches to a recorded erasure); never deleted, which would destroy a customer's
+# personal data with no row left to say so.
+KEY_TABLES = ("events_customerdatakey",)
 # The owner's SECURITY DEFINER functions the service calls (migration 0019).
 SERVICE_FUNCTIONS = ("auditsvc_create_month_partition(integer, integer)",)
 
@@ -79,7 +83,7 @@ def _table_rights(name: str, kind: str) -> str:
         return "SELECT"
     if name in QUEUE_TABLES:
         return "SELECT, INSERT, DELETE"
-    if name in SINGLE_ROW_TABLES:
+    if name in SINGLE_ROW_TABLES or name in KEY_TABLES:
         return "SELECT, INSERT, UPDATE"
     return "SELECT, INSERT, UPDATE, DELETE"
 

@@ -38,8 +38,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.db import DatabaseError
 
-from auditsvc.errors import FieldError, InvalidInput
-from events.data_keys import data_keys_for_reading, data_keys_for_writing, fingerprint_key, hmac_key
+from auditsvc.errors import FieldError, InvalidInput, ProblemError
+from events.data_keys import (
+    UnreadableDataKeys,
+    data_keys_for_reading,
+    data_keys_for_writing,
+    fingerprint_key,
+    hmac_key,
+)
 from events.ingest.validation import EventIn, ItemPaths, keyed_fingerprint
 from events.integrity.canonical import canonical_json
 from events.models import EventSchema
@@ -66,6 +72,11 @@ CIPHER_V2 = "aes-gcm:v2:"  # bound to the event too: id, source, type, customer,
 PROTECTED_PREFIXES = (CIPHER_PREFIX, HMAC_PREFIX)
 ERASED = "[erased]"  # how a personal value reads once its customer's data key is destroyed
 UNREADABLE = "[unreadable]"  # a value at a marked path that looks encrypted but not for this place
+DATA_KEY_UNREADABLE = "data_key_unreadable"
+_UNREADABLE_KEY = (
+    "The data key of customer {} does not unwrap under AUDITSVC_DATA_KEY, so its personal fields can be"
+    " neither encrypted nor stored; nothing was stored (manage.py verify_events reports the key)."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,21 +106,32 @@ def protect_items(
     """The items as they are to be stored and hashed: marked fields protected, by the markings of
     the version each was checked against (schemas.check_items), each ciphertext bound to its
     event (event_ids[i], of source). InvalidInput (nothing stored) when a personal value has no
-    customer whose key could encrypt it."""
+    customer whose key could encrypt it; a 503 data_key_unreadable, per item, when its customer's
+    live key does not unwrap (never stored plain; not worth retrying before an operator looks)."""
     marked = [(i, item, check.markings) for i, (item, check) in enumerate(zip(items, checks, strict=True))
               if check.markings and not item.stored_as_is]  # fmt: skip
     errors: list[FieldError] = []
-    customers: set[str] = set()
+    customers: dict[int, str] = {}  # item index → the customer whose key encrypts it
     message = "Personal fields are encrypted under their customer's key: this event needs a customer."
     for index, item, markings in marked:
         personal = [m.path for m in markings if m.kind == PERSONAL and has_path(item.payload, m.path)]
         if personal and item.customer is None:
             errors += [FieldError(paths(index, f"payload.{dotted(p)}"), "customer_required", message) for p in personal]
         elif personal and item.customer is not None:
-            customers.add(item.customer)
+            customers[index] = item.customer
     if errors:
         raise InvalidInput(errors)
-    keys = data_keys_for_writing(customers)
+    try:
+        keys = data_keys_for_writing(set(customers.values()))
+    except UnreadableDataKeys as exc:
+        raise ProblemError(
+            [
+                FieldError(paths(index, "customer"), DATA_KEY_UNREADABLE, _UNREADABLE_KEY.format(customer))
+                for index, customer in customers.items()
+                if customer in exc.customers
+            ],
+            status=503,
+        ) from None
     protected = list(items)
     mac_key, fingerprints_key = hmac_key(), fingerprint_key()  # once: each reads the settings
     for index, item, markings in marked:

@@ -20,7 +20,7 @@ from psycopg.types.json import set_json_loads
 
 from auditsvc.worker_process import setup_django
 from events.integrity import merkle, signing
-from events.integrity.erasure_records import unrecorded_erasures
+from events.integrity.erasure_records import missing_keys, unreadable_keys, unrecorded_erasures
 from events.integrity.hashing import EVENT_COLUMNS, EVENT_JOINS, EVENT_TYPES, envelope_of_texts, recomputed_hash
 from events.integrity.retirements import accepted_retirements
 from events.integrity.sealing import GENESIS_HASH, seal_hash
@@ -128,6 +128,7 @@ def verify_integrity(
             _verify_unsealed_events(since, report, progress)
         _report_lost_events(report)
         _report_unrecorded_erasures(report)
+        _report_data_key_damage(report)
         if archive_dir is not None:
             _verify_archives(archive_dir, report, progress)
     return report
@@ -368,6 +369,19 @@ def _report_unrecorded_erasures(report: VerificationReport) -> None:
         report.findings.append(Finding("data_key_erased_unrecorded",
             f"data key {gone.key_id} of customer {gone.customer} was erased{when}, and no "
             "auditsvc.customer.erased event records it"))  # fmt: skip
+
+
+def _report_data_key_damage(report: VerificationReport) -> None:
+    """Live data keys that no longer open, and keys that stored ciphertexts need and that are gone
+    (erasure_records): either way personal values are lost, with no erasure to say so."""
+    for key in unreadable_keys(_LOST_LISTED):
+        report.findings.append(Finding("data_key_unreadable",
+            f"data key {key.key_id} of customer {key.customer} does not unwrap under AUDITSVC_DATA_KEY: its "
+            "wrapped bytes were changed (or the master key is not the one that wrapped it)"))  # fmt: skip
+    for gone in missing_keys(_LOST_LISTED):
+        report.findings.append(Finding("data_key_missing",
+            f"data key {gone.key_id}, under which {gone.events} stored event(s) hold ciphertexts (event "
+            f"{gone.example} among them), has no row in events_customerdatakey", gone.example))  # fmt: skip
 
 
 _LOST_LISTED = 1_000  # findings are listed, not counted: an operator reads them

@@ -22,12 +22,13 @@ from django.test import Client
 from django.utils import timezone
 
 from events import privacy_generation
+from events.data_keys import data_keys_for_writing
 from events.database_roles import APPEND_ONLY_TABLES, READ_ONLY_TABLES
 from events.integrity.sealing import seal_events
 from events.integrity.verification import verify_integrity
 from events.keys import create_api_key
 from events.lifecycle.partitions import Month, partitions, refusing_writes
-from events.models import Event, RetiredPartition, Seal
+from events.models import CustomerDataKey, Event, RetiredPartition, Seal
 from tests.factories import SourceFactory
 from tests.paths import REPO_ROOT
 from tests.processes import database_url, gunicorn, http_json
@@ -177,6 +178,18 @@ def test_it_reads_and_moves_the_privacy_generation_but_cannot_delete_it(service_
     assert first == seen and seen is not None and moved is not None and moved > seen
     assert privacy_generation.read_generation() == moved
     assert "permission denied" in refusal(service_role, "DELETE FROM events_privacygeneration")
+
+
+def test_it_erases_a_data_key_but_cannot_delete_one(service_role):
+    data_keys_for_writing({"cus_1"})
+
+    deleted = refusal(service_role, "DELETE FROM events_customerdatakey WHERE customer = 'cus_1'")
+
+    # A deleted row would destroy the customer's personal data and leave nothing to say so.
+    assert "permission denied" in deleted
+    assert CustomerDataKey.objects.filter(customer="cus_1").exists()
+    # What erase_customer does, as this role: an UPDATE, which verify_events matches to its record.
+    assert refusal(service_role, "UPDATE events_customerdatakey SET wrapped = NULL, erased_at = now()") == ""
 
 
 def _last_result(cursor: psycopg.Cursor[Any]) -> Any:
