@@ -28,7 +28,15 @@ from events.ingest.validation import (
 from events.models import EventSchema, EventType
 from events.privacy_generation import forget_generation
 from events.protection import forget_protected_paths
-from events.schema_marks import PERSONAL, SERVICE_MARKINGS, Marking, marking_problems, markings_of, strongest
+from events.schema_marks import (
+    PERSONAL,
+    SERVICE_MARKINGS,
+    Marking,
+    marking_problems,
+    markings_of,
+    stored_form,
+    strongest,
+)
 
 MODES = ("off", "warn", "enforce")
 _MAX_ERRORS_PER_EVENT = 20
@@ -40,6 +48,7 @@ class Checker:
     version: int
     validator: Any  # jsonschema_rs.Draft202012Validator; None when off
     markings: tuple[Marking, ...] = ()  # its sensitive and personal fields, protected in every mode
+    stored_validator: Any = None  # the schema as stored payloads meet it (marked fields: anything)
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,9 @@ def checker_for(type_name: str, version: int | None = None, *, generation: int |
         validator = compile_schema(row[2]) if row[0] != "off" else None
         # Protected by the strongest mark any version gave a path, whichever version checks it.
         markings = strongest(marking for other in rows for marking in markings_of(other[2]))
-        checker = Checker(mode=row[0], version=row[1], validator=validator, markings=markings)
+        stored_validator = compile_schema(stored_form(row[2])) if validator is not None and markings else validator
+        checker = Checker(mode=row[0], version=row[1], validator=validator, markings=markings,
+                          stored_validator=stored_validator)  # fmt: skip
     if generation is not None:
         with _cache_lock:
             _cache[key] = (generation, checker)
@@ -158,7 +169,7 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths, *, generation: int |
     errors: list[FieldError] = []
     checkers: dict[tuple[str, int | None], Checker | None] = {}
     for index, item in enumerate(items):
-        if item.stored_as_is:  # checked before, when the API accepted it or the export was made
+        if item.accepted_entry:  # checked when the API accepted it (its MAC proves that)
             checks.append(Check(version=item.checked_version, valid=item.checked_valid))
             continue
         if item.type in SERVICE_MARKINGS:  # the log's own: built-in marks, never a registered schema
@@ -179,13 +190,16 @@ def check_items(items: Sequence[EventIn], paths: ItemPaths, *, generation: int |
         if checker.mode == "off":
             checks.append(Check(markings=checker.markings))
             continue
-        found = violations(checker.validator, item.payload)
+        # An export's hash is no secret: what it holds is checked too, in the form it is stored in.
+        validator = checker.stored_validator if item.proven_export else checker.validator
+        found = violations(validator, item.payload)
         if found and checker.mode == "enforce":
             errors += [
                 FieldError(paths(index, path), "schema_violation", f"{message} (schema v{checker.version})")
                 for path, message in found
             ]
-        checks.append(Check(version=checker.version, valid=not found, markings=checker.markings))
+        markings = () if item.proven_export else checker.markings  # an export's are protected already
+        checks.append(Check(version=checker.version, valid=not found, markings=markings))
     if errors:
         raise InvalidInput(errors)
     return checks

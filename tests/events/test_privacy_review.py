@@ -169,3 +169,18 @@ def test_in_a_strict_deployment_a_schema_key_registers_no_new_type(api, registra
     assert refused.status_code == 400
     assert [(e["field"], e["code"]) for e in refused.json()["errors"]] == [("name", "unknown_event_type")]
     assert api.post_json(URL, {"type": "brand.new", "payload": {}}).status_code == 400
+
+
+def test_a_forged_export_is_still_held_to_its_types_schema(api, tmp_path):
+    assert put_schema(schema_key_of(api), "customer.signed_up", SIGNED_UP, validation="enforce").status_code == 201
+    genuine = api.post_json(URL, {"type": "customer.signed_up", "customer": "cus_1", "payload": PLAIN}).json()
+    protected = Event.objects.get(id=genuine["id"]).payload  # marked fields as stored: it passes as an export
+    record = forged_export(api.source, {"type": "customer.signed_up", "customer": "cus_1",
+                                        "payload": {**protected, "plan": 12345}})  # fmt: skip
+
+    _, rejects = import_lines(tmp_path, [record])
+
+    assert [(e["field"], e["code"]) for reject in rejects for e in reject["errors"]] == [
+        ("payload.plan", "schema_violation")
+    ]
+    assert not Event.objects.filter(id=record["id"]).exists()
