@@ -20,6 +20,7 @@ from events.models import Event, EventSchema, EventType, Source
 from events.privacy_generation import bump, read_generation
 from events.schema_marks import markings_of, stored_form, weakened_marks
 from events.schemas import MODES, compile_schema, forget_cached_checkers, violations
+from events.service_events import store_service_event
 
 RECENT_EVENTS_CHECKED = 500  # stored events a new version must still accept
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -135,8 +136,6 @@ def register_schema(
     incompatible schema is refused (409 incompatible_schema) unless forced. source: the registering
     key's; it must own the type (403 not_type_owner), and claims it when no source does. None:
     staff, who may register for any type."""
-    from events.service_events import store_service_event  # noqa: PLC0415 - it imports the write path, which imports this
-
     errors = event_type_name_errors(type_name, "name") + new_schema_errors(schema)
     if validation is not None and validation not in MODES:
         errors.append(FieldError("validation", "invalid_choice", f"validation is one of {', '.join(MODES)}."))
