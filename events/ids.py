@@ -13,10 +13,14 @@ _last_timestamp = 0  # (unix_ms << 12) | sub-millisecond fraction of the last id
 _MAX_STEP_BACK = 1000 << 12  # one second, in the units of _last_timestamp
 
 
-def uuid7() -> uuid.UUID:
-    """A UUIDv7, strictly increasing within this process (method 3: 12 bits of sub-ms precision)."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def uuid7(at: datetime | None = None) -> uuid.UUID:
+    """A UUIDv7, strictly increasing within this process (method 3: 12 bits of sub-ms precision),
+    of the instant at (now when None): an event's id says the instant it was received."""
     global _last_timestamp  # noqa: PLW0603 - process-wide monotonic clock guard
-    nanoseconds = time.time_ns()
+    nanoseconds = time.time_ns() if at is None else (at - _EPOCH) // timedelta(microseconds=1) * 1000
     millis, remainder = divmod(nanoseconds, 1_000_000)
     timestamp = (millis << 12) | (remainder * 4096 // 1_000_000)
     with _lock:

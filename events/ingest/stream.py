@@ -200,7 +200,8 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
     sent = item
     for attempt in range(_ACCEPT_TRIES):
         generation = _generation_for_accept(fresh=attempt > 0)
-        event_id = uuid7()  # first: the ciphertexts are bound to it
+        received_at = timezone.now()
+        event_id = uuid7(received_at)  # first: the ciphertexts are bound to it; of its receipt
         try:
             [item], [check] = checked_and_protected(
                 [sent], ItemPaths(is_batch=False), source=source, event_ids=[event_id], generation=generation
@@ -208,7 +209,6 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
         except (OperationalError, InterfaceError) as exc:
             raise schema_unavailable(sent.type) from exc
         item = replace(item, checked_version=check.version, checked_valid=check.valid)
-        received_at = timezone.now()
         id_text = str(event_id)
         digest = hash_for(source=source, item=item, event_id=id_text, received_at=received_at)
         entry = encode_entry(source=source, item=item, event_id=id_text, received_at=received_at, digest=digest)

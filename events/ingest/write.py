@@ -129,7 +129,7 @@ def _ingest_once(*, source: Source, items: Sequence[EventIn], is_batch: bool, pe
     received_at = timezone.now()
     paths = ItemPaths(is_batch)
     # Ids are assigned up front so that an idempotency claim can point at its event.
-    event_ids = [item.event_id or uuid7() for item in items]
+    event_ids = [item.event_id or uuid7(received_at) for item in items]  # of the instant it is received
     retired = partitions.ensure_partitions(partitions.months_of(event_ids)).retired
     if retired:
         _refuse_retired(event_ids, retired, paths)
