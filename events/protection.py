@@ -137,9 +137,10 @@ def protect_items(
     for index, item, markings in marked:
         data_key = keys.get(item.customer) if item.customer else None
         place = Place(str(event_ids[index]), source, item.type, item.customer) if item.customer is not None else None
-        payload = protect(item.payload, markings, place, data_key, mac_key)
+        hashed = _hashed(item.payload, markings, mac_key)  # once: the stored and the fingerprint's form share it
+        payload = protect(hashed, markings, place, data_key)
         if any(has_path(item.payload, m.path) for m in markings):  # fingerprint what is protected
-            stand_ins = fingerprint_form(item.payload, markings, item.customer, data_key, mac_key)
+            stand_ins = fingerprint_form(hashed, markings, item.customer, data_key, mac_key)
             fingerprint = protected_fingerprint(item, stand_ins, fingerprints_key)
             protected[index] = replace(item, payload=payload, fingerprint=fingerprint)
         else:
@@ -148,25 +149,20 @@ def protect_items(
 
 
 def fingerprint_form(
-    payload: dict[str, Any],
+    hashed: dict[str, Any],
     markings: Sequence[Marking],
     customer: str | None,
     data_key: tuple[int, AESGCM] | None,
-    mac_key: bytes | None = None,
+    mac_key: bytes,
 ) -> dict[str, Any]:
-    """The payload as its fingerprint sees it: protected, but the same every time it is sent.
-    Sensitive values as stored (their HMAC); personal values as a MAC under the customer's own
-    data key (_personal_tag), not its random-nonce ciphertext: once the key is erased, no one,
+    """The payload as its fingerprint sees it, from its sensitive values hashed (_hashed):
+    protected, but the same every time it is sent. Personal values as a MAC under the customer's
+    own data key (_personal_tag), not its random-nonce ciphertext: once the key is erased, no one,
     holding the master key or not, can test a guess against a fingerprint or derived key."""
-    stable = payload
-    key = mac_key or hmac_key()
-    tag = functools.partial(_personal_tag, data_key[1], key, customer) if data_key and customer is not None else None
-    for marking in markings:
-        if marking.kind == SENSITIVE:
-            stable = _replaced(stable, marking.path, (), lambda value, _path: sensitive_digest(value, key))
-        elif tag is not None:
-            stable = _replaced(stable, marking.path, (), tag)
-    return dict(stable)
+    tag = (
+        functools.partial(_personal_tag, data_key[1], mac_key, customer) if data_key and customer is not None else None
+    )
+    return _with_personal(hashed, markings, tag)
 
 
 def _personal_tag(cipher: AESGCM, mac_key: bytes, customer: str, value: Any, path: Path) -> str:
@@ -194,23 +190,33 @@ def protected_fingerprint(item: EventIn, payload: dict[str, Any], key: bytes | N
 
 
 def protect(
-    payload: dict[str, Any],
-    markings: Sequence[Marking],
-    place: Place | None,
-    data_key: tuple[int, AESGCM] | None,
-    mac_key: bytes | None = None,
+    hashed: dict[str, Any], markings: Sequence[Marking], place: Place | None, data_key: tuple[int, AESGCM] | None
 ) -> dict[str, Any]:
-    """The payload as stored: marked values replaced (the sender's dict is not changed).
-    Personal values are encrypted under data_key, the customer's (id, cipher), for place."""
-    protected = payload
+    """The payload as stored, from its sensitive values hashed (_hashed): personal values
+    encrypted under data_key, the customer's (id, cipher), for place."""
     encrypt = functools.partial(_encrypt, *data_key, place) if data_key and place is not None else None
-    key = mac_key or hmac_key()
+    return _with_personal(hashed, markings, encrypt)
+
+
+def _hashed(payload: dict[str, Any], markings: Sequence[Marking], mac_key: bytes) -> dict[str, Any]:
+    """payload with its sensitive values replaced by their HMACs (the sender's dict is not changed).
+    First, for every marking: a sensitive child of a personal parent is hashed before the parent
+    is encrypted (schema_marks.strongest drops any mark under one at least as strong)."""
+    hashed = payload
     for marking in markings:
         if marking.kind == SENSITIVE:
-            protected = _replaced(protected, marking.path, (), lambda value, _path: sensitive_digest(value, key))
-        elif encrypt is not None:
-            protected = _replaced(protected, marking.path, (), encrypt)
-    return dict(protected)
+            hashed = _replaced(hashed, marking.path, (), lambda value, _path: sensitive_digest(value, mac_key))
+    return dict(hashed)
+
+
+def _with_personal(payload: dict[str, Any], markings: Sequence[Marking], change: Any) -> dict[str, Any]:
+    """payload with its personal values replaced by change(value, path); left as they are when
+    change is None (no customer key to use)."""
+    changed = payload
+    for marking in markings:
+        if marking.kind == PERSONAL and change is not None:
+            changed = _replaced(changed, marking.path, (), change)
+    return dict(changed)
 
 
 def _encrypt(key_id: int, cipher: AESGCM, place: Place, value: Any, path: Path) -> str:
