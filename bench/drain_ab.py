@@ -43,6 +43,19 @@ for line in open(sys.argv[-1]):
 """
 
 
+def ab_arguments(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict[str, str]]:
+    """The options every A/B benchmark takes (--old, --new, --rounds, --no-docs) parsed, and the
+    two commits' short names."""
+    parser.add_argument("--old", default="125d5bf")
+    parser.add_argument("--new", default="HEAD")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    revs = {name: subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
+                                 text=True).stdout.strip() for name, rev in (("old", args.old), ("new", args.new))}  # fmt: skip
+    return args, revs
+
+
 def checkout(rev: str, into: Path) -> Path:
     subprocess.run(["git", "worktree", "add", "-q", "--detach", str(into), rev], cwd=ROOT, check=True)
     (into / ".venv").symlink_to(ROOT / ".venv")
@@ -76,14 +89,8 @@ def _shell(code: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--old", default="125d5bf")
-    parser.add_argument("--new", default="HEAD")
     parser.add_argument("--entries", type=int, default=40_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-docs", action="store_true")
-    args = parser.parse_args()
-    revs = {name: subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
-                                 text=True).stdout.strip() for name, rev in (("old", args.old), ("new", args.new))}  # fmt: skip
+    args, revs = ab_arguments(parser)
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="drain-ab-") as scratch:
         base = Path(scratch)

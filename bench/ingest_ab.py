@@ -20,19 +20,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bench.drain_ab import _shell, checkout
+from bench.drain_ab import _shell, ab_arguments, checkout
 from bench.ingest import event_bodies, fresh_database, wrk
 from bench.report import publish
+from bench.server import gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 8767
@@ -49,28 +46,6 @@ print(create_api_key(source=source, scopes=["ingest"]).plaintext)
 """
 
 
-@contextmanager
-def served(tree: Path, env: dict[str, str]) -> Iterator[None]:
-    """The commit's own gunicorn, with its own gunicorn.conf.py, on PORT until the block ends."""
-    command = [str(Path(sys.executable).parent / "gunicorn"), "auditsvc.wsgi", "-c", str(tree / "gunicorn.conf.py"),
-               "-b", f"127.0.0.1:{PORT}", "-k", "gthread", "--log-level", "warning"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tree, env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    sys.exit(f"gunicorn at {tree} did not come up")
-                time.sleep(0.2)
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 def stored_once(database_url: str, keys: list[str]) -> bool:
     """Whether every acknowledged key is stored exactly once."""
     with psycopg.connect(database_url) as connection:
@@ -83,14 +58,8 @@ def stored_once(database_url: str, keys: list[str]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--old", default="125d5bf")
-    parser.add_argument("--new", default="HEAD")
     parser.add_argument("--seconds", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-docs", action="store_true")
-    args = parser.parse_args()
-    revs = {name: subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
-                                 text=True).stdout.strip() for name, rev in (("old", args.old), ("new", args.new))}  # fmt: skip
+    args, revs = ab_arguments(parser)
     sys.path.insert(0, str(ROOT))
     from bench.django_setup import setup  # noqa: PLC0415 - events.demo needs Django's apps
 
@@ -113,7 +82,7 @@ def main() -> None:
                 envs[name], keys[name] = env, made.stdout.split()[-1]
             for round_ in range(args.rounds):
                 for name in ("old", "new"):
-                    with served(trees[name], envs[name]):
+                    with gunicorn(PORT, workers=WORKERS, threads=THREADS, environment=envs[name], tree=trees[name]):
                         for phase, _, connections in PHASES:
                             result = one_phase(args, base, bodies[phase], connections, key=keys[name], env=envs[name])
                             rates[phase][name].append(result)

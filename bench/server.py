@@ -32,18 +32,20 @@ def gunicorn(
     app: str = "auditsvc.wsgi",
     environment: Mapping[str, str] | None = None,
     stderr: IO[bytes] | None = None,
+    tree: Path = ROOT,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """gunicorn on 127.0.0.1:port with gunicorn.conf.py; waits until /healthz answers.
-    (The tests start theirs through this too: tests/processes.py.) Its log lines go to stderr."""
+    """gunicorn on 127.0.0.1:port with gunicorn.conf.py, of the checkout at tree (this one, or an
+    older commit's for an A/B run); waits until /healthz answers. (The tests start theirs through
+    this too: tests/processes.py.) Its log lines go to stderr."""
     env = {
         **os.environ, "DEBUG": "false", "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
         **(environment or {}),
     }  # fmt: skip
     command = [
-        str(Path(sys.executable).parent / "gunicorn"), app, "-c", str(ROOT / "gunicorn.conf.py"),
+        str(Path(sys.executable).parent / "gunicorn"), app, "-c", str(tree / "gunicorn.conf.py"),
         "-b", f"127.0.0.1:{port}", "-k", worker_class, "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=stderr)
+    process = subprocess.Popen(command, cwd=tree, env=env, stderr=stderr)
     try:
         deadline = time.monotonic() + 30
         while True:
