@@ -26,6 +26,7 @@ import structlog
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django_structlog import signals
+from django_structlog.app_settings import app_settings
 
 from auditsvc.client_ip import client_ip
 from auditsvc.routes import route_of
@@ -159,13 +160,17 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
 
 @receiver(signals.bind_extra_request_metadata)
 def _start_request_line(request: HttpRequest, log_kwargs: dict[str, Any], **kwargs: Any) -> None:
+    _bind_request_id(request)
+    log_kwargs.clear()  # the full path and user agent stay out of the logs
+    log_kwargs.update(method=request.method, path=request.path)
+
+
+def _bind_request_id(request: HttpRequest) -> None:
     given = request.headers.get("X-Request-ID", "")
     request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
     request.request_id = request_id  # type: ignore[attr-defined]
     request.log_started = time.perf_counter()  # type: ignore[attr-defined]
-    log_kwargs.clear()  # the full path and user agent stay out of the logs
-    log_kwargs.update(method=request.method, path=request.path)
 
 
 @receiver(signals.bind_extra_request_finished_metadata)
@@ -202,6 +207,45 @@ def _request_fields(request: HttpRequest) -> dict[str, Any]:
         fields["user"] = user.get_username()  # type: ignore[union-attr]
     fields["ip"] = client_ip(request)
     return fields
+
+
+# --- The same line for a request that Django's middleware never sees (events.api.accept) ------
+
+_request_logger = structlog.get_logger("django_structlog.middlewares.request")  # the middleware's own
+
+
+def start_request_line(request: HttpRequest) -> None:
+    """As django-structlog's middleware begins a request: a fresh context with its request_id."""
+    structlog.contextvars.clear_contextvars()
+    _bind_request_id(request)
+    _request_logger.log(
+        app_settings.STATUS_START_LOG_LEVEL, "request_started", method=request.method, path=request.path
+    )
+
+
+def finish_request_line(request: HttpRequest, response: HttpResponse) -> None:
+    """As the middleware ends a request: its one line (none after an unexpected error: the
+    middleware wrote request_failed, with the traceback), the X-Request-ID answer header."""
+    if hasattr(request, "_raised_exception"):
+        del request._raised_exception
+    else:
+        _request_logger.log(
+            _level_for(response.status_code),
+            "request_finished",
+            **_request_fields(request),
+            status=response.status_code,
+        )
+    _answer_with_request_id(request, response)
+    structlog.contextvars.clear_contextvars()
+
+
+def _level_for(status_code: int) -> int:
+    levels = {
+        2: app_settings.STATUS_2XX_LOG_LEVEL,
+        4: app_settings.STATUS_4XX_LOG_LEVEL,
+        5: app_settings.STATUS_5XX_LOG_LEVEL,
+    }
+    return int(levels.get(status_code // 100, app_settings.STATUS_DEFAULT_LOG_LEVEL))
 
 
 def _answer_with_request_id(request: HttpRequest, response: HttpResponse) -> None:

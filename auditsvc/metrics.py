@@ -87,22 +87,27 @@ class MetricsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
-        route = route_of(request)
-        REQUEST_SECONDS.labels(route=route, method=request.method).observe(time.perf_counter() - started)
-        REQUESTS.labels(route=route, method=request.method, status=str(response.status_code)).inc()
-        if response.status_code >= 400:
-            _count_error(response)
+        count_request(request, response.status_code, time.perf_counter() - started, getattr(response, "data", None))
         return response
 
 
-def _count_error(response: HttpResponse) -> None:
+def count_request(request: HttpRequest, status_code: int, seconds: float, data: Any) -> None:
+    """One answered request, by route: timed, counted by status, and an API error by its code
+    (data: the answer's body before rendering). The middleware and the accept path both count here."""
+    route = route_of(request)
+    REQUEST_SECONDS.labels(route=route, method=request.method).observe(seconds)
+    REQUESTS.labels(route=route, method=request.method, status=str(status_code)).inc()
+    if status_code >= 400:
+        _count_error(status_code, data)
+
+
+def _count_error(status_code: int, data: Any) -> None:
     """An API error answer by its first code (every one is rendered by auditsvc.api.exceptions)."""
-    data = getattr(response, "data", None)
     errors = data.get("errors") if isinstance(data, dict) else None
     if not errors:
         return
     code = errors[0].get("code", "error")
-    ERRORS.labels(status=str(response.status_code), code=code).inc()
+    ERRORS.labels(status=str(status_code), code=code).inc()
     if code == "database_unavailable":
         DATABASE_ERRORS.inc()
 

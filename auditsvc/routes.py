@@ -12,6 +12,9 @@ _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 
 
 def route_of(request: HttpRequest) -> str:
+    served_as = getattr(request, "served_route", None)  # set by a path that resolves no URL (accept)
+    if served_as is not None:
+        return str(served_as)
     match = getattr(request, "resolver_match", None)
     return _route(match.route) if match is not None and match.route else "unmatched"
 

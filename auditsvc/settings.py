@@ -225,6 +225,9 @@ SPECTACULAR_SETTINGS = {
 AUDITSVC_MAX_BODY_BYTES = env_int("AUDITSVC_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = AUDITSVC_MAX_BODY_BYTES
 AUDITSVC_BATCH_MAX_EVENTS = env_int("AUDITSVC_BATCH_MAX_EVENTS", 1000, minimum=1)
+# The accept path (events.api.accept): POST /api/v1/events with an API key is answered in front of
+# Django's middleware, URL resolver and DRF, by the same rules. Off: through Django, for comparison.
+AUDITSVC_ACCEPT_PATH = env_bool("AUDITSVC_ACCEPT_PATH", default=True)
 # Group commit (events.ingest.group_commit): single-event POSTs of one worker share a transaction.
 AUDITSVC_GROUP_COMMIT = env_bool("AUDITSVC_GROUP_COMMIT", default=True)
 AUDITSVC_GROUP_COMMIT_MAX_EVENTS = env_int("AUDITSVC_GROUP_COMMIT_MAX_EVENTS", 256, minimum=1)

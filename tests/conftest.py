@@ -15,11 +15,14 @@ from django.contrib.auth.models import Group, Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections, transaction
 from django.db.backends.postgresql.operations import DatabaseOperations
+from django.http import HttpRequest, HttpResponseBase
+from django.test.client import ClientHandler
 from rest_framework.test import APIClient
 
 from auditsvc.api.throttling import forget_cache_outage
 from auditsvc.embedded_db import start_embedded_database_if_configured
 from events.access_log import discard_pending_reads
+from events.api import accept
 from events.data_keys import forget_cached_data_keys
 from events.ingest import group_commit, stream
 from events.ingest.group_commit import stop_group_commit
@@ -48,6 +51,27 @@ class KeyedClient:
 def pytest_configure(config: pytest.Config) -> None:
     # The explicit start step of the test session: settings only describe the embedded server.
     start_embedded_database_if_configured()
+    _test_clients_take_the_accept_path()
+
+
+def _test_clients_take_the_accept_path() -> None:
+    """Django's and DRF's test clients hand a request straight to Django's handler; auditsvc.wsgi
+    puts the accept path in front of it (events.api.accept). The clients go the same way, so that
+    every test of POST /api/v1/events runs through the path production takes (each client sets
+    its accept path up once, as it does its middleware; AUDITSVC_ACCEPT_PATH off: Django's)."""
+    through_django = ClientHandler.get_response
+
+    def get_response(handler: ClientHandler, request: HttpRequest) -> HttpResponseBase:
+        if settings_module.AUDITSVC_ACCEPT_PATH and accept.serves(request.META):
+            accept_path: accept.AcceptPath | None = handler.__dict__.get("accept_path")
+            if accept_path is None:
+                accept_path = handler.__dict__["accept_path"] = accept.AcceptPath()
+            if accept_path.takes(request):
+                return accept_path.answer(request)
+        response: HttpResponseBase = through_django(handler, request)
+        return response
+
+    ClientHandler.get_response = get_response  # type: ignore[method-assign, assignment]
 
 
 @pytest.fixture(autouse=True)

@@ -39,14 +39,14 @@ class HasScope(BasePermission):
             # A signed-in person (admin session): reads with the view permission
             # (the Auditors group), never ingest: events come from services.
             return self._session_may(request.user, scope)
-        self.message = f"This API key lacks the '{scope}' scope."
-        scopes_held: list[str] = getattr(request.auth, "scopes", [])
-        if scope in scopes_held:
-            return True
-        if scope == READ_SCOPE and READ_OWN_SCOPE in scopes_held:
-            self.message = "A 'read:own' key reads its own source's events; this endpoint needs 'read'."
-            return getattr(view, "action", None) in getattr(view, "read_own_actions", ())
-        return False
+        refusal = key_scope_refusal(
+            getattr(request.auth, "scopes", []),
+            scope,
+            read_own_allowed=getattr(view, "action", None) in getattr(view, "read_own_actions", ()),
+        )
+        if refusal is not None:
+            self.message = refusal
+        return refusal is None
 
     def _session_may(self, user: Any, scope: str) -> bool:
         """A signed-in person (admin session) reads with the view permission (the Auditors
@@ -60,3 +60,15 @@ class HasScope(BasePermission):
             return bool(user.has_perm(SCHEMA_PERMISSION))
         self.message = "Sessions may only read, with the view permission on events."
         return bool(scope == READ_SCOPE and user.has_perm(READ_PERMISSION))
+
+
+def key_scope_refusal(scopes_held: list[str], scope: str, *, read_own_allowed: bool = False) -> str | None:
+    """Why a key holding scopes_held may not do what needs scope (None: it may). A `read:own`
+    key passes for "read" where read_own_allowed. HasScope and the accept path both ask this."""
+    if scope in scopes_held:
+        return None
+    if scope == READ_SCOPE and READ_OWN_SCOPE in scopes_held:
+        if read_own_allowed:
+            return None
+        return "A 'read:own' key reads its own source's events; this endpoint needs 'read'."
+    return f"This API key lacks the '{scope}' scope."

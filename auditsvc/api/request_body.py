@@ -5,15 +5,26 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+from django.http import HttpRequest
 from rest_framework.request import Request
 
 from auditsvc.errors import FieldError, ProblemError
 
 
-def read_json_body(request: Request, *, max_bytes: int, media_type: str | None = "application/json") -> bytes:
-    """The raw body; 415 unless of media_type (None: the caller checks), 413 above max_bytes
-    (from Content-Length, or while reading)."""
-    if media_type is not None and request.content_type.split(";")[0].strip().lower() != media_type:
+def content_type_of(request: HttpRequest | Request) -> str:
+    """The Content-Type header as sent, parameters included (as DRF's request.content_type;
+    a Django request's content_type has lost them)."""
+    meta = request.META
+    return str(meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", "")))
+
+
+def read_json_body(
+    request: HttpRequest | Request, *, max_bytes: int, media_type: str | None = "application/json"
+) -> bytes:
+    """The raw body of a DRF or a plain Django request (the accept path's); 415 unless of
+    media_type (None: the caller checks), 413 above max_bytes (from Content-Length, or while
+    reading)."""
+    if media_type is not None and content_type_of(request).split(";")[0].strip().lower() != media_type:
         raise ProblemError(
             [FieldError(None, "unsupported_media_type", f"Send the body as Content-Type: {media_type}.")],
             status=415,
@@ -42,14 +53,14 @@ def read_json_body(request: Request, *, max_bytes: int, media_type: str | None =
     return body
 
 
-def _body_stream(request: Request) -> Any:
+def _body_stream(request: HttpRequest | Request) -> Any:
     """The body's stream. Django reads Content-Length bytes, so a chunked body (no length)
     would read as empty; gunicorn decodes chunked bodies and marks its input as terminated,
     and then the input itself is read (still within the cap)."""
     meta = request.META
     if not meta.get("CONTENT_LENGTH") and meta.get("wsgi.input_terminated"):
         return meta["wsgi.input"]
-    return request._request
+    return getattr(request, "_request", request)  # DRF's wraps Django's
 
 
 def _gunzip(body: bytes, max_bytes: int, too_large: ProblemError) -> bytes:

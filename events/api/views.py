@@ -23,7 +23,6 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from auditsvc import metrics
 from auditsvc.api.filtering import StrictFilterBackend, reject_unknown_params
 from auditsvc.api.pagination import MAX_PAGE, MAX_PAGE_SIZE, PAGINATION_PARAMS, Ordering, choose_ordering, paginate
 from auditsvc.api.permissions import HasScope
@@ -33,6 +32,7 @@ from events import export, protection, schema_registry
 from events.api import openapi, stats
 from events.api.audited import AuditedReads, api_actor, record_api_read
 from events.api.filters import DurationParamsFilterSet, EventFilterSet
+from events.api.ingest_endpoint import post_events
 from events.api.serializers import (
     AcceptedEventSerializer,
     CountSeriesSerializer,
@@ -44,13 +44,10 @@ from events.api.serializers import (
     EventTypeSerializer,
     PublicKeySerializer,
     SourceSerializer,
-    accepted_output,
     event_output,
 )
-from events.ingest import cloudevents, stream
-from events.ingest.group_commit import store_single_event
-from events.ingest.validation import IngestRequest, load_json, parse_ingest_body, refuse_reserved
-from events.ingest.write import ingest_events
+from events.ingest import stream
+from events.ingest.validation import load_json
 from events.integrity import proofs, signing
 from events.models import SCOPE_INGEST, SCOPE_READ, SCOPE_SCHEMA, ApiKey, Event, EventType, Seal, Source
 from events.queries import StoredEvent, event_by_id, event_type_ids, events_queryset, stored_event_from_row
@@ -235,43 +232,12 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
         ],
     )
     def create(self, request: Request) -> Response:
-        # Parsed by events.ingest.validation, not a DRF serializer: see that module for why.
-        mode = cloudevents.mode_of(request.content_type, request.headers)
-        if mode is not None:
-            with cloudevents.error_names(mode):
-                media_type = None if mode == cloudevents.BINARY else mode  # binary: the data's own type
-                body = read_json_body(request, max_bytes=settings.AUDITSVC_MAX_BODY_BYTES, media_type=media_type)
-                return self._store(request, cloudevents.parse_body(mode, body, request.headers))
-        body = read_json_body(request, max_bytes=settings.AUDITSVC_MAX_BODY_BYTES)
-        return self._store(request, parse_ingest_body(body, idempotency_header=request.headers.get("Idempotency-Key")))
-
-    def _store(self, request: Request, parsed: IngestRequest) -> Response:
-        refuse_reserved(parsed)
+        # Served by events.api.accept for API keys (Bearer); through DRF only otherwise, and
+        # when the accept path is switched off. One rule for both: ingest_endpoint.
         api_key = request.auth
         assert isinstance(api_key, ApiKey)  # HasScope admitted an API key
-        if not parsed.is_batch and stream.is_enabled():
-            accepted = stream.accept_event(source=api_key.source, item=parsed.events[0])
-            metrics.count_ingested(api_key.source.slug, "stream", int(accepted.created))
-            return Response(
-                accepted_output(accepted), status=status.HTTP_202_ACCEPTED if accepted.created else status.HTTP_200_OK
-            )
-        if not parsed.is_batch:
-            stored = store_single_event(source=api_key.source, item=parsed.events[0])
-            metrics.count_ingested(api_key.source.slug, "direct", int(stored.created))
-            return Response(
-                event_output(stored), status=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
-            )
-        result = ingest_events(source=api_key.source, items=parsed.events, is_batch=True)
-        metrics.count_ingested(api_key.source.slug, "direct", result.created)
-        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        return Response(
-            {
-                "events": [event_output(event) for event in result.events],
-                "created": result.created,
-                "duplicates": result.duplicates,
-            },
-            status=code,
-        )
+        body, code = post_events(request, api_key)
+        return Response(body, status=code)
 
     @extend_schema(
         parameters=PAGINATION_PARAMETERS, responses={200: EVENT_PAGE, **ERRORS}, description=PAYLOAD_PATH_NOTE
