@@ -42,6 +42,7 @@ STAGES = [
     ("rendering the answer", "auditsvc/api/renderers.py"),
     ("rendering the answer", "rest_framework/response.py"),
     ("rendering the answer", "django/template/"),
+    ("the accept path", "events/api/accept.py"),
     ("the view's own code", "events/api/"),
     ("DRF dispatch (request, negotiation, finalize)", "rest_framework/"),
     ("Django middleware", "middleware"),

@@ -7,7 +7,8 @@ time (user + system, every thread: the group committer included) by the requests
 rate under load, this figure barely moves when the machine is noisy, so the ratios between
 the paths are the steady part of `make bench`. Each path runs in a process of its own (the
 bare reference changes the settings at import): the trivial view, the bare view, a direct-mode
-POST (group commit, PostgreSQL) and a stream-mode POST (a redis-server of its own, AOF always).
+POST (group commit, PostgreSQL) and a stream-mode POST (a redis-server of its own, AOF always),
+each through the accept path and through Django (AUDITSVC_ACCEPT_PATH=false: the version before).
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PATHS = {
     "trivial": ("bench.trivial_wsgi", {}),
     "bare": ("bench.trivial_wsgi", {"BENCH_BARE": "1"}),
+    "direct, through Django": ("auditsvc.wsgi", {"AUDITSVC_INGEST_MODE": "direct", "AUDITSVC_ACCEPT_PATH": "false"}),
     "direct": ("auditsvc.wsgi", {"AUDITSVC_INGEST_MODE": "direct"}),
+    "stream, through Django": ("auditsvc.wsgi", {"AUDITSVC_INGEST_MODE": "stream", "AUDITSVC_ACCEPT_PATH": "false"}),
     "stream": ("auditsvc.wsgi", {"AUDITSVC_INGEST_MODE": "stream"}),
 }
 
 
-def measure_here(app_module: str, requests: int) -> float:
-    """CPU µs per request of app_module in this process (run as the child)."""
+def prepared_calls(app_module: str, requests: int) -> Callable[[], None]:
+    """Set up Django and app_module in this process, warm it with 500 requests, and return the
+    call that sends `requests` more (each a new event, through the WSGI application)."""
     import importlib  # noqa: PLC0415
 
     from bench.django_setup import setup  # noqa: PLC0415
@@ -58,17 +63,36 @@ def measure_here(app_module: str, requests: int) -> float:
             "HTTP_AUTHORIZATION": f"Bearer {key}", "HTTP_HOST": "127.0.0.1:8000", "REMOTE_ADDR": "127.0.0.1",
         }  # fmt: skip
         status: list[str] = []
-        b"".join(application(environ, lambda answer, headers: status.append(answer)))
+        answer = application(environ, lambda answer, headers: status.append(answer))
+        b"".join(answer)
+        getattr(answer, "close", lambda: None)()  # as a WSGI server does: request_finished
         return status[0]
 
     for body in bodies[:500]:  # warm caches, connections, the committer thread
         answer = call(body)
         if not answer.startswith("20"):
             raise SystemExit(f"{app_module}: {answer}")
+
+    def send() -> None:
+        for body in bodies[500:]:
+            call(body)
+
+    return send
+
+
+def measure_here(app_module: str, requests: int) -> float:
+    """CPU µs per request of app_module in this process (run as the child)."""
+    send = prepared_calls(app_module, requests)
     started = time.process_time()
-    for body in bodies[500:]:
-        call(body)
+    send()
     return (time.process_time() - started) / requests * 1e6
+
+
+def cpu_per_request(app_module: str, env: dict[str, str], requests: int) -> float:
+    """measure_here in a process of its own, with env."""
+    done = subprocess.run([sys.executable, "-m", "bench.profile_wsgi", "--child", app_module, "--requests",
+                           str(requests)], cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -88,10 +112,7 @@ def main() -> None:
             for name, (module, extra) in PATHS.items():
                 env = {**os.environ, "DEBUG": "false", "ALLOWED_HOSTS": "*", **extra,
                        "AUDITSVC_STREAM_URL": stream_redis.url}  # fmt: skip
-                done = subprocess.run([sys.executable, "-m", "bench.profile_wsgi", "--child", module, "--requests",
-                                       str(args.requests)], cwd=ROOT, env=env, capture_output=True, text=True,
-                                      check=True)  # fmt: skip
-                results[name] = float(done.stdout.strip().splitlines()[-1])
+                results[name] = cpu_per_request(module, env, args.requests)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(f"CPU per request, in-process, {args.requests} requests each (µs; ratio = trivial view's CPU / this one's):")
