@@ -74,7 +74,7 @@ def main() -> None:
     try:
         with redis_server(directory) as stream_redis:
             for name, accept_path in (("through Django", "false"), ("accept path", "true")):
-                env = {**os.environ, "DEBUG": "false", "ALLOWED_HOSTS": "*", "AUDITSVC_INGEST_MODE": args.mode,
+                env = {**os.environ, "DEBUG": "false", "LOG_FORMAT": "json", "ALLOWED_HOSTS": "*", "AUDITSVC_INGEST_MODE": args.mode,
                        "AUDITSVC_STREAM_URL": stream_redis.url, "AUDITSVC_ACCEPT_PATH": accept_path}  # fmt: skip
                 micros[name] = cpu_per_request("auditsvc.wsgi", env, args.requests)
                 done = subprocess.run([sys.executable, "-m", "bench.profile_accept", "--child", "--requests",

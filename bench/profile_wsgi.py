@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.profile_wsgi [--requests 3000]
 
-Calls the WSGI application directly, one request after another, and divides the process's CPU
-time (user + system, every thread: the group committer included) by the requests. Unlike a
+Calls the WSGI application directly from 16 threads (BENCH_THREADS), so that the group
+committer shares its commits as under load, and divides the process's CPU time (user + system,
+every thread: the group committer included) by the requests. Unlike a
 rate under load, this figure barely moves when the machine is noisy, so the ratios between
 the paths are the steady part of `make bench`. Each path runs in a process of its own (the
 bare reference changes the settings at import): the trivial view, the bare view, a direct-mode
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,8 +76,15 @@ def prepared_calls(app_module: str, requests: int) -> Callable[[], None]:
             raise SystemExit(f"{app_module}: {answer}")
 
     def send() -> None:
-        for body in bodies[500:]:
-            call(body)
+        """From THREADS threads at once (default 16, as the benchmark's connections): the
+        group committer then commits groups, as under load, and its commit is shared."""
+        threads = int(os.environ.get("BENCH_THREADS", "16"))
+        chunks = [bodies[500 + n :: threads] for n in range(threads)]
+        senders = [threading.Thread(target=lambda chunk=chunk: [call(body) for body in chunk]) for chunk in chunks]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
 
     return send
 
@@ -110,7 +119,7 @@ def main() -> None:
     try:
         with redis_server(directory) as stream_redis:
             for name, (module, extra) in PATHS.items():
-                env = {**os.environ, "DEBUG": "false", "ALLOWED_HOSTS": "*", **extra,
+                env = {**os.environ, "DEBUG": "false", "LOG_FORMAT": "json", "ALLOWED_HOSTS": "*", **extra,
                        "AUDITSVC_STREAM_URL": stream_redis.url}  # fmt: skip
                 results[name] = cpu_per_request(module, env, args.requests)
     finally:

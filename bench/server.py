@@ -38,7 +38,7 @@ def gunicorn(
     older commit's for an A/B run); waits until /healthz answers. (The tests start theirs through
     this too: tests/processes.py.) Its log lines go to stderr."""
     env = {
-        **os.environ, "DEBUG": "false", "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
+        **os.environ, "DEBUG": "false", "LOG_FORMAT": "json", "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
         **(environment or {}),
     }  # fmt: skip
     command = [
