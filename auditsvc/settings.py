@@ -240,6 +240,9 @@ AUDITSVC_STREAM_URL = env_str("AUDITSVC_STREAM_URL") or REDIS_URL
 AUDITSVC_STREAM_CLUSTER = env_bool("AUDITSVC_STREAM_CLUSTER", default=False)  # a Redis Cluster's URL
 AUDITSVC_STREAM_SHARDS = env_int("AUDITSVC_STREAM_SHARDS", 1, minimum=1)
 AUDITSVC_STREAM_PREFIX = env_str("AUDITSVC_STREAM_PREFIX", "auditsvc")
+# Concurrent single-event accepts of one worker share one pipelined round trip (and so one AOF
+# fsync); false: one round trip each. A Redis Cluster always takes one each (events.ingest.stream).
+AUDITSVC_STREAM_GROUPED_APPENDS = env_bool("AUDITSVC_STREAM_GROUPED_APPENDS", default=True)
 # strict: start only on a Redis that fsyncs every write before answering (appendfsync always);
 # relaxed: accept any persistence, and /readyz states the loss window.
 AUDITSVC_STREAM_DURABILITY = env_choice("AUDITSVC_STREAM_DURABILITY", ("strict", "relaxed"), "strict")

@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import re
+import threading
 import time
 import uuid
 import zlib
@@ -44,6 +46,7 @@ from auditsvc import metrics
 from auditsvc.errors import Conflict, Unavailable
 from events import privacy_generation
 from events.ids import uuid7
+from events.ingest.grouped_append import StreamAppender
 from events.ingest.idempotency import key_conflict
 from events.ingest.validation import EventIn, ItemPaths
 from events.ingest.write import checked_and_protected, hash_for
@@ -82,6 +85,11 @@ if not current or tonumber(current) < tonumber(ARGV[1]) then redis.call('SET', K
 return 1
 """
 _ACCEPT_TRIES = 3  # a generation moving under the accept this often in a row: 503, retry later
+# Grouped appends (events.ingest.grouped_append): a pipeline carries at most this many accepts (a
+# gthread worker has 8 threads, so groups stay smaller); a caller waits at most this long for its
+# reply, beyond redis-py's own bound of a round trip (5 s socket timeout, 3 retries with backoff).
+_GROUP_MAX_APPENDS = 64
+_GROUP_WAIT_SECONDS = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +134,57 @@ def forget_client() -> None:
     client.cache_clear()
     _accept_script.cache_clear()
     _mac_key.cache_clear()
+    _forget_appender()
 
 
 @cache
 def _accept_script() -> Any:
     return client().register_script(_ACCEPT)
+
+
+_appender: StreamAppender | None = None
+_appender_lock = threading.Lock()
+
+
+def _forget_appender() -> None:
+    global _appender  # noqa: PLW0603 - one appender per process and client
+    _appender = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker makes its own appender (and lock: a thread of the parent may have held it)."""
+    global _appender_lock  # noqa: PLW0603
+    _appender_lock = threading.Lock()
+    _forget_appender()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _grouped_appender() -> StreamAppender | None:
+    """The process's appender, or None for one round trip per accept: when switched off, and on a
+    Redis Cluster, where a pipeline of one client spans nodes and redis-py's ClusterPipeline
+    retries and redirects entries on its own; not proven here to answer each caller soundly."""
+    global _appender  # noqa: PLW0603
+    if not settings.AUDITSVC_STREAM_GROUPED_APPENDS or settings.AUDITSVC_STREAM_CLUSTER:
+        return None
+    if _appender is None:
+        with _appender_lock:
+            if _appender is None:
+                _appender = StreamAppender(client=client(), script=_accept_script(), max_group=_GROUP_MAX_APPENDS,
+                                           wait_seconds=_GROUP_WAIT_SECONDS)  # fmt: skip
+    return _appender
+
+
+def _run_accept(keys: list[Any], args: list[Any]) -> Any:
+    """The accept script's reply for one entry: in the worker's next grouped pipeline, or alone."""
+    appender = _grouped_appender()
+    if appender is None:
+        return _accept_script()(keys=keys, args=args)
+    try:
+        return appender.call(keys=keys, args=args)
+    except TimeoutError as exc:  # no reply in time: nothing acknowledged, a 503 as for Redis's own timeout
+        raise redis.TimeoutError(str(exc)) from exc
 
 
 def stream_unavailable() -> Unavailable:
@@ -219,7 +273,7 @@ def accept_event(*, source: Source, item: EventIn) -> Accepted:
         args = [id_text, entry, item.fingerprint, settings.AUDITSVC_IDEMPOTENCY_WINDOW_SECONDS, entry_mac(entry),
                 source.pk, generation]  # fmt: skip
         try:
-            answer = _accept_script()(keys=keys, args=args)
+            answer = _run_accept(keys, args)
         except (redis.RedisError, RedisClusterException) as exc:
             raise stream_unavailable() from exc
         if int(answer[0]) != 2:
