@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import sys
 import time
 import timeit
 from collections.abc import Callable
@@ -40,9 +42,6 @@ from bench.ingest import event_bodies  # noqa: E402
 from events.ingest import validation as v  # noqa: E402
 
 REPEATS = 7
-COMMAND = (
-    "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres /tmp/msgspec-venv/bin/python -m bench.validation_cost"
-)
 
 # b2's envelope: the shape parse_event checks, restated as types (a second statement of the rules,
 # which is the cost of this design). UNSET keeps "absent" apart from null, which the fingerprint sees.
@@ -246,6 +245,12 @@ def measure(body: bytes) -> dict[str, float]:
     )
 
 
+def command() -> str:
+    """This run's command line, for the record (the interpreter as invoked: the venv differs)."""
+    url = re.sub(r"(//[^:/@]*):[^@]*@", r"\1:***@", os.environ.get("DATABASE_URL", ""))  # no password
+    return (f"DATABASE_URL={url} " if url else "") + f"{sys.executable} -m bench.validation_cost"
+
+
 B2 = "b2: the same + the duplicate-key check as today (a second, builtins decode)"
 
 
@@ -265,7 +270,7 @@ def main() -> None:
     lines = [
         f"### Decoding and validation: msgspec measured (issue 26, part 1), {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"Command: `{COMMAND}` (timeit, best of {REPEATS}; µs per body; orjson {orjson.__version__}, "
+        f"Command: `{command()}` (timeit, best of {REPEATS}; µs per body; orjson {orjson.__version__}, "
         f"msgspec {msgspec.__version__}).",
         "",
         "| µs per body | " + " | ".join(f"{n} ({len(cases[n]):,} B)" for n in names) + " |",
