@@ -54,11 +54,15 @@ def _json_formatter() -> structlog.stdlib.ProcessorFormatter:
     )
 
 
+# Dataclasses and datetimes as str() wrote them: a value's own __str__ may redact it (a secret's).
+_AS_THE_STDLIB_WROTE = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
 def _json_line(event: dict[str, Any], **_: Any) -> str:
     """orjson: a request's line in 1.5 µs against the stdlib encoder's 22 (measured); what orjson refuses (an
     integer beyond 64 bits) goes through the stdlib, and what neither knows is written as str()."""
     try:
-        return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(event, default=str, option=_AS_THE_STDLIB_WROTE).decode()
     except TypeError:
         return json.dumps(event, default=str)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import http.client
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +19,7 @@ from django.core import mail
 from django.test import Client
 from rest_framework.test import APIClient
 
-from auditsvc import alerts, health
+from auditsvc import alerts, health, logs
 from events.keys import create_api_key
 from tests.factories import SourceFactory
 from tests.processes import gunicorn
@@ -192,3 +194,19 @@ def test_with_a_dsn_errors_reach_sentry_without_the_body_or_the_key(db, sentry, 
     assert "ReadinessBrokeForSentry" in sent and '"environment":"test"' in sent.replace(" ", "")
     for secret in ("SECRET-IN-HEADER", "COOKIE-SECRET", "PAYLOAD-MARKER", "QUERY-MARKER"):
         assert secret not in sent
+
+
+@dataclasses.dataclass
+class _Secret:
+    value: str
+
+    def __str__(self) -> str:
+        return "Secret(***)"
+
+
+def test_a_json_line_writes_values_as_their_str_would_redact_them():
+    line = json.loads(
+        logs._json_line({"token": _Secret("hunter2"), "at": datetime(2026, 1, 2, tzinfo=UTC), "n": 2**70})
+    )
+
+    assert line == {"token": "Secret(***)", "at": "2026-01-02 00:00:00+00:00", "n": 2**70}

@@ -32,6 +32,7 @@ from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
+from django.utils.log import log_response
 from rest_framework import exceptions
 
 from auditsvc import logs, metrics
@@ -55,12 +56,14 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 def serves(environ: dict[str, Any]) -> bool:
     """Whether the request is one the accept path answers (cheap; before a request is built):
-    a POST to the route with a Bearer key, asking for JSON."""
+    a POST to the route with a Bearer key and no cookie, asking for JSON."""
     if environ.get("PATH_INFO") != ROUTE or environ.get("REQUEST_METHOD") != "POST":
         return False
     authorization = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace").split()
     if not authorization or authorization[0].lower() != b"bearer":
         return False  # a session, or no credentials: DRF's other authenticators decide
+    if environ.get("HTTP_COOKIE"):
+        return False  # Django's session and CSRF middleware answer cookies (Set-Cookie, Vary)
     accept = environ.get("HTTP_ACCEPT")
     return accept is None or any(_answers_json(media) for media in accept.split(","))
 
@@ -104,8 +107,14 @@ class AcceptPath:
             )
         except Exception as exc:  # unexpected: Django's own 500 (logged, mailed, its handler500)
             response = response_for_exception(request, exc)
-        for middleware in (self._frames, self._common, self._security):  # Django's order, innermost first
-            response = cast(HttpResponse, middleware.process_response(request, response))
+        try:
+            for middleware in (self._frames, self._common, self._security):  # Django's order, innermost first
+                response = cast(HttpResponse, middleware.process_response(request, response))
+        except Exception as exc:
+            response = response_for_exception(request, exc)
+        response._resource_closers.append(request.close)  # type: ignore[attr-defined]  # as get_response
+        if response.status_code >= 400:  # as BaseHandler.get_response: a 4xx warns, a 5xx mails the admins
+            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
         logs.finish_request_line(request, response)
         metrics.count_request(request, response.status_code, time.perf_counter() - started, data)
         return response
@@ -162,7 +171,8 @@ def in_front_of(django_app: WSGIApp) -> WSGIApp:
         signals.request_started.send(sender=AcceptPath, environ=environ)
         response = accept_path.answer(request)
         response._handler_class = AcceptPath  # type: ignore[attr-defined]  # response.close() sends request_finished, as Django's
-        start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
+        cookies = [("Set-Cookie", cookie.output(header="")) for cookie in response.cookies.values()]
+        start_response(f"{response.status_code} {response.reason_phrase}", [*response.items(), *cookies])
         return response
 
     return application

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.core.handlers.base import BaseHandler
+from django.db import OperationalError
 from rest_framework.test import APIClient
 
 from events.api import accept, ingest_endpoint
@@ -78,8 +79,9 @@ def test_a_services_post_never_reaches_django_and_other_requests_do(api, django_
         ({"HTTP_ACCEPT": "application/json; indent=4"}, 201),  # DRF answers with that Content-Type
         ({"HTTP_HOST": "evil.example"}, 400),  # not in ALLOWED_HOSTS
         ({"authorization": "Token abc"}, 401),  # not a Bearer key: DRF's other authenticators
+        ({"HTTP_COOKIE": "csrftoken=bad; sessionid=gone"}, 201),  # Django's middleware answers cookies
     ],
-    ids=["not-json", "json-with-parameters", "disallowed-host", "not-bearer"],
+    ids=["not-json", "json-with-parameters", "disallowed-host", "not-bearer", "cookies"],
 )
 def test_what_it_cannot_answer_alike_goes_to_django(api, answered_in_front, headers, status):
     if "authorization" in headers:
@@ -243,3 +245,20 @@ def test_under_gunicorn_a_chunked_body_and_a_keep_alive_connection_are_served(db
     assert statuses == [201, 201, 201]
     assert chunked.status == 201
     assert sorted(e.payload["n"] for e in Event.objects.all()) == [0, 1, 2, 9]
+
+
+@pytest.mark.parametrize("in_front", [True, False], ids=["accept-path", "django"])
+def test_an_answered_outage_is_logged_for_the_admins_as_django_logs_it(api, monkeypatch, caplog, settings, in_front):
+    def database_away(request: Any, api_key: Any) -> Any:
+        raise OperationalError("connection refused")
+
+    settings.AUDITSVC_ACCEPT_PATH = in_front
+    monkeypatch.setattr("events.api.accept.post_events", database_away)
+    monkeypatch.setattr("events.api.views.post_events", database_away)
+
+    with caplog.at_level(logging.INFO):
+        response = api.post_json(URL, {"type": "a.b"})
+
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    mailed = [record for record in caplog.records if record.name == "django.request"]
+    assert [(record.levelname, record.getMessage()) for record in mailed] == [("ERROR", f"Service Unavailable: {URL}")]
