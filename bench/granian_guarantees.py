@@ -7,6 +7,7 @@ exit: which exit code paths a worker runs on a graceful stop (bench.exit_probe_w
 shutdown: SIGTERM to the master under single-event POSTs (c16) and reads: every acknowledged
 event stored once? every answered read recorded (auditsvc.read events)?;
 kill: kill -9 one worker under load: does the server go on, and is a worker started again?;
+boot: SIGTERM to the master while the workers boot: does it stop?;
 production: AUDITSVC_ENV=production with settings missing: refused before any worker starts?;
 lifetime (--lifetime): granian's --workers-lifetime 60 under load, acknowledged events intact.
 """
@@ -185,6 +186,20 @@ def production(kind: str) -> str:
     )
 
 
+def stop_while_booting(kind: str) -> str:
+    """SIGTERM to the master 1 s after it starts, while the workers still import Django."""
+    port = free_port()
+    if kind == "gunicorn":
+        command = [str(Path(sys.executable).parent / "gunicorn"), "auditsvc.wsgi", "-c", "gunicorn.conf.py", "-b",
+                   f"127.0.0.1:{port}"]  # fmt: skip
+    else:
+        command = [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--port", str(port),
+                   "--workers", "2", "--blocking-threads", "8", "auditsvc.wsgi:application"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    return f"{kind} SIGTERM while booting: " + stopped(process, timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lifetime", action="store_true", help="also granian --workers-lifetime 60 (about 80 s)")
@@ -194,6 +209,7 @@ def main() -> None:
 
     setup()
     for kind in ("gunicorn", "granian"):
+        print(stop_while_booting(kind), flush=True)
         print(exit_paths(kind), flush=True)
         print(production(kind), flush=True)
         print(under_load(kind, f"shutdown_{kind}", sigterm), flush=True)
