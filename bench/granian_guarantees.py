@@ -54,9 +54,12 @@ def stopped(process: subprocess.Popen[bytes], timeout: float = 40) -> str:
     try:
         code = process.wait(timeout)
     except subprocess.TimeoutExpired:
+        workers = worker_pids(process.pid)
         process.kill()
         process.wait()
-        return f"still running {timeout:.0f} s after SIGTERM (killed)"
+        for pid in workers:  # a granian worker outlives its killed master, still serving
+            os.kill(pid, signal.SIGKILL)
+        return f"still running {timeout:.0f} s after SIGTERM (killed, with its workers {workers})"
     return f"exit {code} after {time.monotonic() - started:.1f} s"
 
 
