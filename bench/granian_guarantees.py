@@ -9,6 +9,7 @@ event stored once? every answered read recorded (auditsvc.read events)?;
 kill: kill -9 one worker under load: does the server go on, and is a worker started again?;
 boot: SIGTERM to the master while the workers boot: does it stop?;
 production: AUDITSVC_ENV=production with settings missing: refused before any worker starts?;
+shutdown again under granian with bench.granian_wsgi (worker_exit's work in a finalizer);
 lifetime (--lifetime): granian's --workers-lifetime 60 under load, acknowledged events intact.
 """
 
@@ -41,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def server(kind: str, port: int, env: dict[str, str], *, app: str = "auditsvc.wsgi",
            extra: tuple[str, ...] = ()) -> AbstractContextManager[subprocess.Popen[bytes]]:  # fmt: skip
+    if kind == "granian+finalizer":
+        kind, app = "granian", "bench.granian_wsgi"
     log = (Path(tempfile.gettempdir()) / f"guarantees-{kind}-{port}.log").open("wb")
     if kind == "gunicorn":
         return gunicorn(port, workers=2, threads=8, app=app, environment=env, stderr=log)
@@ -217,6 +220,7 @@ def main() -> None:
         print(production(kind), flush=True)
         print(under_load(kind, f"shutdown_{kind}", sigterm), flush=True)
         print(under_load(kind, f"kill_{kind}", kill_a_worker), flush=True)
+    print(under_load("granian+finalizer", "shutdown_granian_finalizer", sigterm), flush=True)
     print(under_load("granian", "kill_granian_respawn", kill_a_worker, extra=("--respawn-failed-workers",)), flush=True)
     if args.lifetime:
         print(under_load("granian", "lifetime_granian", lambda process, port: "lifetime 60 s", seconds=80,
