@@ -181,10 +181,19 @@ def production(kind: str) -> str:
         command = [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--port", str(port),
                    "--workers", "2", "--blocking-threads", "8", "auditsvc.wsgi:application"]  # fmt: skip
     try:
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+            check=False,
+        )  # granian logs to stdout
     except subprocess.TimeoutExpired:
         return f"{kind} production without settings: still running after 60 s"
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
     booted = sum("Booting worker" in line or "Spawning worker" in line for line in lines)
     return (
         f"{kind} production without settings: exit {done.returncode}, workers started {booted}, "
