@@ -1,4 +1,4 @@
-"""Run the service under gunicorn for a benchmark, with its production settings."""
+"""Run the service under gunicorn (or granian, for bench.servers_ab) for a benchmark, with its production settings."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -45,7 +46,41 @@ def gunicorn(
         str(Path(sys.executable).parent / "gunicorn"), app, "-c", str(tree / "gunicorn.conf.py"),
         "-b", f"127.0.0.1:{port}", "-k", worker_class, "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tree, env=env, stderr=stderr)
+    with _serving(subprocess.Popen(command, cwd=tree, env=env, stderr=stderr), port, "gunicorn") as process:
+        yield process
+
+
+@contextmanager
+def granian(
+    port: int,
+    *,
+    workers: int = 2,
+    threads: int = 8,
+    app: str = "auditsvc.wsgi",
+    environment: Mapping[str, str] | None = None,
+    stderr: IO[bytes] | None = None,
+    extra: tuple[str, ...] = (),
+) -> Iterator[subprocess.Popen[bytes]]:
+    """granian (Rust HTTP, WSGI interface) on 127.0.0.1:port, for bench.servers_ab: workers
+    processes, each calling the application from threads blocking threads (gunicorn's gthread
+    threads; one Rust runtime thread per worker does the sockets, as gunicorn's main thread
+    does). It reads no gunicorn.conf.py: the multiprocess metrics directory is made here."""
+    env = {
+        **os.environ, "DEBUG": "false", "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="auditsvc-metrics-"),
+        **(environment or {}),
+    }  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "--blocking-threads", str(threads),
+        "--runtime-threads", "1", "--no-ws", "--log-level", "warning", *extra, f"{app}:application",
+    ]  # fmt: skip
+    with _serving(subprocess.Popen(command, cwd=ROOT, env=env, stderr=stderr), port, "granian") as process:
+        yield process
+
+
+@contextmanager
+def _serving(process: subprocess.Popen[bytes], port: int, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """process, once /healthz answers on port; terminated (SIGTERM, a graceful stop) on leaving."""
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -54,7 +89,7 @@ def gunicorn(
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("gunicorn did not come up") from None
+                    raise RuntimeError(f"{name} did not come up") from None
                 time.sleep(0.2)
         yield process
     finally:
