@@ -105,8 +105,11 @@ def main() -> None:
         script = base / "rotate.lua"
         script.write_text(ROTATE % ", ".join(f'"{path}"' for path in paths))
         trees = {name: checkout(rev, base / name) for name, rev in revs.items()}
+        log = (base / "gunicorn.log").open("wb")  # the servers' warnings, out of the report's way
         try:
-            env = {**os.environ, "DEBUG": "false", "LOG_LEVEL": "WARNING",
+            # One SECRET_KEY for both: each checkout would otherwise make its own (var/), and the
+            # API key's hash and the cursors' signatures derive from it.
+            env = {**os.environ, "DEBUG": "false", "LOG_LEVEL": "WARNING", "SECRET_KEY": "timeline-ab-" + "x" * 40,
                    "DJANGO_SETTINGS_MODULE": "auditsvc.settings"}  # fmt: skip
             env.pop("REDIS_URL", None)
             made = subprocess.run([sys.executable, "-c", _shell(MAKE_KEY)], cwd=trees["new"], env=env, check=True,
@@ -116,7 +119,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for name in ("old", "new"):
                     with gunicorn(PORT, workers=WORKERS, threads=THREADS, environment=env, tree=trees[name],
-                                  stderr=subprocess.DEVNULL):  # fmt: skip
+                                  stderr=log):  # fmt: skip
                         pages.setdefault(name, first_pages(paths, key))  # also warms the workers
                         first_pages(paths, key)
                         rates[name].append(wrk_rate(script, args.seconds, key))
@@ -125,6 +128,7 @@ def main() -> None:
                 print(f"round {round_ + 1}: old {rates['old'][-1]:.1f} req/s, new {rates['new'][-1]:.1f} req/s, "
                       f"new/old {rates['new'][-1] / rates['old'][-1]:.2f}", flush=True)  # fmt: skip
         finally:
+            log.close()
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     report(args, revs, rates, customers)
