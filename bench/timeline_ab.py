@@ -30,10 +30,10 @@ import psycopg
 
 from bench.drain_ab import _shell, ab_arguments, checkout
 from bench.report import publish
-from bench.server import gunicorn
+from bench.server import free_port, gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
-PORT = 8768
+PORT = free_port()  # not a fixed one: on a shared machine another benchmark may hold it
 WORKERS, THREADS = 2, 4
 PAGE = 100
 
