@@ -1,8 +1,8 @@
 """Streaming export of a filtered event set, as NDJSON or CSV, in constant memory.
 
 PostgreSQL formats every row (json_build_object / CSV) and streams it with COPY TO STDOUT;
-Python only forwards the bytes. That is what makes 100k+ events/s possible, and why the
-shape below is SQL rather than the API's serializer: keep the two in step (a test does).
+Python only forwards the bytes. That is what makes 100k+ events/s possible. The columns are
+the API's own (events.queries.EVENT_COLUMNS, which the read path selects too), in its order.
 """
 
 from __future__ import annotations
