@@ -47,7 +47,7 @@ from events.data_keys import (
     hmac_key,
 )
 from events.ingest.validation import EventIn, ItemPaths, keyed_fingerprint
-from events.integrity.canonical import canonical_json
+from events.integrity.canonical import big_ints_as_floats, canonical_json
 from events.models import EventSchema
 from events.privacy_generation import read_generation
 from events.schema_marks import (
@@ -262,7 +262,7 @@ def readable_payloads(payloads: Sequence[tuple[dict[str, Any], Place]]) -> list[
     """(payload as stored, its place) → payloads with personal values decrypted (ERASED where the
     key is destroyed) at the paths their type marks; anything else is returned as stored, and a
     payload with nothing to decrypt is returned itself. One key lookup for them all."""
-    key_ids = [_key_ids(orjson.dumps(payload)) for payload, _ in payloads]
+    key_ids = [_key_ids(_json_text(payload)) for payload, _ in payloads]
     return _readable([payload for payload, _ in payloads], key_ids, lambda i: payloads[i][1])
 
 
@@ -292,7 +292,7 @@ def readable_outputs(
     """Events as the API renders them, with their payloads readable (see readable_payloads).
     payload_texts: each payload's JSON text as the database gave it, searched for ciphertexts
     instead of serialising every payload again (most hold none)."""
-    texts = [orjson.dumps(o["payload"]) for o in outputs] if payload_texts is None else payload_texts
+    texts = [_json_text(o["payload"]) for o in outputs] if payload_texts is None else payload_texts
     payloads = _readable(
         [output["payload"] for output in outputs],
         [_key_ids(text) for text in texts],
@@ -359,6 +359,15 @@ def _prefixes(marks: frozenset[Path]) -> frozenset[Path]:
 _CIPHERTEXT = re.escape(CIPHER_PREFIX) + "v[12]:([0-9]+):"
 _CIPHERTEXT_IN_JSON = re.compile(('"' + _CIPHERTEXT).encode())
 _CIPHERTEXT_IN_TEXT = re.compile('"' + _CIPHERTEXT)
+
+
+def _json_text(payload: dict[str, Any]) -> bytes:
+    """payload's JSON text to search; a number jsonb holds beyond 64 bits (stored before ingest
+    refused them) is written as the float it was, as the renderer does, instead of raising."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(big_ints_as_floats(payload))
 
 
 def _key_ids(text: bytes | str) -> set[int]:

@@ -153,3 +153,11 @@ def test_it_renders_a_proof_with_the_event_as_stored(api, varied):
         response = api.client.get(f"{URL}/{event.id}/proof")
         proof = proofs.inclusion_proof_for(event.id)
         assert response.content == render({"event": old_event_output(stored_event_from_row(event)), "proof": proof})
+
+
+def test_a_payload_holding_a_number_beyond_64_bits_is_still_read(db):
+    # The admin reads payloads through readable_payloads, which serialised them to search for
+    # ciphertexts and raised for such a number (as the API's reads did before event_rows).
+    payload = {"beyond": 10**20, "note": "x"}
+    place = protection.Place("01a2424d-0000-7000-8000-000000000000", "billing", "note.taken", "cus_1")
+    assert protection.readable_payloads([(payload, place)]) == [payload]
