@@ -43,10 +43,10 @@ for line in open(sys.argv[-1]):
 """
 
 
-def ab_arguments(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict[str, str]]:
+def ab_arguments(parser: argparse.ArgumentParser, *, old: str = "125d5bf") -> tuple[argparse.Namespace, dict[str, str]]:
     """The options every A/B benchmark takes (--old, --new, --rounds, --no-docs) parsed, and the
-    two commits' short names."""
-    parser.add_argument("--old", default="125d5bf")
+    two commits' short names; old: the benchmark's default --old."""
+    parser.add_argument("--old", default=old)
     parser.add_argument("--new", default="HEAD")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-docs", action="store_true")

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from auditsvc.api.filtering import StrictFilterBackend
-from auditsvc.api.pagination import Ordering, choose_ordering, paginate
+from auditsvc.api.pagination import Ordering, choose_ordering, each, paginate
 from auditsvc.api.permissions import HasScope
 from auditsvc.errors import FieldError, ProblemError
 from customers.filters import CustomerFilterSet
@@ -84,7 +84,9 @@ class CustomerViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[ty
     def list(self, request: Request) -> Response:
         ordering = choose_ordering(request, CUSTOMER_ORDERINGS, "external_id")
         customers = self.filter_queryset(self.get_queryset())
-        return Response(paginate(request, customers, ordering=ordering, render=lambda c: CustomerSerializer(c).data))
+        return Response(
+            paginate(request, customers, ordering=ordering, render=each(lambda c: CustomerSerializer(c).data))
+        )
 
     @extend_schema(responses={200: CustomerDetailSerializer, 404: NOT_FOUND, **ERRORS})
     def retrieve(self, request: Request, external_id: str) -> Response:

@@ -1,8 +1,8 @@
 """Streaming export of a filtered event set, as NDJSON or CSV, in constant memory.
 
 PostgreSQL formats every row (json_build_object / CSV) and streams it with COPY TO STDOUT;
-Python only forwards the bytes. That is what makes 100k+ events/s possible, and why the
-shape below is SQL rather than the API's serializer: keep the two in step (a test does).
+Python only forwards the bytes. That is what makes 100k+ events/s possible. The columns are
+the API's own (events.queries.EVENT_COLUMNS, which the read path selects too), in its order.
 """
 
 from __future__ import annotations
@@ -15,28 +15,11 @@ from django.db import connection, transaction
 from django.db.models import F, Func, QuerySet, TextField, Value
 
 from events.models import Event
+from events.queries import EVENT_COLUMNS, EVENT_FIELDS, text_of
 
 FORMATS = ("ndjson", "csv", "cloudevents")
-CSV_COLUMNS = (
-    "id",
-    "type",
-    "source",
-    "customer",
-    "actor",
-    "occurred_at",
-    "received_at",
-    "description",
-    "payload",
-    "idempotency_key",
-    "hash",
-    "origin",
-)
+CSV_COLUMNS = EVENT_FIELDS
 _CSV_HEADER = (",".join(CSV_COLUMNS) + "\n").encode()
-_UTC_TEXT = """to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-
-
-def _utc_text(name: str) -> Func:
-    return Func(F(name), template=_UTC_TEXT, output_field=TextField())
 
 
 def _select_sql(queryset: QuerySet[Event], export_format: str) -> tuple[str, tuple[Any, ...]]:
@@ -46,12 +29,7 @@ def _select_sql(queryset: QuerySet[Event], export_format: str) -> tuple[str, tup
     it: PostgreSQL then formats the rows in its parallel workers (most of an export's cost)
     instead of in the one backend that gathers them.
     """
-    columns: dict[str, Any] = {
-        "id": F("id"), "type": F("type__name"), "source": F("source__slug"), "customer": F("customer__external_id"),
-        "actor": F("actor"), "occurred_at": _utc_text("occurred_at"), "received_at": _utc_text("received_at"),
-        "description": F("description"), "payload": F("payload"), "idempotency_key": F("idempotency_key"),
-        "hash": F("hash"), "origin": F("origin"),
-    }  # fmt: skip
+    columns = EVENT_COLUMNS  # the payload as jsonb: json_build_object nests it
     if export_format == "ndjson":
         pairs = [part for name in CSV_COLUMNS for part in (Value(name), columns[name])]
         # json_build_object gives json, which COPY writes as its text: one document per row.
@@ -64,10 +42,6 @@ def _select_sql(queryset: QuerySet[Event], export_format: str) -> tuple[str, tup
     return sql, tuple(params)
 
 
-def _text_of(name: str) -> Func:
-    return Func(F(name), template="%(expressions)s::text", output_field=TextField())
-
-
 def _cloudevent(columns: dict[str, Any]) -> Func:
     """A CloudEvents 1.0 structured-mode document (JSON format), the mapping of the ingest side
     (events.ingest.cloudevents) reversed: id is the idempotency key (the event id when it has
@@ -77,11 +51,11 @@ def _cloudevent(columns: dict[str, Any]) -> Func:
     Attributes without a value are left out, as the format asks; data is kept as stored."""
     attributes = {
         "specversion": Value("1.0"),
-        "id": Func(F("idempotency_key"), _text_of("id"), function="COALESCE", output_field=TextField()),
+        "id": Func(F("idempotency_key"), text_of("id"), function="COALESCE", output_field=TextField()),
         "source": Func(F("origin"), columns["source"], function="COALESCE", output_field=TextField()),
         "type": columns["type"], "time": columns["occurred_at"],
         "subject": columns["customer"], "datacontenttype": Value("application/json"), "actor": columns["actor"],
-        "description": columns["description"], "auditsvcid": _text_of("id"),
+        "description": columns["description"], "auditsvcid": text_of("id"),
         "auditsvcreceivedat": columns["received_at"], "auditsvchash": columns["hash"],
         "auditsvcsource": columns["source"], "auditsvcorigin": F("origin"),
     }  # fmt: skip

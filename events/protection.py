@@ -29,7 +29,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ from events.data_keys import (
     hmac_key,
 )
 from events.ingest.validation import EventIn, ItemPaths, keyed_fingerprint
-from events.integrity.canonical import canonical_json
+from events.integrity.canonical import big_ints_as_floats, canonical_json
 from events.models import EventSchema
 from events.privacy_generation import read_generation
 from events.schema_marks import (
@@ -262,23 +262,42 @@ def readable_payloads(payloads: Sequence[tuple[dict[str, Any], Place]]) -> list[
     """(payload as stored, its place) → payloads with personal values decrypted (ERASED where the
     key is destroyed) at the paths their type marks; anything else is returned as stored, and a
     payload with nothing to decrypt is returned itself. One key lookup for them all."""
-    key_ids = [_key_ids(payload) for payload, _ in payloads]
+    key_ids = [_key_ids(_json_text(payload)) for payload, _ in payloads]
+    return _readable([payload for payload, _ in payloads], key_ids, lambda i: payloads[i][1])
+
+
+def _readable(
+    payloads: Sequence[dict[str, Any]], key_ids: Sequence[set[int]], place_of: Callable[[int], Place]
+) -> list[dict[str, Any]]:
+    """readable_payloads, given each payload's key ids; place_of(i) is asked only of those with some."""
     if not any(key_ids):
-        return [payload for payload, _ in payloads]
-    marks = marked_paths({place.type for (_, place), ids in zip(payloads, key_ids, strict=True) if ids})
+        return list(payloads)
+    places = {i: place_of(i) for i, ids in enumerate(key_ids) if ids}
+    marks = marked_paths({place.type for place in places.values()})
     keys = data_keys_for_reading(set().union(*key_ids))
     readable = []
-    for (payload, place), ids in zip(payloads, key_ids, strict=True):
-        paths = marks.get(place.type, frozenset())
-        reading = _Reading(keys, place, paths, _prefixes(paths))
-        readable.append(_decrypted(payload, reading, (), ()) if ids and paths else payload)
+    for i, payload in enumerate(payloads):
+        place = places.get(i)
+        paths = marks.get(place.type, frozenset()) if place is not None else frozenset()
+        if place is None or not paths:
+            readable.append(payload)
+            continue
+        readable.append(_decrypted(payload, _Reading(keys, place, paths, _prefixes(paths)), (), ()))
     return readable
 
 
-def readable_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events as the API renders them, with their payloads readable (see readable_payloads)."""
-    places = [Place(o["id"], o["source"], o["type"], o["customer"] or "") for o in outputs]
-    payloads = readable_payloads([(output["payload"], place) for output, place in zip(outputs, places, strict=True)])
+def readable_outputs(
+    outputs: list[dict[str, Any]], *, payload_texts: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Events as the API renders them, with their payloads readable (see readable_payloads).
+    payload_texts: each payload's JSON text as the database gave it, searched for ciphertexts
+    instead of serialising every payload again (most hold none)."""
+    texts = [_json_text(o["payload"]) for o in outputs] if payload_texts is None else payload_texts
+    payloads = _readable(
+        [output["payload"] for output in outputs],
+        [_key_ids(text) for text in texts],
+        lambda i: Place(outputs[i]["id"], outputs[i]["source"], outputs[i]["type"], outputs[i]["customer"] or ""),
+    )
     return [
         output if payload is output["payload"] else {**output, "payload": payload}
         for output, payload in zip(outputs, payloads, strict=True)
@@ -335,14 +354,27 @@ def _prefixes(marks: frozenset[Path]) -> frozenset[Path]:
 
 
 # A ciphertext's start in JSON text: the key id follows. orjson writes a payload far faster than
-# Python could walk it, so most payloads (which hold none) cost one serialisation and one search.
-_CIPHERTEXT_IN_JSON = re.compile(rb'"' + re.escape(CIPHER_PREFIX.encode()) + rb"v[12]:([0-9]+):")
+# Python could walk it, so most payloads (which hold none) cost one serialisation and one search;
+# none at all when the database's text of it is at hand (jsonb writes these strings unescaped).
+_CIPHERTEXT = re.escape(CIPHER_PREFIX) + "v[12]:([0-9]+):"
+_CIPHERTEXT_IN_JSON = re.compile(('"' + _CIPHERTEXT).encode())
+_CIPHERTEXT_IN_TEXT = re.compile('"' + _CIPHERTEXT)
 
 
-def _key_ids(payload: dict[str, Any]) -> set[int]:
-    """The data key ids of the ciphertexts in payload (a key that merely looks like one adds a
-    lookup that finds nothing, and _decrypted ignores keys)."""
-    return {int(key_id) for key_id in _CIPHERTEXT_IN_JSON.findall(orjson.dumps(payload))}
+def _json_text(payload: dict[str, Any]) -> bytes:
+    """payload's JSON text to search; a number jsonb holds beyond 64 bits (stored before ingest
+    refused them) is written as the float it was, as the renderer does, instead of raising."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(big_ints_as_floats(payload))
+
+
+def _key_ids(text: bytes | str) -> set[int]:
+    """The data key ids of the ciphertexts in a payload's JSON text (a key that merely looks like
+    one adds a lookup that finds nothing, and _decrypted ignores keys)."""
+    found = _CIPHERTEXT_IN_TEXT.findall(text) if isinstance(text, str) else _CIPHERTEXT_IN_JSON.findall(text)
+    return {int(key_id) for key_id in found}
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import hmac
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,22 +103,42 @@ def choose_ordering(request: Request, orderings: dict[str, Ordering], default: s
     return orderings[name]
 
 
+def getattr_path(row: Any, path: str) -> Any:
+    for part in path.split("__"):
+        row = getattr(row, part)
+    return row
+
+
+Render = Callable[[list[Any]], list[Any]]  # a page's rows → its results, all at once
+PositionOf = Callable[[Any, str], Any]  # (row, one of Ordering.attributes) → its value
+
+
+def each(render_row: Callable[[Any], Any]) -> Render:
+    """A Render that renders row by row."""
+    return lambda rows: [render_row(row) for row in rows]
+
+
 def paginate(
     request: Request,
     queryset: QuerySet[Any],
     *,
     ordering: Ordering,
-    render: Any,
+    render: Render,
+    position_of: PositionOf = getattr_path,
 ) -> dict[str, Any]:
-    """One page of queryset as a response body: {"results": [...], "next", "previous"} or page mode."""
+    """One page of queryset as a response body: {"results": [...], "next", "previous"} or page mode.
+    render gets the page's rows at once (one key lookup, one pass); position_of reads a row's sort
+    key for the cursor links (default: model attributes; value rows name their own)."""
     if "page" in request.query_params:
         if request.query_params.get("cursor"):  # an empty cursor is no cursor, as in cursor mode
             raise _bad("page", "invalid_pagination", "Use either cursor or page, not both.")
         return _number_page(request, queryset, ordering, render)
-    return _cursor_page(request, queryset, ordering, render)
+    return _cursor_page(request, queryset, ordering, render, position_of)
 
 
-def _cursor_page(request: Request, queryset: QuerySet[Any], ordering: Ordering, render: Any) -> dict[str, Any]:
+def _cursor_page(
+    request: Request, queryset: QuerySet[Any], ordering: Ordering, render: Render, position_of: PositionOf
+) -> dict[str, Any]:
     size = _page_size(request)
     digest = filters_digest(request)
     backwards = False
@@ -137,10 +158,14 @@ def _cursor_page(request: Request, queryset: QuerySet[Any], ordering: Ordering, 
         rows.reverse()
     has_next = has_more if not backwards else True
     has_previous = bool(raw_cursor) if not backwards else has_more
+
+    def sort_key(row: Any) -> list[Any]:
+        return [position_of(row, attribute) for attribute in ordering.attributes]
+
     return {
-        "next": _link(request, ordering, digest, rows[-1], "next") if rows and has_next else None,
-        "previous": _link(request, ordering, digest, rows[0], "prev") if rows and has_previous else None,
-        "results": [render(row) for row in rows],
+        "next": _link(request, ordering, digest, sort_key(rows[-1]), "next") if rows and has_next else None,
+        "previous": _link(request, ordering, digest, sort_key(rows[0]), "prev") if rows and has_previous else None,
+        "results": render(rows),
     }
 
 
@@ -176,8 +201,8 @@ def _read_cursor(raw: str, ordering: Ordering, digest: str) -> dict[str, Any]:
     return position
 
 
-def _link(request: Request, ordering: Ordering, digest: str, row: Any, direction: str) -> str:
-    values = [_encode_value(getattr_path(row, attribute)) for attribute in ordering.attributes]
+def _link(request: Request, ordering: Ordering, digest: str, sort_key: list[Any], direction: str) -> str:
+    values = [_encode_value(value) for value in sort_key]
     payload = orjson.dumps({"o": ordering.name, "f": digest, "d": direction, "v": values})
     token = base64.urlsafe_b64encode(payload).rstrip(b"=").decode() + "." + _sign(payload)
     params = [(k, v) for k in request.query_params if k != "cursor" for v in request.query_params.getlist(k)]
@@ -185,13 +210,7 @@ def _link(request: Request, ordering: Ordering, digest: str, row: Any, direction
     return request.build_absolute_uri(request.path) + "?" + urlencode(params)
 
 
-def getattr_path(row: Any, path: str) -> Any:
-    for part in path.split("__"):
-        row = getattr(row, part)
-    return row
-
-
-def _number_page(request: Request, queryset: QuerySet[Any], ordering: Ordering, render: Any) -> dict[str, Any]:
+def _number_page(request: Request, queryset: QuerySet[Any], ordering: Ordering, render: Render) -> dict[str, Any]:
     raw = request.query_params.get("page", "")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
         raise _bad("page", "invalid_page", f"page must be an integer from 1 to {MAX_PAGE:,}; use cursors to go deeper.")
@@ -209,5 +228,5 @@ def _number_page(request: Request, queryset: QuerySet[Any], ordering: Ordering, 
             "total_records": total,
             "total_is_estimate": is_estimate,
         },
-        "results": [render(row) for row in rows],
+        "results": render(rows),
     }

@@ -24,7 +24,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from auditsvc.api.filtering import StrictFilterBackend, reject_unknown_params
-from auditsvc.api.pagination import MAX_PAGE, MAX_PAGE_SIZE, PAGINATION_PARAMS, Ordering, choose_ordering, paginate
+from auditsvc.api.pagination import (
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
+    PAGINATION_PARAMS,
+    Ordering,
+    choose_ordering,
+    each,
+    paginate,
+)
 from auditsvc.api.permissions import HasScope
 from auditsvc.api.request_body import read_json_body
 from auditsvc.errors import FieldError, InvalidInput, ProblemError
@@ -44,13 +52,22 @@ from events.api.serializers import (
     EventTypeSerializer,
     PublicKeySerializer,
     SourceSerializer,
-    event_output,
+    event_outputs,
 )
 from events.ingest import stream
 from events.ingest.validation import load_json
 from events.integrity import proofs, signing
 from events.models import SCOPE_INGEST, SCOPE_READ, SCOPE_SCHEMA, ApiKey, Event, EventType, Seal, Source
-from events.queries import StoredEvent, event_by_id, event_type_ids, events_queryset, stored_event_from_row
+from events.queries import (
+    EVENT_FIELDS,
+    PAYLOAD,
+    EventRow,
+    event_by_id,
+    event_rows,
+    event_type_ids,
+    events_queryset,
+    row_position,
+)
 
 _E = '"events_event"'
 EVENT_ORDERINGS = {
@@ -117,8 +134,10 @@ EVENT_PAGE = OpenApiResponse(
 )
 
 
-def render_event(event: Event) -> dict[str, Any]:
-    return event_output(stored_event_from_row(event))
+def render_events(rows: list[EventRow]) -> list[dict[str, Any]]:
+    """Events as every read returns them (list, detail, a customer's timeline): the one output
+    rule, payloads readable, one key lookup for them all."""
+    return protection.readable_outputs(event_outputs(rows), payload_texts=[row[PAYLOAD] for row in rows])
 
 
 def own_source_only(request: Request) -> Source | None:
@@ -136,14 +155,14 @@ def readable_events(request: Request, events: QuerySet[Event] | None = None) -> 
     return events if source is None else events.filter(source_id=source.pk)
 
 
-def _event_or_404(event_id: str, request: Request) -> StoredEvent:
+def _event_or_404(event_id: str, request: Request) -> EventRow:
     event = event_by_id(event_id)
     source = own_source_only(request)
     # Another source's queued id is not_found to a read:own key, as it will be once stored.
     if event is None and stream.is_enabled() and _queued_for(event_id, source):
         message = "This event is accepted and waits in the stream to be stored; retry shortly."
         raise ProblemError([FieldError("id", "queued", message)], status=404)
-    if event is None or (source is not None and event.source != source.slug):
+    if event is None or (source is not None and event[EVENT_FIELDS.index("source")] != source.slug):
         raise ProblemError([FieldError("id", "not_found", "No event with this id.")], status=404)
     return event
 
@@ -160,9 +179,9 @@ def _queued_for(event_id: str, reader: Source | None) -> bool:
 def event_page(request: Request, events: QuerySet[Event]) -> Response:
     """A page of events: shared by /events and a customer's timeline."""
     ordering = choose_ordering(request, EVENT_ORDERINGS, "-occurred_at")
-    page = paginate(request, events, ordering=ordering, render=render_event)
-    page["results"] = protection.readable_outputs(page["results"])  # one key lookup for the page
-    return Response(page)
+    return Response(
+        paginate(request, event_rows(events), ordering=ordering, render=render_events, position_of=row_position)
+    )
 
 
 class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-arg]
@@ -256,8 +275,7 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
         }
     )
     def retrieve(self, request: Request, pk: str) -> Response:
-        event = _event_or_404(pk, request)
-        return Response(protection.readable_outputs([event_output(event)])[0])
+        return Response(render_events([_event_or_404(pk, request)])[0])
 
     @extend_schema(
         responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERRORS},
@@ -266,13 +284,13 @@ class EventViewSet(AuditedReads, viewsets.GenericViewSet):  # type: ignore[type-
     )
     @action(detail=True, methods=["get"], filter_backends=[])
     def proof(self, request: Request, pk: str) -> Response:
-        event = _event_or_404(pk, request)
-        proof = proofs.inclusion_proof_for(event.id)
+        event = event_outputs([_event_or_404(pk, request)])[0]  # as stored: what the proof's hash covers
+        proof = proofs.inclusion_proof_for(uuid.UUID(event["id"]))
         if proof is None:
             raise ProblemError(
                 [FieldError("id", "not_sealed", "This event is not sealed yet; retry later.")], status=404
             )
-        return Response({"event": event_output(event), "proof": proof})
+        return Response({"event": event, "proof": proof})
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=[*export.FORMATS], description="default ndjson")],
@@ -478,7 +496,7 @@ class IntegrityViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     def seals(self, request: Request) -> Response:
         reject_unknown_params(request, set(PAGINATION_PARAMS))
         ordering = choose_ordering(request, SEAL_ORDERINGS, "-sequence")
-        return Response(paginate(request, Seal.objects.all(), ordering=ordering, render=proofs.seal_output))
+        return Response(paginate(request, Seal.objects.all(), ordering=ordering, render=each(proofs.seal_output)))
 
     @extend_schema(
         responses={200: PublicKeySerializer, 404: ErrorSerializer, **ERRORS},
