@@ -255,9 +255,15 @@ def _writes_into_retiring_months_refused(event_ids: list[uuid.UUID], paths: Item
         cause = exc.__cause__
         if not (isinstance(cause, errors.CheckViolation) and cause.diag.constraint_name == RETIRING_CONSTRAINT):
             raise
-        closed = next(p for p in partitions.partitions() if p.table == cause.diag.table_name)
-        low, high = closed.id_range()
-        months = {partitions.Month.of_id(i) for i in event_ids if low <= i < high}
+        closed = next((p for p in partitions.partitions() if p.table == cause.diag.table_name), None)
+        if closed is not None:
+            low, high = closed.id_range()
+            months = {partitions.Month.of_id(i) for i in event_ids if low <= i < high}
+        else:  # retention dropped it since the CHECK refused the row: its month is recorded retired
+            partitions.forget_known()
+            months = partitions.retired_months({partitions.Month.of_id(i) for i in event_ids})
+        if not months:
+            raise
         _refuse_retired(event_ids, months, paths)
 
 
