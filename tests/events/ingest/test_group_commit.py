@@ -13,6 +13,7 @@ import pytest
 from django.db import connection, connections
 from rest_framework.test import APIClient
 
+from events.ingest import group_commit
 from events.ingest.group_commit import stop_group_commit
 from events.models import Event
 
@@ -34,6 +35,31 @@ def commits_held() -> Iterator[None]:
     finally:
         other.rollback()
         other.close()
+
+
+@pytest.fixture
+def arrivals(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per request that has reached the group committer (and waits for its group)."""
+    arrived: list[int] = []
+    store = group_commit.GroupCommitter.store
+
+    def counted(committer: group_commit.GroupCommitter, **kwargs: Any) -> Any:
+        arrived.append(1)
+        return store(committer, **kwargs)
+
+    monkeypatch.setattr(group_commit.GroupCommitter, "store", counted)
+    return arrived
+
+
+def _wait_for(arrived: list[int], count: int, timeout: float = 30.0) -> None:
+    """Until count requests have reached the committer (on a slow machine a fixed sleep let one
+    arrive after the first group had committed, and form a third)."""
+    deadline = time.monotonic() + timeout
+    while len(arrived) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(arrived)} of {count} requests reached the group committer")
+        time.sleep(0.05)
+    time.sleep(0.2)  # and put themselves in its queue
 
 
 def post_concurrently(key: str, bodies: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
@@ -62,14 +88,14 @@ def transactions_of_stored_events() -> int:
         return int(cursor.fetchone()[0])
 
 
-def test_concurrent_single_events_share_a_transaction(api):
+def test_concurrent_single_events_share_a_transaction(api, arrivals):
     bodies = [{"type": f"held.{n}", "payload": {"n": n}} for n in range(12)]
 
     with commits_held():
         answered = []
         poster = threading.Thread(target=lambda: answered.extend(post_concurrently(api.key, bodies)))
         poster.start()
-        time.sleep(1.0)  # every request is waiting for its group now
+        _wait_for(arrivals, len(bodies))  # every request is waiting for its group now
         assert not answered and not Event.objects.exists()  # nothing acknowledged before its commit
     poster.join(timeout=30)
 
