@@ -169,17 +169,21 @@ def kill_a_worker(process: subprocess.Popen[bytes], port: int) -> str:
     )
 
 
+def server_command(kind: str, port: int) -> list[str]:
+    """The service under gunicorn (its gunicorn.conf.py) or granian, 2 workers x 8 threads each."""
+    if kind == "gunicorn":
+        return [str(Path(sys.executable).parent / "gunicorn"), "auditsvc.wsgi", "-c", "gunicorn.conf.py", "-b",
+                f"127.0.0.1:{port}"]  # fmt: skip
+    return [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--port", str(port),
+            "--workers", "2", "--blocking-threads", "8", "auditsvc.wsgi:application"]  # fmt: skip
+
+
 def production(kind: str) -> str:
     env = {**os.environ, "AUDITSVC_ENV": "production", "DATABASE_URL": os.environ["DATABASE_URL"]}
     for name in ("SECRET_KEY", "AUDIT_SIGNING_KEY", "AUDIT_PUBLIC_KEYS", "AUDITSVC_DATA_KEY"):
         env.pop(name, None)
     port = free_port()
-    if kind == "gunicorn":
-        command = [str(Path(sys.executable).parent / "gunicorn"), "auditsvc.wsgi", "-c", "gunicorn.conf.py", "-b",
-                   f"127.0.0.1:{port}"]  # fmt: skip
-    else:
-        command = [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--port", str(port),
-                   "--workers", "2", "--blocking-threads", "8", "auditsvc.wsgi:application"]  # fmt: skip
+    command = server_command(kind, port)
     try:
         done = subprocess.run(
             command,
@@ -204,12 +208,7 @@ def production(kind: str) -> str:
 def stop_while_booting(kind: str) -> str:
     """SIGTERM to the master 1 s after it starts, while the workers still import Django."""
     port = free_port()
-    if kind == "gunicorn":
-        command = [str(Path(sys.executable).parent / "gunicorn"), "auditsvc.wsgi", "-c", "gunicorn.conf.py", "-b",
-                   f"127.0.0.1:{port}"]  # fmt: skip
-    else:
-        command = [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--port", str(port),
-                   "--workers", "2", "--blocking-threads", "8", "auditsvc.wsgi:application"]  # fmt: skip
+    command = server_command(kind, port)
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
     return f"{kind} SIGTERM while booting: " + stopped(process, timeout=30)
