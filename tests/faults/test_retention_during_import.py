@@ -94,6 +94,8 @@ def test_every_acknowledged_import_is_in_the_table_or_a_verified_archive(api, tm
     retired = False
     try:
         deadline = time.monotonic() + 120
+        while not acknowledged and time.monotonic() < deadline:
+            time.sleep(0.1)  # retention starts once a round is in the month: else it may close it first
         while not retired and time.monotonic() < deadline:
             time.sleep(0.3)  # let some rounds commit into the month first
             seal_events()
